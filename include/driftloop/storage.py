@@ -1,0 +1,168 @@
+"""S3 layout and write-once object helpers.
+
+Every function takes a boto3 S3 client, so Airflow tasks can pass the client of their
+connection (``S3Hook(aws_conn_id).get_conn()``) and command-line tools the one from boto3's
+environment (``s3_client()``). Keys follow DESIGN.md's data contracts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Any
+
+INFERENCE_PREFIX = "inference"
+LABELED_PREFIX = "labeled"
+QUARANTINE_PREFIX = "quarantine"
+PROFILES_PREFIX = "profiles"
+REPORTS_PREFIX = "reports/drift"
+DATASETS_PREFIX = "datasets"
+SUCCESS_MARKER = "_SUCCESS"
+
+
+class WriteOnceViolation(RuntimeError):
+    """A write-once key already holds different content."""
+
+
+def s3_client():
+    """A boto3 S3 client configured from the environment (``AWS_ENDPOINT_URL_S3`` …)."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+def day_str(day: date | str) -> str:
+    return day if isinstance(day, str) else day.isoformat()
+
+
+def inference_prefix(day: date | str) -> str:
+    return f"{INFERENCE_PREFIX}/dt={day_str(day)}/"
+
+
+def success_key(day: date | str) -> str:
+    return f"{inference_prefix(day)}{SUCCESS_MARKER}"
+
+
+def labeled_prefix(day: date | str) -> str:
+    return f"{LABELED_PREFIX}/dt={day_str(day)}/"
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"s3 URI needs a bucket and a key: {uri!r}")
+    return bucket, key
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One day of inference logs as listed in S3."""
+
+    day: str
+    keys: tuple[str, ...] = ()
+    etags: tuple[str, ...] = ()
+    sizes: tuple[int, ...] = ()
+    has_success: bool = False
+
+    @property
+    def content_id(self) -> str:
+        """Identifies the partition's content: changes whenever any object changes."""
+        digest = hashlib.sha256()
+        for key, etag in zip(self.keys, self.etags, strict=True):
+            digest.update(f"{key}\0{etag}\n".encode())
+        return digest.hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Partition:
+        return cls(
+            day=data["day"],
+            keys=tuple(data.get("keys", ())),
+            etags=tuple(data.get("etags", ())),
+            sizes=tuple(data.get("sizes", ())),
+            has_success=bool(data.get("has_success", False)),
+        )
+
+
+def list_keys(s3, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """All objects under ``prefix`` (paginated), sorted by key."""
+    objects: list[dict[str, Any]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects.extend(page.get("Contents", []))
+    return sorted(objects, key=lambda o: o["Key"])
+
+
+def list_partition(s3, bucket: str, day: date | str) -> Partition:
+    objects = list_keys(s3, bucket, inference_prefix(day))
+    parquet = [o for o in objects if o["Key"].endswith(".parquet")]
+    return Partition(
+        day=day_str(day),
+        keys=tuple(o["Key"] for o in parquet),
+        etags=tuple(o["ETag"].strip('"') for o in parquet),
+        sizes=tuple(int(o["Size"]) for o in parquet),
+        has_success=any(o["Key"].endswith("/" + SUCCESS_MARKER) for o in objects),
+    )
+
+
+def exists(s3, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def get_bytes(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def get_json(s3, bucket: str, key: str) -> Any:
+    return json.loads(get_bytes(s3, bucket, key))
+
+
+def put_bytes(s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+    return s3_uri(bucket, key)
+
+
+def put_once(s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    """Write ``data`` to a write-once key.
+
+    Re-running a step writes the same bytes to the same key, which is a no-op; different
+    bytes under an existing key mean two runs disagree, and that is an error rather than a
+    silent overwrite.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        return put_bytes(s3, bucket, key, data, content_type)
+    if head["ETag"].strip('"') != hashlib.md5(data, usedforsecurity=False).hexdigest():
+        raise WriteOnceViolation(f"s3://{bucket}/{key} already exists with different content")
+    return s3_uri(bucket, key)
+
+
+def dumps_canonical(obj: Any) -> bytes:
+    """JSON with sorted keys and no incidental whitespace: equal objects, equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def put_json_once(s3, bucket: str, key: str, obj: Any) -> str:
+    return put_once(s3, bucket, key, dumps_canonical(obj), "application/json")
