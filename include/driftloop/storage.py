@@ -166,3 +166,11 @@ def dumps_canonical(obj: Any) -> bytes:
 
 def put_json_once(s3, bucket: str, key: str, obj: Any) -> str:
     return put_once(s3, bucket, key, dumps_canonical(obj), "application/json")
+
+
+def get_json_uri(s3, uri: str) -> Any:
+    return get_json(s3, *split_s3_uri(uri))
+
+
+def get_bytes_uri(s3, uri: str) -> bytes:
+    return get_bytes(s3, *split_s3_uri(uri))

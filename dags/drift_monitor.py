@@ -1,0 +1,297 @@
+"""drift_monitor: is the detector in production still seeing the world it was trained on?"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from driftloop.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
+from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.settings import Settings
+from driftloop.storage import success_key
+from driftloop.windows import window_end_day
+
+SETTINGS = Settings.from_env()
+# How long the sensor waits for the day's _SUCCESS marker before the run ends as skipped.
+# An environment variable, not an Airflow Variable: it is read when the file is parsed.
+SENSOR_TIMEOUT_S = int(os.environ.get("DRIFTLOOP_SENSOR_TIMEOUT_S", str(6 * 3600)))
+SENSOR_POKE_S = int(os.environ.get("DRIFTLOOP_SENSOR_POKE_S", "300"))
+
+DOC = """
+### drift_monitor
+
+Every day (02:30 UTC, or as soon as new inference data is announced through the
+`driftloop_inference_logs` Asset) this DAG compares the **current window** (the 14 days ending
+at the data interval end) with the **reference**: the champion model's stored training-window
+profile when there is one, otherwise the 14 days before the current window.
+
+1. `wait_for_data` — deferrable sensor on `inference/dt=<end day>/_SUCCESS`; no data before the
+   timeout ends the run as *skipped*, not failed.
+2. `plan` — windows, partitions present, missing days (reported, never guessed), the effective
+   policy (the versioned `drift_policy.yaml` plus this run's overrides).
+3. `validate` — Great Expectations suite per partition; failures are copied to `quarantine/` with
+   their validation result and left out; too few valid days fails the run, naming them.
+4. `reference` / `profile_partition` (mapped, one per day) / `statistics` — mergeable sketches,
+   cached per partition: PSI, Jensen–Shannon, normalised Wasserstein, KS, KL, chi-square,
+   embedding MMD and PCA components, on the **full** windows.
+5. `evidently_report` — Evidently HTML + JSON on a bounded sample, in `reports/drift/<run>/`.
+6. `decide` — effect-size thresholds, Benjamini–Hochberg, k-of-n hysteresis over the stored
+   history → `none` / `warn` / `critical`; `log_to_mlflow` (experiment `drift-monitor`) and
+   `push_metrics` (Pushgateway) record it.
+7. critical → a drift event is opened; with `approval: required` an operator chooses
+   **Retrain** or **Ignore** in the *Required actions* view; `confirm_drift` emits the
+   `driftloop_drift_confirmed` Asset that triggers `retrain_detector`.
+
+**Manual trigger**: set `end_date` to check another day; the threshold Params override the policy
+for this run only (the run's policy version is then recorded as `<version>+override`).
+"""
+
+default_args = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+}
+
+
+def _s3():
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    settings = Settings.from_env()
+    return S3Hook(aws_conn_id=settings.aws_conn_id).get_conn(), settings
+
+
+def _policy(document):
+    from driftloop.drift.decision import parse_policy
+
+    return parse_policy(document, source="run policy")
+
+
+@dag(
+    dag_id="drift_monitor",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("30 2 * * *", timezone="UTC"), assets=INFERENCE_LOGS
+    ),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    doc_md=DOC,
+    tags=["driftloop", "drift", "monitoring"],
+    user_defined_macros={"window_end_day": window_end_day},
+    params={
+        "end_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Last day of the current window (YYYY-MM-DD). Empty: the day before the data interval end.",
+        ),
+        "window_days": Param(None, type=["null", "integer"], minimum=3, maximum=90, description="Window length in days (policy default: 14)."),
+        "psi_warn": Param(None, type=["null", "number"], minimum=0, description="Override the PSI warn threshold of numeric and categorical features."),
+        "psi_critical": Param(None, type=["null", "number"], minimum=0, description="Override the PSI critical threshold of numeric and categorical features."),
+        "hysteresis_k": Param(None, type=["null", "integer"], minimum=1, description="Override k of the k-of-n rule."),
+        "hysteresis_n": Param(None, type=["null", "integer"], minimum=1, description="Override n of the k-of-n rule."),
+        "fdr_alpha": Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1, description="Override the Benjamini–Hochberg false discovery rate."),
+        "approval": Param(None, type=["null", "string"], enum=[None, "none", "required"], description="Override whether critical drift waits for an operator."),
+    },
+)
+def drift_monitor():
+    wait_for_data = S3KeySensor(
+        task_id="wait_for_data",
+        bucket_name=SETTINGS.bucket,
+        bucket_key="inference/dt={{ window_end_day(params.end_date, data_interval_end, dag_run.run_after) }}/_SUCCESS",
+        aws_conn_id=SETTINGS.aws_conn_id,
+        deferrable=True,
+        poke_interval=SENSOR_POKE_S,
+        timeout=SENSOR_TIMEOUT_S,
+        soft_fail=True,  # no data: the run is skipped, not failed
+        retries=0,
+        doc_md=f"Waits for `{success_key('<end day>')}`.",
+    )
+
+    @task(multiple_outputs=True)
+    def plan(params=None, data_interval_end=None, dag_run=None) -> dict:
+        from driftloop.drift.decision import load_policy
+        from driftloop.monitor import plan_windows, policy_overrides
+
+        s3, settings = _s3()
+        policy = load_policy(settings.policy_path, policy_overrides(params))
+        end_day = window_end_day(params.get("end_date"), data_interval_end, dag_run.run_after)
+        return {"plan": plan_windows(s3, settings, end_day, policy), "policy": policy.to_dict()}
+
+    @task
+    def validate(plan: dict, policy: dict) -> dict:
+        from driftloop.monitor import validate_windows
+
+        s3, settings = _s3()
+        return validate_windows(s3, settings, plan, _policy(policy))
+
+    @task
+    def valid_current_partitions(validation: dict) -> list:
+        """The current window's valid partitions: what ``profile_partition`` maps over."""
+        return validation["valid"]["current"]
+
+    @task
+    def reference(plan: dict, validation: dict, policy: dict) -> dict:
+        from driftloop.monitor import resolve_reference
+
+        s3, settings = _s3()
+        return resolve_reference(s3, settings, plan, validation, _policy(policy))
+
+    @task(map_index_template="{{ task.op_kwargs['partition']['day'] }}")
+    def profile_partition(partition: dict, reference: dict, policy: dict) -> dict:
+        from driftloop.monitor import profile_current_partition
+
+        s3, settings = _s3()
+        return profile_current_partition(s3, settings, partition, reference, _policy(policy))
+
+    @task
+    def statistics(reference: dict, profiles: list, policy: dict, run_id=None) -> dict:
+        from driftloop.monitor import compute_statistics
+
+        s3, settings = _s3()
+        return compute_statistics(s3, settings, reference, list(profiles), _policy(policy), run_id)
+
+    @task
+    def evidently_report(reference: dict, statistics: dict, run_id=None, ti=None) -> dict:
+        from driftloop.links import DRIFT_REPORT_URL_KEY
+        from driftloop.monitor import render_evidently
+
+        s3, settings = _s3()
+        report = render_evidently(s3, settings, reference, statistics, run_id)
+        ti.xcom_push(key=DRIFT_REPORT_URL_KEY, value=report["html_uri"])
+        return report
+
+    @task
+    def decide(plan: dict, reference: dict, statistics: dict, report: dict, validation: dict, policy: dict, run_id=None) -> dict:
+        from driftloop.monitor import decide_and_record
+
+        s3, settings = _s3()
+        return decide_and_record(
+            s3, settings, plan=plan, reference=reference, statistics=statistics, report=report,
+            validated=validation, policy=_policy(policy), run_id=run_id,
+        )
+
+    @task
+    def log_to_mlflow(decision: dict, report: dict, run_id=None, ti=None) -> dict:
+        from driftloop.links import MLFLOW_RUN_URL_KEY
+        from driftloop.monitor import log_to_mlflow as log_run
+
+        s3, settings = _s3()
+        logged = log_run(s3, settings, decision, report, run_id)
+        ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=logged["url"])
+        return logged
+
+    @task
+    def push_metrics(decision: dict, dag_run=None) -> bool:
+        from driftloop.monitor import push_metrics as push
+        from driftloop.storage import get_json_uri
+
+        s3, settings = _s3()
+        started = dag_run.start_date.timestamp() if dag_run and dag_run.start_date else None
+        return push(settings, decision, get_json_uri(s3, decision["statistics_uri"]), started)
+
+    @task.branch
+    def route(decision: dict) -> str:
+        from driftloop.monitor import route_for_severity
+
+        return route_for_severity(decision["severity"])
+
+    no_drift = EmptyOperator(task_id="no_drift", doc_md="Nothing drifted beyond the policy's thresholds.")
+
+    @task
+    def notify_warning(decision: dict) -> dict:
+        import logging
+
+        from driftloop.monitor import warning_summary
+
+        summary = warning_summary(decision)
+        logging.getLogger("airflow.task").warning("drift warning: %s", summary["message"])
+        return summary
+
+    @task
+    def open_drift_event(decision: dict, run_id=None) -> dict:
+        from driftloop import history
+
+        settings = Settings.from_env()
+        engine = history.engine_for(settings.database_url)
+        event_id = history.open_event(engine, run_id, decision["severity"], decision["drifted_features"])
+        return {"event_id": event_id, "decision": decision}
+
+    @task.branch
+    def approval_gate(event: dict) -> str:
+        required = event["decision"]["policy"]["approval"] == "required"
+        return "await_approval" if required else "approved_by_policy"
+
+    approved_by_policy = EmptyOperator(
+        task_id="approved_by_policy", doc_md="The policy does not require an operator's approval."
+    )
+
+    await_approval = RecordedHITLBranchOperator(
+        task_id="await_approval",
+        subject="Critical drift in {{ ti.xcom_pull(task_ids='decide')['window']['end'] }}: retrain the detector?",
+        body=(
+            "Drifted features: **{{ ti.xcom_pull(task_ids='decide')['drifted_features'] | join(', ') }}**\n\n"
+            "Policy version `{{ ti.xcom_pull(task_ids='decide')['policy_version'] }}`; "
+            "report: `{{ ti.xcom_pull(task_ids='decide')['report']['html_uri'] }}`.\n\n"
+            "*Retrain* emits the drift-confirmed event (retraining starts); *Ignore* closes the event."
+        ),
+        options=["Retrain", "Ignore"],
+        options_mapping={"Retrain": "confirm_drift", "Ignore": "ignore_drift"},
+        response_timeout=timedelta(hours=24),
+        retries=0,
+    )
+
+    # Upstream of it are only the event and the two approval paths (never `decide` directly),
+    # so that it is skipped whenever no path to it was taken.
+    @task(outlets=[DRIFT_CONFIRMED], trigger_rule="none_failed_min_one_success")
+    def confirm_drift(event: dict, run_id=None, ti=None, outlet_events=None) -> dict:
+        from driftloop.monitor import record_event_answer
+
+        answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
+        decision, event_id = event["decision"], event["event_id"]
+        record = record_event_answer(Settings.from_env(), event_id, "ACTIONED", answer)
+        outlet_events[DRIFT_CONFIRMED].extra = {
+            "event_id": event_id,
+            "drift_run_id": run_id,
+            "window_end": decision["window"]["end"],
+            "drifted_features": decision["drifted_features"],
+            "decision_uri": decision["decision_uri"],
+        }
+        return record
+
+    @task
+    def ignore_drift(event: dict, ti=None) -> dict:
+        from driftloop.monitor import record_event_answer
+
+        answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
+        return record_event_answer(Settings.from_env(), event["event_id"], "IGNORED", answer)
+
+    checked = plan()
+    validated = validate(checked["plan"], checked["policy"])
+    ref = reference(checked["plan"], validated, checked["policy"])
+    profiles = profile_partition.partial(reference=ref, policy=checked["policy"]).expand(
+        partition=valid_current_partitions(validated)
+    )
+    stats = statistics(ref, profiles, checked["policy"])
+    report = evidently_report(ref, stats)
+    decision = decide(checked["plan"], ref, stats, report, validated, checked["policy"])
+    log_to_mlflow(decision, report)
+    push_metrics(decision)
+
+    wait_for_data >> checked
+    event = open_drift_event(decision)
+    confirmed = confirm_drift(event)
+    ignored = ignore_drift(event)
+    route(decision) >> [no_drift, notify_warning(decision), event]
+    event >> approval_gate(event) >> [await_approval, approved_by_policy]
+    approved_by_policy >> confirmed
+    await_approval >> [confirmed, ignored]
+
+
+drift_monitor()

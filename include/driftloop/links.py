@@ -1,0 +1,55 @@
+"""XCom keys and URL builders shared by tasks and the ``driftloop_links`` Airflow plugin.
+
+A task that wants a button in the Airflow UI pushes a URL under one of these XCom keys; the
+plugin's global operator extra links ("MLflow run", "Drift report") read it back. This module
+is imported by the plugin, which the API server loads, so it must stay dependency-free.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+MLFLOW_RUN_URL_KEY = "mlflow_run_url"
+DRIFT_REPORT_URL_KEY = "drift_report_url"
+
+#: URL schemes a link may carry. Anything else (``javascript:``, ``file:`` …) is refused so that
+#: a value in XCom can never turn into a script link in the UI.
+LINK_SCHEMES = frozenset({"http", "https", "s3"})
+
+
+def mlflow_run_url(tracking_uri: str, experiment_id: str | int, run_id: str) -> str:
+    """The MLflow UI page of a run: ``{tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}``.
+
+    ``tracking_uri`` is the browser-facing base URL of the MLflow server (a path prefix such as
+    ``https://host/mlflow`` is kept). Only an HTTP(S) server has a UI, so any other tracking
+    URI (``sqlite:``, ``file:``, ``databricks``) raises ``ValueError``.
+    """
+    parts = urlsplit(str(tracking_uri).strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"MLflow tracking URI has no web UI: {tracking_uri!r}")
+    experiment = str(experiment_id).strip()
+    run = str(run_id).strip()
+    if not experiment or not run:
+        raise ValueError("experiment_id and run_id must be non-empty")
+    base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    return f"{base}/#/experiments/{quote(experiment, safe='')}/runs/{quote(run, safe='')}"
+
+
+def report_url(uri: str) -> str:
+    """The link for a drift report: the report's ``s3://`` (or ``http(s)://``) URI, unchanged.
+
+    No console URL is built: the URI is what the operator copies into ``aws s3 cp`` or a
+    browser with an S3 handler. Raises ``ValueError`` for any other scheme.
+    """
+    value = str(uri).strip()
+    if not is_safe_link(value):
+        raise ValueError(f"not an s3:// or http(s):// URI: {uri!r}")
+    return value
+
+
+def is_safe_link(value: object) -> bool:
+    """True for a string URL with a scheme in :data:`LINK_SCHEMES` and a host or bucket."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    parts = urlsplit(value.strip())
+    return parts.scheme.lower() in LINK_SCHEMES and bool(parts.netloc)

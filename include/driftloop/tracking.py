@@ -1,0 +1,102 @@
+"""MLflow: drift-check runs and the champion's reference profile.
+
+Drift checks are runs in the ``drift-monitor`` experiment, one per Airflow DAG run (found
+again by the ``airflow.run_id`` tag, so a re-run updates the same MLflow run), with every
+statistic as a metric stamped at the window's end, so the MLflow UI charts drift over time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+#: model-version tag holding the s3:// URI of the reference bundle of its training window
+REFERENCE_TAG = "drift_reference_uri"
+RUN_ID_TAG = "airflow.run_id"
+
+
+def client(tracking_uri: str | None):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def champion_reference(tracking_uri: str | None, model_name: str) -> dict | None:
+    """The champion version and its reference-bundle URI, or None when there is no champion
+    (no registered model, no alias, or a version without a stored reference)."""
+    from mlflow.exceptions import MlflowException
+
+    if not tracking_uri:
+        return None
+    try:
+        version = client(tracking_uri).get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException as err:
+        log.info("no champion reference for %s: %s", model_name, err.message)
+        return None
+    uri = (version.tags or {}).get(REFERENCE_TAG)
+    if not uri:
+        log.warning("champion %s v%s has no %s tag: falling back to a sliding reference", model_name, version.version, REFERENCE_TAG)
+        return None
+    return {"model_version": str(version.version), "uri": uri}
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow_client.create_experiment(name)
+
+
+def log_drift_check(
+    tracking_uri: str,
+    experiment: str,
+    *,
+    airflow_run_id: str,
+    window_end: str,
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    artifacts: Mapping[str, bytes],
+) -> tuple[str, str]:
+    """Log (or re-log) one drift check; returns (experiment id, MLflow run id)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    mlflow_client = client(tracking_uri)
+    exp_id = experiment_id(mlflow_client, experiment)
+    existing = mlflow_client.search_runs(
+        [exp_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{airflow_run_id}'", max_results=1
+    )
+    if existing:
+        run_id = existing[0].info.run_id
+        mlflow_client.update_run(run_id, status="RUNNING")
+    else:
+        run = mlflow_client.create_run(exp_id, run_name=f"drift {window_end}", tags={RUN_ID_TAG: airflow_run_id})
+        run_id = run.info.run_id
+    stamp = int(datetime.fromisoformat(window_end).replace(tzinfo=UTC).timestamp() * 1000)
+    logged_params = {} if existing else params  # MLflow params are immutable once logged
+    mlflow_client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), stamp, 0) for k, v in sorted(metrics.items())],
+        params=[Param(k, str(v)) for k, v in sorted(logged_params.items())],
+        tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in artifacts.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        mlflow_client.log_artifacts(run_id, tmp)
+    mlflow_client.set_terminated(run_id, "FINISHED")
+    return exp_id, run_id
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
