@@ -91,13 +91,44 @@ def _policy(document):
             format="date",
             description="Last day of the current window (YYYY-MM-DD). Empty: the day before the data interval end.",
         ),
-        "window_days": Param(None, type=["null", "integer"], minimum=3, maximum=90, description="Window length in days (policy default: 14)."),
-        "psi_warn": Param(None, type=["null", "number"], minimum=0, description="Override the PSI warn threshold of numeric and categorical features."),
-        "psi_critical": Param(None, type=["null", "number"], minimum=0, description="Override the PSI critical threshold of numeric and categorical features."),
-        "hysteresis_k": Param(None, type=["null", "integer"], minimum=1, description="Override k of the k-of-n rule."),
-        "hysteresis_n": Param(None, type=["null", "integer"], minimum=1, description="Override n of the k-of-n rule."),
-        "fdr_alpha": Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1, description="Override the Benjamini–Hochberg false discovery rate."),
-        "approval": Param(None, type=["null", "string"], enum=[None, "none", "required"], description="Override whether critical drift waits for an operator."),
+        "window_days": Param(
+            None,
+            type=["null", "integer"],
+            minimum=3,
+            maximum=90,
+            description="Window length in days (policy default: 14).",
+        ),
+        "psi_warn": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            description="Override the PSI warn threshold of numeric and categorical features.",
+        ),
+        "psi_critical": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            description="Override the PSI critical threshold of numeric and categorical features.",
+        ),
+        "hysteresis_k": Param(
+            None, type=["null", "integer"], minimum=1, description="Override k of the k-of-n rule."
+        ),
+        "hysteresis_n": Param(
+            None, type=["null", "integer"], minimum=1, description="Override n of the k-of-n rule."
+        ),
+        "fdr_alpha": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            exclusiveMaximum=1,
+            description="Override the Benjamini–Hochberg false discovery rate.",
+        ),
+        "approval": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "none", "required"],
+            description="Override whether critical drift waits for an operator.",
+        ),
     },
 )
 def drift_monitor():
@@ -168,13 +199,28 @@ def drift_monitor():
         return report
 
     @task
-    def decide(plan: dict, reference: dict, statistics: dict, report: dict, validation: dict, policy: dict, run_id=None) -> dict:
+    def decide(
+        plan: dict,
+        reference: dict,
+        statistics: dict,
+        report: dict,
+        validation: dict,
+        policy: dict,
+        run_id=None,
+    ) -> dict:
         from driftloop.monitor import decide_and_record
 
         s3, settings = _s3()
         return decide_and_record(
-            s3, settings, plan=plan, reference=reference, statistics=statistics, report=report,
-            validated=validation, policy=_policy(policy), run_id=run_id,
+            s3,
+            settings,
+            plan=plan,
+            reference=reference,
+            statistics=statistics,
+            report=report,
+            validated=validation,
+            policy=_policy(policy),
+            run_id=run_id,
         )
 
     @task
@@ -202,7 +248,9 @@ def drift_monitor():
 
         return route_for_severity(decision["severity"])
 
-    no_drift = EmptyOperator(task_id="no_drift", doc_md="Nothing drifted beyond the policy's thresholds.")
+    no_drift = EmptyOperator(
+        task_id="no_drift", doc_md="Nothing drifted beyond the policy's thresholds."
+    )
 
     @task
     def notify_warning(decision: dict) -> dict:
@@ -220,7 +268,9 @@ def drift_monitor():
 
         settings = Settings.from_env()
         engine = history.engine_for(settings.database_url)
-        event_id = history.open_event(engine, run_id, decision["severity"], decision["drifted_features"])
+        event_id = history.open_event(
+            engine, run_id, decision["severity"], decision["drifted_features"]
+        )
         return {"event_id": event_id, "decision": decision}
 
     @task.branch

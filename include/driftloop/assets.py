@@ -7,4 +7,6 @@ from airflow.sdk import Asset
 #: new inference-log partitions; the serving side (or the synthetic generator) emits it
 INFERENCE_LOGS = Asset(name="driftloop_inference_logs", uri="s3://driftloop/inference/")
 #: drift confirmed by drift_monitor (after approval where the policy asks); retrain_detector listens
-DRIFT_CONFIRMED = Asset(name="driftloop_drift_confirmed", uri="s3://driftloop/events/drift_confirmed")
+DRIFT_CONFIRMED = Asset(
+    name="driftloop_drift_confirmed", uri="s3://driftloop/events/drift_confirmed"
+)

@@ -98,7 +98,9 @@ def record_check(engine: sa.Engine, record: CheckRecord) -> None:
         conn.execute(sa.insert(drift_checks).values(**values))
 
 
-def previous_levels(engine: sa.Engine, window_end, *, exclude_run_id: str, limit: int) -> list[dict[str, str]]:
+def previous_levels(
+    engine: sa.Engine, window_end, *, exclude_run_id: str, limit: int
+) -> list[dict[str, str]]:
     """Per-feature levels of the daily checks of the ``limit`` days before ``window_end``,
     newest first.
 
@@ -110,7 +112,9 @@ def previous_levels(engine: sa.Engine, window_end, *, exclude_run_id: str, limit
         return []
     earliest = window_end - timedelta(days=limit)
     query = (
-        sa.select(drift_checks.c.window_end, drift_checks.c.feature_levels, drift_checks.c.checked_at)
+        sa.select(
+            drift_checks.c.window_end, drift_checks.c.feature_levels, drift_checks.c.checked_at
+        )
         .where(
             drift_checks.c.window_end < window_end,
             drift_checks.c.window_end >= earliest,
@@ -132,12 +136,20 @@ def previous_levels(engine: sa.Engine, window_end, *, exclude_run_id: str, limit
 
 def set_check_mlflow_run(engine: sa.Engine, run_id: str, mlflow_run_id: str) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.update(drift_checks).where(drift_checks.c.run_id == run_id).values(mlflow_run_id=mlflow_run_id))
+        conn.execute(
+            sa.update(drift_checks)
+            .where(drift_checks.c.run_id == run_id)
+            .values(mlflow_run_id=mlflow_run_id)
+        )
 
 
 def get_check(engine: sa.Engine, run_id: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(drift_checks).where(drift_checks.c.run_id == run_id)).mappings().first()
+        row = (
+            conn.execute(sa.select(drift_checks).where(drift_checks.c.run_id == run_id))
+            .mappings()
+            .first()
+        )
     if row is None:
         return None
     out = dict(row)
@@ -149,7 +161,9 @@ def get_check(engine: sa.Engine, run_id: str) -> dict[str, Any] | None:
 def open_event(engine: sa.Engine, run_id: str, severity: str, features: list[str]) -> int:
     """Open (or return the already opened) drift event of a DAG run, status NEEDS_REVIEW."""
     with engine.begin() as conn:
-        existing = conn.execute(sa.select(drift_events.c.id).where(drift_events.c.run_id == run_id)).scalar()
+        existing = conn.execute(
+            sa.select(drift_events.c.id).where(drift_events.c.run_id == run_id)
+        ).scalar()
         if existing is not None:
             return int(existing)
         now = _now()
@@ -166,7 +180,9 @@ def open_event(engine: sa.Engine, run_id: str, severity: str, features: list[str
         return int(result.inserted_primary_key[0])
 
 
-def set_event_status(engine: sa.Engine, event_id: int, status: str, *, actor: str | None, note: str | None = None) -> None:
+def set_event_status(
+    engine: sa.Engine, event_id: int, status: str, *, actor: str | None, note: str | None = None
+) -> None:
     if status not in EVENT_STATUSES:
         raise ValueError(f"event status must be one of {EVENT_STATUSES}, got {status!r}")
     with engine.begin() as conn:
@@ -181,7 +197,11 @@ def set_event_status(engine: sa.Engine, event_id: int, status: str, *, actor: st
 
 def get_event(engine: sa.Engine, event_id: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
-        row = conn.execute(sa.select(drift_events).where(drift_events.c.id == event_id)).mappings().first()
+        row = (
+            conn.execute(sa.select(drift_events).where(drift_events.c.id == event_id))
+            .mappings()
+            .first()
+        )
     return None if row is None else {**row, "features": json.loads(row["features"])}
 
 

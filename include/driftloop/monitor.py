@@ -48,7 +48,9 @@ def plan_windows(s3, settings: Settings, end_day: str, policy: Policy) -> dict[s
     windows = drift_windows(end_day, policy.length_days)
     champion = champion_reference(settings.mlflow_tracking_uri, settings.registered_model)
     reference_days = [] if champion else windows.reference
-    listed = {day: list_partition(s3, settings.bucket, day) for day in windows.current + reference_days}
+    listed = {
+        day: list_partition(s3, settings.bucket, day) for day in windows.current + reference_days
+    }
     present = {day: p for day, p in listed.items() if p.keys}
     plan = {
         "end_day": end_day,
@@ -66,14 +68,18 @@ def plan_windows(s3, settings: Settings, end_day: str, policy: Policy) -> dict[s
     }
     for window, days in plan["missing_days"].items():
         if days:
-            log.warning("%s window: no inference data for %d day(s): %s", window, len(days), ", ".join(days))
+            log.warning(
+                "%s window: no inference data for %d day(s): %s", window, len(days), ", ".join(days)
+            )
     return plan
 
 
 # --- validate ---------------------------------------------------------------------------
 
 
-def validate_windows(s3, settings: Settings, plan: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
+def validate_windows(
+    s3, settings: Settings, plan: Mapping[str, Any], policy: Policy
+) -> dict[str, Any]:
     """Validate every partition, quarantine the failures, fail if too few days are valid."""
     from driftloop.validation import quarantine_partition, summarize, validate_partitions
 
@@ -102,7 +108,9 @@ def validate_windows(s3, settings: Settings, plan: Mapping[str, Any], policy: Po
 # --- reference and profiles -------------------------------------------------------------
 
 
-def resolve_reference(s3, settings: Settings, plan: Mapping[str, Any], validated: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
+def resolve_reference(
+    s3, settings: Settings, plan: Mapping[str, Any], validated: Mapping[str, Any], policy: Policy
+) -> dict[str, Any]:
     from driftloop.drift.reference import ReferenceBundle, build_reference_bundle
 
     reference = plan["reference"]
@@ -114,18 +122,33 @@ def resolve_reference(s3, settings: Settings, plan: Mapping[str, Any], validated
     return {"kind": "sliding", "days": [p.day for p in partitions], **bundle.to_dict()}
 
 
-def profile_current_partition(s3, settings: Settings, partition: Mapping[str, Any], reference: Mapping[str, Any], policy: Policy) -> dict[str, Any]:
+def profile_current_partition(
+    s3,
+    settings: Settings,
+    partition: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    policy: Policy,
+) -> dict[str, Any]:
     from driftloop.drift.reference import load_binning, profile_partition
 
     binning = load_binning(s3, reference["binning_uri"])
-    ref = profile_partition(s3, settings.bucket, Partition.from_dict(partition), binning, policy.sample_size)
+    ref = profile_partition(
+        s3, settings.bucket, Partition.from_dict(partition), binning, policy.sample_size
+    )
     return ref.to_dict()
 
 
 # --- statistics -------------------------------------------------------------------------
 
 
-def compute_statistics(s3, settings: Settings, reference: Mapping[str, Any], profiles: Sequence[Mapping[str, Any]], policy: Policy, run_id: str) -> dict[str, Any]:
+def compute_statistics(
+    s3,
+    settings: Settings,
+    reference: Mapping[str, Any],
+    profiles: Sequence[Mapping[str, Any]],
+    policy: Policy,
+    run_id: str,
+) -> dict[str, Any]:
     from driftloop.drift.compare import compare_windows, flat_metrics
     from driftloop.drift.reference import load_profile, load_sample, merge_window
     from driftloop.drift.sketch import table_to_parquet_bytes
@@ -145,14 +168,36 @@ def compute_statistics(s3, settings: Settings, reference: Mapping[str, Any], pro
     prefix = report_prefix(run_id)
     document = {
         "run_id": run_id,
-        "reference": {"kind": reference["kind"], "reference_id": reference["reference_id"], "rows": reference_profile.rows, "days": reference_profile.days},
+        "reference": {
+            "kind": reference["kind"],
+            "reference_id": reference["reference_id"],
+            "rows": reference_profile.rows,
+            "days": reference_profile.days,
+        },
         "current": {"rows": current_profile.rows, "days": current_profile.days},
         "features": [c.to_dict() for c in comparisons],
         "metrics": flat_metrics(comparisons),
     }
-    statistics_uri = put_bytes(s3, settings.bucket, prefix + "statistics.json", dumps_canonical(document), "application/json")
-    sample_uri = put_bytes(s3, settings.bucket, prefix + "current_sample.parquet", table_to_parquet_bytes(current_sample))
-    put_bytes(s3, settings.bucket, prefix + "current_profile.json", dumps_canonical(current_profile.to_dict()), "application/json")
+    statistics_uri = put_bytes(
+        s3,
+        settings.bucket,
+        prefix + "statistics.json",
+        dumps_canonical(document),
+        "application/json",
+    )
+    sample_uri = put_bytes(
+        s3,
+        settings.bucket,
+        prefix + "current_sample.parquet",
+        table_to_parquet_bytes(current_sample),
+    )
+    put_bytes(
+        s3,
+        settings.bucket,
+        prefix + "current_profile.json",
+        dumps_canonical(current_profile.to_dict()),
+        "application/json",
+    )
     return {
         "statistics_uri": statistics_uri,
         "current_sample_uri": sample_uri,
@@ -161,17 +206,31 @@ def compute_statistics(s3, settings: Settings, reference: Mapping[str, Any], pro
     }
 
 
-def render_evidently(s3, settings: Settings, reference: Mapping[str, Any], statistics: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+def render_evidently(
+    s3, settings: Settings, reference: Mapping[str, Any], statistics: Mapping[str, Any], run_id: str
+) -> dict[str, Any]:
     from driftloop.drift.reference import load_sample
     from driftloop.reporting import evidently_report
 
     reference_frame = load_sample(s3, reference["sample_uri"]).to_pandas()
     current_frame = load_sample(s3, statistics["current_sample_uri"]).to_pandas()
-    report = evidently_report(reference_frame, current_frame, title=f"driftloop drift check {run_id}")
+    report = evidently_report(
+        reference_frame, current_frame, title=f"driftloop drift check {run_id}"
+    )
     prefix = report_prefix(run_id)
-    html_uri = put_bytes(s3, settings.bucket, prefix + "evidently.html", report.html.encode(), "text/html")
-    json_uri = put_bytes(s3, settings.bucket, prefix + "evidently.json", report.raw_json.encode(), "application/json")
-    summary_uri = put_bytes(s3, settings.bucket, prefix + "evidently_summary.json", dumps_canonical(report.summary), "application/json")
+    html_uri = put_bytes(
+        s3, settings.bucket, prefix + "evidently.html", report.html.encode(), "text/html"
+    )
+    json_uri = put_bytes(
+        s3, settings.bucket, prefix + "evidently.json", report.raw_json.encode(), "application/json"
+    )
+    summary_uri = put_bytes(
+        s3,
+        settings.bucket,
+        prefix + "evidently_summary.json",
+        dumps_canonical(report.summary),
+        "application/json",
+    )
     return {"html_uri": html_uri, "json_uri": json_uri, "summary_uri": summary_uri}
 
 
@@ -197,7 +256,9 @@ def decide_and_record(
     comparisons = [FeatureComparison.from_dict(f) for f in document["features"]]
     engine = history.engine_for(settings.database_url)
     current_days = plan["current_days"]
-    previous = history.previous_levels(engine, _day(current_days[-1]), exclude_run_id=run_id, limit=policy.n - 1)
+    previous = history.previous_levels(
+        engine, _day(current_days[-1]), exclude_run_id=run_id, limit=policy.n - 1
+    )
     decision = decide(comparisons, policy, previous)
     history.record_check(
         engine,
@@ -214,8 +275,16 @@ def decide_and_record(
             report_uri=report.get("html_uri"),
         ),
     )
-    out = _decision_document(decision, plan, reference, validated, report, statistics, policy, run_id)
-    out["decision_uri"] = put_bytes(s3, settings.bucket, report_prefix(run_id) + "decision.json", dumps_canonical(out), "application/json")
+    out = _decision_document(
+        decision, plan, reference, validated, report, statistics, policy, run_id
+    )
+    out["decision_uri"] = put_bytes(
+        s3,
+        settings.bucket,
+        report_prefix(run_id) + "decision.json",
+        dumps_canonical(out),
+        "application/json",
+    )
     return out
 
 
@@ -225,7 +294,9 @@ def _day(value: str):
     return date.fromisoformat(value)
 
 
-def _decision_document(decision: Decision, plan, reference, validated, report, statistics, policy: Policy, run_id: str) -> dict[str, Any]:
+def _decision_document(
+    decision: Decision, plan, reference, validated, report, statistics, policy: Policy, run_id: str
+) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "severity": decision.severity,
@@ -233,9 +304,16 @@ def _decision_document(decision: Decision, plan, reference, validated, report, s
         "policy": policy.to_dict(),
         "policy_version": policy.version,
         "window": {"start": plan["current_days"][0], "end": plan["current_days"][-1]},
-        "reference": {k: reference.get(k) for k in ("kind", "reference_id", "uri", "model_version", "days") if reference.get(k) is not None},
+        "reference": {
+            k: reference.get(k)
+            for k in ("kind", "reference_id", "uri", "model_version", "days")
+            if reference.get(k) is not None
+        },
         "missing_days": plan["missing_days"],
-        "quarantined": [{"day": q["day"], "window": q["window"], "reasons": q["reasons"]} for q in validated["quarantined"]],
+        "quarantined": [
+            {"day": q["day"], "window": q["window"], "reasons": q["reasons"]}
+            for q in validated["quarantined"]
+        ],
         "history_checks": decision.history_checks,
         "features": [f.to_dict() for f in decision.features],
         "report": dict(report),
@@ -246,7 +324,9 @@ def _decision_document(decision: Decision, plan, reference, validated, report, s
 # --- recording --------------------------------------------------------------------------
 
 
-def log_to_mlflow(s3, settings: Settings, decision: Mapping[str, Any], report: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+def log_to_mlflow(
+    s3, settings: Settings, decision: Mapping[str, Any], report: Mapping[str, Any], run_id: str
+) -> dict[str, Any]:
     from driftloop import history
     from driftloop.links import mlflow_run_url
     from driftloop.tracking import log_drift_check
@@ -297,7 +377,12 @@ def log_to_mlflow(s3, settings: Settings, decision: Mapping[str, Any], report: M
     }
 
 
-def push_metrics(settings: Settings, decision: Mapping[str, Any], statistics_document: Mapping[str, Any], started_at: float | None) -> bool:
+def push_metrics(
+    settings: Settings,
+    decision: Mapping[str, Any],
+    statistics_document: Mapping[str, Any],
+    started_at: float | None,
+) -> bool:
     from driftloop import history
     from driftloop.telemetry import push_drift_metrics
 
@@ -327,7 +412,9 @@ def route_for_severity(severity: str) -> str:
     try:
         return ROUTES[severity]
     except KeyError:
-        raise ValueError(f"unknown severity {severity!r}; expected one of {sorted(ROUTES)}") from None
+        raise ValueError(
+            f"unknown severity {severity!r}; expected one of {sorted(ROUTES)}"
+        ) from None
 
 
 def policy_overrides(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -336,10 +423,16 @@ def policy_overrides(params: Mapping[str, Any] | None) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if params.get("window_days") is not None:
         overrides["windows"] = {"length_days": int(params["window_days"])}
-    psi = {k: params[f"psi_{k}"] for k in ("warn", "critical") if params.get(f"psi_{k}") is not None}
+    psi = {
+        k: params[f"psi_{k}"] for k in ("warn", "critical") if params.get(f"psi_{k}") is not None
+    }
     if psi:
         overrides["defaults"] = {kind: dict(psi) for kind in ("numeric", "categorical")}
-    hysteresis = {k: int(params[f"hysteresis_{k}"]) for k in ("k", "n") if params.get(f"hysteresis_{k}") is not None}
+    hysteresis = {
+        k: int(params[f"hysteresis_{k}"])
+        for k in ("k", "n")
+        if params.get(f"hysteresis_{k}") is not None
+    }
     if hysteresis:
         overrides["hysteresis"] = hysteresis
     if params.get("fdr_alpha") is not None:
@@ -351,15 +444,20 @@ def policy_overrides(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def warning_summary(decision: Mapping[str, Any]) -> dict[str, Any]:
     features = [f for f in decision["features"] if f["alert_level"] != "none"]
-    parts = [f"{f['feature']} {f['method']}={f['effect']:.3f} ({f['alert_level']})" for f in features]
+    parts = [
+        f"{f['feature']} {f['method']}={f['effect']:.3f} ({f['alert_level']})" for f in features
+    ]
     return {
-        "message": f"window {decision['window']['start']}..{decision['window']['end']}: " + ", ".join(parts),
+        "message": f"window {decision['window']['start']}..{decision['window']['end']}: "
+        + ", ".join(parts),
         "features": [f["feature"] for f in features],
         "report": decision["report"].get("html_uri"),
     }
 
 
-def record_event_answer(settings: Settings, event_id: int, status: str, answer: Mapping[str, Any] | None) -> dict[str, Any]:
+def record_event_answer(
+    settings: Settings, event_id: int, status: str, answer: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """Close a drift event with the operator's answer, or as decided by policy when none was asked."""
     from driftloop import history
 
@@ -369,7 +467,9 @@ def record_event_answer(settings: Settings, event_id: int, status: str, answer: 
             actor = str(user.get("name") or user.get("id") or "unknown")
         else:
             actor = str(user)
-        note = f"answered {answer.get('chosen_options')} at {answer.get('responded_at')}" + (" (timed out: default)" if answer.get("timedout") else "")
+        note = f"answered {answer.get('chosen_options')} at {answer.get('responded_at')}" + (
+            " (timed out: default)" if answer.get("timedout") else ""
+        )
     else:
         actor, note = "policy:auto", "approval not required by policy"
     engine = history.engine_for(settings.database_url)

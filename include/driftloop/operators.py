@@ -25,7 +25,9 @@ class RecordedHITLBranchOperator(HITLBranchOperator):
                 value={
                     "chosen_options": list(event.get("chosen_options") or []),
                     "responded_by_user": event.get("responded_by_user"),
-                    "responded_at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+                    "responded_at": responded_at.isoformat()
+                    if hasattr(responded_at, "isoformat")
+                    else responded_at,
                     "timedout": bool(event.get("timedout", False)),
                 },
             )

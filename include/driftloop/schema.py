@@ -88,8 +88,6 @@ def arrow_schema():
         "string": pa.string(),
         "double": pa.float64(),
         "int32": pa.int32(),
-        f"fixed_size_list<item: float>[{EMBEDDING_DIM}]": pa.list_(
-            pa.float32(), EMBEDDING_DIM
-        ),
+        f"fixed_size_list<item: float>[{EMBEDDING_DIM}]": pa.list_(pa.float32(), EMBEDDING_DIM),
     }
     return pa.schema([pa.field(c.name, types[c.dtype], nullable=c.nullable) for c in COLUMNS])

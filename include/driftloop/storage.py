@@ -134,12 +134,16 @@ def get_json(s3, bucket: str, key: str) -> Any:
     return json.loads(get_bytes(s3, bucket, key))
 
 
-def put_bytes(s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+def put_bytes(
+    s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+) -> str:
     s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
     return s3_uri(bucket, key)
 
 
-def put_once(s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+def put_once(
+    s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+) -> str:
     """Write ``data`` to a write-once key.
 
     Re-running a step writes the same bytes to the same key, which is a no-op; different

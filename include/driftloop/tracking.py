@@ -43,7 +43,12 @@ def champion_reference(tracking_uri: str | None, model_name: str) -> dict | None
         return None
     uri = (version.tags or {}).get(REFERENCE_TAG)
     if not uri:
-        log.warning("champion %s v%s has no %s tag: falling back to a sliding reference", model_name, version.version, REFERENCE_TAG)
+        log.warning(
+            "champion %s v%s has no %s tag: falling back to a sliding reference",
+            model_name,
+            version.version,
+            REFERENCE_TAG,
+        )
         return None
     return {"model_version": str(version.version), "uri": uri}
 
@@ -78,7 +83,9 @@ def log_drift_check(
         run_id = existing[0].info.run_id
         mlflow_client.update_run(run_id, status="RUNNING")
     else:
-        run = mlflow_client.create_run(exp_id, run_name=f"drift {window_end}", tags={RUN_ID_TAG: airflow_run_id})
+        run = mlflow_client.create_run(
+            exp_id, run_name=f"drift {window_end}", tags={RUN_ID_TAG: airflow_run_id}
+        )
         run_id = run.info.run_id
     stamp = int(datetime.fromisoformat(window_end).replace(tzinfo=UTC).timestamp() * 1000)
     logged_params = {} if existing else params  # MLflow params are immutable once logged

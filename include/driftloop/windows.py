@@ -17,7 +17,9 @@ def parse_day(value: str | date | datetime, *, parameter: str = "date") -> date:
         raise ValueError(f"{parameter} must be a date YYYY-MM-DD, got {value!r}") from err
 
 
-def window_end_day(end_date: str | None, data_interval_end: datetime | None, run_after: datetime | None = None) -> str:
+def window_end_day(
+    end_date: str | None, data_interval_end: datetime | None, run_after: datetime | None = None
+) -> str:
     """The last day of the current window, as YYYY-MM-DD.
 
     An explicit ``end_date`` (a trigger Param) wins. Otherwise it is the last full day before

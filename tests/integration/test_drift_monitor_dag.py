@@ -69,7 +69,9 @@ def test_stable_world_has_no_drift_even_without_hysteresis(stack, s3):
     dag_run, states = _run({"end_date": end, "hysteresis_k": 1, "hysteresis_n": 1})
     decision = _decision(s3, dag_run)
     assert decision["severity"] == "none", [
-        (f["feature"], f["effect"], f["q_value"]) for f in decision["features"] if f["level_now"] != "none"
+        (f["feature"], f["effect"], f["q_value"])
+        for f in decision["features"]
+        if f["level_now"] != "none"
     ]
     assert all(f["level_now"] == "none" for f in decision["features"])
     assert states["no_drift"] == "success"
@@ -100,7 +102,9 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     assert decision["severity"] == "critical"
     drifted = set(decision["drifted_features"])
     assert {"brightness", "mean_r", "mean_g", "mean_b", "camera_id", "embedding"} <= drifted
-    assert drifted <= set(truth.drifted_columns) | {f"embedding_pc{i}" for i in range(1, 6)}, drifted
+    assert drifted <= set(truth.drifted_columns) | {f"embedding_pc{i}" for i in range(1, 6)}, (
+        drifted
+    )
     assert states["open_drift_event"] == "success" and states["confirm_drift"] == "success"
     assert states["await_approval"] == "skipped" and states["no_drift"] == "skipped"
 
@@ -120,7 +124,9 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     for uri in (report["html_uri"], report["json_uri"]):
         key = uri.removeprefix(f"s3://{bucket}/")
         assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 1000
-    html = s3.get_object(Bucket=bucket, Key=report["html_uri"].removeprefix(f"s3://{bucket}/"))["Body"].read()
+    html = s3.get_object(Bucket=bucket, Key=report["html_uri"].removeprefix(f"s3://{bucket}/"))[
+        "Body"
+    ].read()
     assert b"<html" in html.lower()
 
     from mlflow import MlflowClient
@@ -149,8 +155,15 @@ def test_rerunning_a_check_is_idempotent(stack, s3):
     if not s3.list_objects_v2(Bucket=bucket, Prefix=f"inference/dt={end}/").get("KeyCount"):
         _write_world(s3, "abrupt", end)
     dag_run, _ = _run({"end_date": end, "hysteresis_k": 1, "hysteresis_n": 1})
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=report_prefix(dag_run.run_id))["Contents"]}
-    assert {k.rsplit("/", 1)[-1] for k in keys} >= {"statistics.json", "decision.json", "evidently.html"}
+    keys = {
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=report_prefix(dag_run.run_id))["Contents"]
+    }
+    assert {k.rsplit("/", 1)[-1] for k in keys} >= {
+        "statistics.json",
+        "decision.json",
+        "evidently.html",
+    }
     profiles_before = s3.list_objects_v2(Bucket=bucket, Prefix="profiles/")["KeyCount"]
     again, _ = _run({"end_date": end, "hysteresis_k": 1, "hysteresis_n": 1})
     # the second run found every partition sketch in the cache: nothing new was profiled
@@ -174,7 +187,9 @@ def test_corrupt_partitions_are_quarantined_and_the_verdict_uses_valid_days(stac
     quarantined = {q["day"]: q for q in decision["quarantined"]}
     assert set(quarantined) == set(truth.corrupt_partitions)
     for day, defect in truth.corrupt_partitions.items():
-        listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"quarantine/inference/dt={day}/")["Contents"]
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"quarantine/inference/dt={day}/")[
+            "Contents"
+        ]
         result_key = next(o["Key"] for o in listing if o["Key"].endswith("validation_result.json"))
         result = json.loads(s3.get_object(Bucket=bucket, Key=result_key)["Body"].read())
         assert result["reasons"], (day, defect)
@@ -184,7 +199,11 @@ def test_corrupt_partitions_are_quarantined_and_the_verdict_uses_valid_days(stac
     for key, etag in originals.items():
         assert s3.head_object(Bucket=bucket, Key=key)["ETag"] == etag
 
-    statistics = json.loads(s3.get_object(Bucket=bucket, Key=decision["statistics_uri"].removeprefix(f"s3://{bucket}/"))["Body"].read())
+    statistics = json.loads(
+        s3.get_object(
+            Bucket=bucket, Key=decision["statistics_uri"].removeprefix(f"s3://{bucket}/")
+        )["Body"].read()
+    )
     bad_current = {d for d in truth.corrupt_partitions if d > _day(end, -14)}
     assert len(statistics["current"]["days"]) == 14 - len(bad_current)
     assert not set(statistics["current"]["days"]) & bad_current
@@ -198,7 +217,9 @@ def test_too_few_valid_days_fails_naming_the_bad_partitions(stack, s3):
     end = "2025-09-30"  # the corrupt world: 3 of 14 current days are broken
     from driftloop.settings import Settings
 
-    if not s3.list_objects_v2(Bucket=Settings.from_env().bucket, Prefix=f"inference/dt={end}/").get("KeyCount"):
+    if not s3.list_objects_v2(Bucket=Settings.from_env().bucket, Prefix=f"inference/dt={end}/").get(
+        "KeyCount"
+    ):
         _write_world(s3, "corrupt", end)
     dag_run = load_dag("drift_monitor").test(run_conf={"end_date": end, "window_days": 5})
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}

@@ -39,7 +39,10 @@ def test_default_policy_loads_and_is_versioned():
 
 def test_overrides_mark_the_version(policy):
     assert policy.version.endswith("+override")
-    assert load_policy(DEFAULT_POLICY_PATH, {"hysteresis": None}).version.endswith("+override") is False
+    assert (
+        load_policy(DEFAULT_POLICY_PATH, {"hysteresis": None}).version.endswith("+override")
+        is False
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,9 +62,17 @@ def test_bad_policy_names_the_problem(override, message):
 
 def test_missing_key_is_named():
     with pytest.raises(PolicyError, match="hysteresis.k"):
-        parse_policy({"version": "x", "windows": {"length_days": 14, "min_valid_share": 0.5},
-                      "sampling": {"sample_size": 1, "mmd_sample_size": 1, "mmd_permutations": 1},
-                      "fdr_alpha": 0.05, "hysteresis": {"n": 3}, "approval": "none", "defaults": {}})
+        parse_policy(
+            {
+                "version": "x",
+                "windows": {"length_days": 14, "min_valid_share": 0.5},
+                "sampling": {"sample_size": 1, "mmd_sample_size": 1, "mmd_permutations": 1},
+                "fdr_alpha": 0.05,
+                "hysteresis": {"n": 3},
+                "approval": "none",
+                "defaults": {},
+            }
+        )
 
 
 def test_breach_level_edges(policy):
@@ -82,7 +93,9 @@ def test_hysteresis_k_of_n():
 
 def test_fdr_turns_a_lone_marginal_p_value_off(policy):
     # 20 features: one with a large effect but p = 0.01; BH-adjusted it is 0.2 > alpha.
-    comps = [numeric(f"f{i}", 0.01, p=0.9) for i in range(19)] + [numeric("brightness", 0.4, p=0.01)]
+    comps = [numeric(f"f{i}", 0.01, p=0.9) for i in range(19)] + [
+        numeric("brightness", 0.4, p=0.01)
+    ]
     one = load_policy(DEFAULT_POLICY_PATH, {"hysteresis": {"k": 1, "n": 1}})
     decision = decide(comps, one)
     verdict = next(v for v in decision.features if v.feature == "brightness")
@@ -100,7 +113,9 @@ def test_severity_needs_k_of_n_checks(policy):
     assert second.severity == "critical"
     assert second.drifted_features == ["brightness"]
     # breaches older than the last n checks are forgotten
-    old = decide(comps, policy, [{"brightness": "none"}, {"brightness": "none"}, {"brightness": "critical"}])
+    old = decide(
+        comps, policy, [{"brightness": "none"}, {"brightness": "none"}, {"brightness": "critical"}]
+    )
     assert old.severity == "none"
 
 
@@ -146,20 +161,28 @@ def test_windows_are_adjacent_and_ordered():
 
 
 def _record(run_id, end, levels, severity="none"):
-    return history.CheckRecord(run_id, date(2026, 1, 1), end, "sliding", "ref", severity, "v1", levels, [])
+    return history.CheckRecord(
+        run_id, date(2026, 1, 1), end, "sliding", "ref", severity, "v1", levels, []
+    )
 
 
 def test_history_previous_levels_newest_first_without_future_or_duplicates(tmp_path):
     engine = history.engine_for(f"sqlite:///{tmp_path / 'h.db'}")
     history.record_check(engine, _record("r1", date(2026, 1, 10), {"b": "warn"}))
     history.record_check(engine, _record("r2", date(2026, 1, 11), {"b": "critical"}, "critical"))
-    history.record_check(engine, _record("r2b", date(2026, 1, 11), {"b": "none"}))  # later re-check of day 11
+    history.record_check(
+        engine, _record("r2b", date(2026, 1, 11), {"b": "none"})
+    )  # later re-check of day 11
     history.record_check(engine, _record("r3", date(2026, 1, 13), {"b": "none"}))
     levels = history.previous_levels(engine, date(2026, 1, 12), exclude_run_id="now", limit=5)
     assert levels == [{"b": "none"}, {"b": "warn"}]
     # only the `limit` days before the window end count
-    assert history.previous_levels(engine, date(2026, 1, 12), exclude_run_id="now", limit=1) == [{"b": "none"}]
-    assert history.previous_levels(engine, date(2026, 1, 14), exclude_run_id="now", limit=1) == [{"b": "none"}]
+    assert history.previous_levels(engine, date(2026, 1, 12), exclude_run_id="now", limit=1) == [
+        {"b": "none"}
+    ]
+    assert history.previous_levels(engine, date(2026, 1, 14), exclude_run_id="now", limit=1) == [
+        {"b": "none"}
+    ]
     assert history.previous_levels(engine, date(2026, 1, 15), exclude_run_id="now", limit=1) == []
     # recording the same run again replaces it
     history.record_check(engine, _record("r1", date(2026, 1, 10), {"b": "critical"}, "critical"))
@@ -174,7 +197,11 @@ def test_history_events_lifecycle(tmp_path):
     assert history.get_event(engine, event_id)["status"] == "NEEDS_REVIEW"
     history.set_event_status(engine, event_id, "IGNORED", actor="alice", note="known camera swap")
     event = history.get_event(engine, event_id)
-    assert (event["status"], event["actor"], event["features"]) == ("IGNORED", "alice", ["brightness"])
+    assert (event["status"], event["actor"], event["features"]) == (
+        "IGNORED",
+        "alice",
+        ["brightness"],
+    )
     with pytest.raises(ValueError, match="status"):
         history.set_event_status(engine, event_id, "DONE", actor=None)
     with pytest.raises(LookupError):

@@ -23,8 +23,12 @@ from driftloop.drift.sketch import (
 
 
 def _numeric_sketch(values, edges_from):
-    binning_fine = [float(v) for v in np.unique(np.quantile(edges_from, np.linspace(0, 1, 201)[1:-1]))]
-    binning_coarse = [float(v) for v in np.unique(np.quantile(edges_from, np.linspace(0, 1, 11)[1:-1]))]
+    binning_fine = [
+        float(v) for v in np.unique(np.quantile(edges_from, np.linspace(0, 1, 201)[1:-1]))
+    ]
+    binning_coarse = [
+        float(v) for v in np.unique(np.quantile(edges_from, np.linspace(0, 1, 11)[1:-1]))
+    ]
     sketch = NumericSketch.empty(binning_fine, binning_coarse)
     sketch.add(np.asarray(values, float), binning_fine, binning_coarse)
     return sketch
@@ -95,7 +99,9 @@ def test_categorical_psi_and_js_equal_evidently_and_chi2_equals_scipy():
 
     rng = np.random.default_rng(3)
     ref = rng.choice(["cam-01", "cam-02", "cam-03", "cam-04"], 4000, p=[0.25, 0.25, 0.25, 0.25])
-    cur = rng.choice(["cam-01", "cam-02", "cam-03", "cam-04", "cam-05"], 3000, p=[0.2, 0.2, 0.15, 0.15, 0.3])
+    cur = rng.choice(
+        ["cam-01", "cam-02", "cam-03", "cam-04", "cam-05"], 3000, p=[0.2, 0.2, 0.15, 0.15, 0.3]
+    )
     ref_counts = pd.Series(ref).value_counts().to_dict()
     cur_counts = pd.Series(cur).value_counts().to_dict()
     comp = compare_categorical("camera_id", ref_counts, cur_counts)
@@ -162,14 +168,17 @@ def _table(n: int, seed: int, brightness_shift: float = 0.0) -> pa.Table:
         "camera_id": pa.array(rng.choice(["cam-01", "cam-02"], n)),
         "model_version": pa.array(["1"] * n),
         "embedding": pa.FixedSizeListArray.from_arrays(
-            pa.array(rng.normal(size=n * schema.EMBEDDING_DIM).astype(np.float32)), schema.EMBEDDING_DIM
+            pa.array(rng.normal(size=n * schema.EMBEDDING_DIM).astype(np.float32)),
+            schema.EMBEDDING_DIM,
         ),
         "n_detections": pa.array(rng.poisson(3, n).astype(np.int32)),
         "top_class": pa.array(rng.choice(["ball", "player", "none"], n)),
     }
     for name in schema.NUMERIC_FEATURES:
         if name not in cols:
-            cols[name] = pa.array(rng.normal(100, 20, n) + (brightness_shift if name == "brightness" else 0))
+            cols[name] = pa.array(
+                rng.normal(100, 20, n) + (brightness_shift if name == "brightness" else 0)
+            )
     return pa.table({c.name: cols[c.name] for c in schema.COLUMNS})
 
 
@@ -178,7 +187,13 @@ def test_profile_merge_equals_one_pass():
     binning = Binning.fit(parts[0])
     per_part = []
     for i, part in enumerate(parts):
-        profile, _ = sketch_partition(part.to_batches(max_chunksize=128), binning=binning, day=f"d{i}", seed_key=str(i), sample_size=50)
+        profile, _ = sketch_partition(
+            part.to_batches(max_chunksize=128),
+            binning=binning,
+            day=f"d{i}",
+            seed_key=str(i),
+            sample_size=50,
+        )
         per_part.append(profile)
     merged = merge_profiles(per_part)
     one_pass = Profile.empty(binning)
@@ -191,7 +206,9 @@ def test_profile_merge_equals_one_pass():
         assert np.allclose(sketch.fine_sums, other.fine_sums), name
         assert sketch.count == other.count == 2800
         # PCA projections are matrix products: equal up to floating-point association
-        assert sketch.minimum == pytest.approx(other.minimum) and sketch.maximum == pytest.approx(other.maximum)
+        assert sketch.minimum == pytest.approx(other.minimum) and sketch.maximum == pytest.approx(
+            other.maximum
+        )
     assert merged.categorical == one_pass.categorical
     assert merged.rows == one_pass.rows == 2800
     assert Profile.from_dict(merged.to_dict()).to_dict() == merged.to_dict()
@@ -199,7 +216,16 @@ def test_profile_merge_equals_one_pass():
 
 def test_bottom_k_sample_merge_is_order_independent_and_bounded():
     parts = [_table(500, seed) for seed in range(3)]
-    samples = [sketch_partition(p.to_batches(max_chunksize=100), binning=None, day=str(i), seed_key=f"k{i}", sample_size=200)[1] for i, p in enumerate(parts)]
+    samples = [
+        sketch_partition(
+            p.to_batches(max_chunksize=100),
+            binning=None,
+            day=str(i),
+            seed_key=f"k{i}",
+            sample_size=200,
+        )[1]
+        for i, p in enumerate(parts)
+    ]
     a = merge_samples(samples, 300)
     b = merge_samples(list(reversed(samples)), 300)
     assert a.num_rows == 300
@@ -215,13 +241,25 @@ def test_compare_windows_flags_the_shifted_feature_only():
     binning = Binning.fit(ref)
 
     def profile(table, key):
-        return sketch_partition(table.to_batches(), binning=binning, day=key, seed_key=key, sample_size=600)
+        return sketch_partition(
+            table.to_batches(), binning=binning, day=key, seed_key=key, sample_size=600
+        )
 
     ref_p, ref_s = profile(ref, "r")
     same_p, same_s = profile(cur_same, "s")
     shift_p, shift_s = profile(cur_shift, "t")
-    same = {c.feature: c for c in compare_windows(ref_p, same_p, ref_s, same_s, mmd_sample_size=300, mmd_permutations=50)}
-    shift = {c.feature: c for c in compare_windows(ref_p, shift_p, ref_s, shift_s, mmd_sample_size=300, mmd_permutations=50)}
+    same = {
+        c.feature: c
+        for c in compare_windows(
+            ref_p, same_p, ref_s, same_s, mmd_sample_size=300, mmd_permutations=50
+        )
+    }
+    shift = {
+        c.feature: c
+        for c in compare_windows(
+            ref_p, shift_p, ref_s, shift_s, mmd_sample_size=300, mmd_permutations=50
+        )
+    }
     assert shift["brightness"].statistics["psi"] > 0.5
     assert shift["brightness"].statistics["mean_shift_std"] == pytest.approx(-1.5, abs=0.1)
     assert max(c.statistics.get("psi", 0) for c in same.values()) < 0.02

@@ -42,13 +42,19 @@ class FeatureComparison:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureComparison:
         return cls(
-            data["feature"], data["kind"], data["test"], float(data["p_value"]), dict(data["statistics"])
+            data["feature"],
+            data["kind"],
+            data["test"],
+            float(data["p_value"]),
+            dict(data["statistics"]),
         )
 
 
 def compare_numeric(name: str, reference, current) -> FeatureComparison:
     if reference.count == 0 or current.count == 0:
-        raise ValueError(f"feature {name!r} has no values in the {'reference' if reference.count == 0 else 'current'} window")
+        raise ValueError(
+            f"feature {name!r} has no values in the {'reference' if reference.count == 0 else 'current'} window"
+        )
     r_coarse = stats.shares(reference.coarse_counts)
     c_coarse = stats.shares(current.coarse_counts)
     ks, ks_p = stats.ks_from_counts(reference.fine_counts, current.fine_counts)
@@ -68,13 +74,17 @@ def compare_numeric(name: str, reference, current) -> FeatureComparison:
     return FeatureComparison(name, "numeric", "ks", ks_p, values)
 
 
-def compare_categorical(name: str, reference: dict[str, int], current: dict[str, int]) -> FeatureComparison:
+def compare_categorical(
+    name: str, reference: dict[str, int], current: dict[str, int]
+) -> FeatureComparison:
     categories, r, c = stats.align_categories(reference, current)
     if r.sum() == 0 or c.sum() == 0:
         raise ValueError(f"feature {name!r} has no values in one of the windows")
     chi2, p_value, cramers_v = stats.chi_square(r, c)
     r_shares, c_shares = stats.shares(r), stats.shares(c)
-    new_share = float(sum(c_shares[i] for i, k in enumerate(categories) if reference.get(k, 0) == 0))
+    new_share = float(
+        sum(c_shares[i] for i, k in enumerate(categories) if reference.get(k, 0) == 0)
+    )
     values = {
         "psi": stats.psi(r_shares, c_shares),
         "js": stats.js_distance(r_shares, c_shares),
@@ -85,7 +95,9 @@ def compare_categorical(name: str, reference: dict[str, int], current: dict[str,
     return FeatureComparison(name, "categorical", "chi2", p_value, values)
 
 
-def compare_embeddings(reference_sample, current_sample, *, sample_size: int, permutations: int, seed: int = 0) -> FeatureComparison:
+def compare_embeddings(
+    reference_sample, current_sample, *, sample_size: int, permutations: int, seed: int = 0
+) -> FeatureComparison:
     # The samples are sorted by their random keys: their heads are uniform subsamples.
     x = embedding_matrix(reference_sample.slice(0, sample_size))
     y = embedding_matrix(current_sample.slice(0, sample_size))
@@ -105,14 +117,19 @@ def compare_windows(
 ) -> list[FeatureComparison]:
     if reference.binning_id != current.binning_id:
         raise ValueError("reference and current profiles were built on different binnings")
-    comparisons = [compare_numeric(n, reference.numeric[n], current.numeric[n]) for n in reference.numeric]
+    comparisons = [
+        compare_numeric(n, reference.numeric[n], current.numeric[n]) for n in reference.numeric
+    ]
     comparisons += [
         compare_categorical(n, reference.categorical[n], current.categorical.get(n, {}))
         for n in schema.CATEGORICAL_FEATURES
     ]
     comparisons.append(
         compare_embeddings(
-            reference_sample, current_sample, sample_size=mmd_sample_size, permutations=mmd_permutations
+            reference_sample,
+            current_sample,
+            sample_size=mmd_sample_size,
+            permutations=mmd_permutations,
         )
     )
     return comparisons

@@ -54,7 +54,12 @@ class Policy:
         if kind not in self.defaults:
             raise PolicyError(f"policy has no defaults for feature kind {kind!r}")
         merged = {"alert": True, **self.defaults[kind], **self.features.get(feature, {})}
-        return Threshold(merged["method"], float(merged["warn"]), float(merged["critical"]), bool(merged["alert"]))
+        return Threshold(
+            merged["method"],
+            float(merged["warn"]),
+            float(merged["critical"]),
+            bool(merged["alert"]),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,11 +125,15 @@ def _check(policy: Policy) -> None:
     if not 0 < policy.fdr_alpha < 1:
         raise PolicyError(f"{src}: fdr_alpha must be in (0, 1), got {policy.fdr_alpha}")
     if not 0 < policy.min_valid_share <= 1:
-        raise PolicyError(f"{src}: windows.min_valid_share must be in (0, 1], got {policy.min_valid_share}")
+        raise PolicyError(
+            f"{src}: windows.min_valid_share must be in (0, 1], got {policy.min_valid_share}"
+        )
     if policy.length_days < 1:
         raise PolicyError(f"{src}: windows.length_days must be >= 1, got {policy.length_days}")
     if policy.approval not in APPROVAL_MODES:
-        raise PolicyError(f"{src}: approval must be one of {APPROVAL_MODES}, got {policy.approval!r}")
+        raise PolicyError(
+            f"{src}: approval must be one of {APPROVAL_MODES}, got {policy.approval!r}"
+        )
     for kind in ("numeric", "categorical", "embedding"):
         if kind not in policy.defaults:
             raise PolicyError(f"{src}: defaults.{kind} is missing")
@@ -146,9 +155,13 @@ def _threshold_or_error(policy: Policy, feature: str, kind: str) -> Threshold:
     try:
         t = policy.threshold(feature, kind)
     except (KeyError, TypeError, ValueError) as err:
-        raise PolicyError(f"{policy.source}: thresholds of {feature!r} are incomplete or not numbers: {err}") from err
+        raise PolicyError(
+            f"{policy.source}: thresholds of {feature!r} are incomplete or not numbers: {err}"
+        ) from err
     if t.warn > t.critical:
-        raise PolicyError(f"{policy.source}: {feature!r} warn threshold {t.warn} exceeds critical {t.critical}")
+        raise PolicyError(
+            f"{policy.source}: {feature!r} warn threshold {t.warn} exceeds critical {t.critical}"
+        )
     return t
 
 
@@ -252,7 +265,13 @@ def decide(
     """
     thresholds = {c.feature: policy.threshold(c.feature, c.kind) for c in comparisons}
     alerting = [c for c in comparisons if thresholds[c.feature].alert]
-    q_values = dict(zip([c.feature for c in alerting], benjamini_hochberg([c.p_value for c in alerting]), strict=True))
+    q_values = dict(
+        zip(
+            [c.feature for c in alerting],
+            benjamini_hochberg([c.p_value for c in alerting]),
+            strict=True,
+        )
+    )
     history = list(previous_levels)[: policy.n - 1]
     verdicts = []
     for comp in comparisons:
@@ -268,7 +287,18 @@ def decide(
         window = [now] + [h.get(comp.feature, "none") for h in history]
         level, breaches = hysteresis_level(window, policy.k)
         verdicts.append(
-            FeatureVerdict(comp.feature, comp.kind, t.method, effect, comp.p_value, q, now, breaches, level, t.alert)
+            FeatureVerdict(
+                comp.feature,
+                comp.kind,
+                t.method,
+                effect,
+                comp.p_value,
+                q,
+                now,
+                breaches,
+                level,
+                t.alert,
+            )
         )
     severity = max((v.alert_level for v in verdicts), key=RANK.__getitem__, default="none")
     return Decision(severity, policy.version, verdicts, len(history))

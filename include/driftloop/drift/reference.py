@@ -81,13 +81,17 @@ class PartitionProfileRef:
         return self.__dict__.copy()
 
 
-def profile_partition(s3, bucket: str, partition: Partition, binning: Binning, sample_size: int) -> PartitionProfileRef:
+def profile_partition(
+    s3, bucket: str, partition: Partition, binning: Binning, sample_size: int
+) -> PartitionProfileRef:
     """Sketch one partition on ``binning`` (cached by partition content and binning)."""
     p_key = profile_key(partition, binning.binning_id)
     s_key = sample_key(partition, sample_size)
     if exists(s3, bucket, p_key) and exists(s3, bucket, s_key):
         rows = int(get_json(s3, bucket, p_key)["rows"])
-        return PartitionProfileRef(partition.day, rows, s3_uri(bucket, p_key), s3_uri(bucket, s_key), True)
+        return PartitionProfileRef(
+            partition.day, rows, s3_uri(bucket, p_key), s3_uri(bucket, s_key), True
+        )
     profile, sample = sketch_partition(
         iter_partition_batches(s3, bucket, partition.keys),
         binning=binning,
@@ -97,7 +101,9 @@ def profile_partition(s3, bucket: str, partition: Partition, binning: Binning, s
     )
     put_json_once(s3, bucket, p_key, profile.to_dict())
     put_once(s3, bucket, s_key, table_to_parquet_bytes(sample))
-    return PartitionProfileRef(partition.day, profile.rows, s3_uri(bucket, p_key), s3_uri(bucket, s_key), False)
+    return PartitionProfileRef(
+        partition.day, profile.rows, s3_uri(bucket, p_key), s3_uri(bucket, s_key), False
+    )
 
 
 def load_profile(s3, uri: str) -> Profile:
@@ -155,7 +161,9 @@ class ReferenceBundle:
         return cls(uri.rstrip("/").rsplit("/", 1)[-1], uri)
 
 
-def build_reference_bundle(s3, bucket: str, partitions: Sequence[Partition], sample_size: int) -> ReferenceBundle:
+def build_reference_bundle(
+    s3, bucket: str, partitions: Sequence[Partition], sample_size: int
+) -> ReferenceBundle:
     """Fit bins on the window's sample, sketch every partition on them, write the bundle.
 
     Two passes over the window's partitions (sample, then sketch), both cached per partition,
@@ -163,12 +171,16 @@ def build_reference_bundle(s3, bucket: str, partitions: Sequence[Partition], sam
     """
     if not partitions:
         raise ValueError("cannot build a reference from no partitions")
-    window_sample = merge_samples((partition_sample(s3, bucket, p, sample_size) for p in partitions), sample_size)
+    window_sample = merge_samples(
+        (partition_sample(s3, bucket, p, sample_size) for p in partitions), sample_size
+    )
     binning = Binning.fit(window_sample)
     put_json_once(s3, bucket, binning_key(binning.binning_id), binning.to_dict())
     refs = [profile_partition(s3, bucket, p, binning, sample_size) for p in partitions]
     profile, sample = merge_window(s3, refs, sample_size)
-    identity = dumps_canonical([binning.binning_id, sample_size, sorted(p.content_id for p in partitions)])
+    identity = dumps_canonical(
+        [binning.binning_id, sample_size, sorted(p.content_id for p in partitions)]
+    )
     reference_id = hashlib.sha256(identity).hexdigest()[:24]
     prefix = f"{PROFILES_PREFIX}/reference/{reference_id}/"
     put_json_once(s3, bucket, prefix + "binning.json", binning.to_dict())

@@ -348,7 +348,9 @@ def parquet_bytes_to_table(data: bytes):
 # --- reading partitions -----------------------------------------------------------------
 
 
-def iter_partition_batches(s3, bucket: str, keys: Iterable[str], batch_size: int = 65_536) -> Iterator:
+def iter_partition_batches(
+    s3, bucket: str, keys: Iterable[str], batch_size: int = 65_536
+) -> Iterator:
     """Record batches of a partition's part files, one part in memory at a time."""
     import pyarrow.parquet as pq
 
@@ -359,7 +361,9 @@ def iter_partition_batches(s3, bucket: str, keys: Iterable[str], batch_size: int
         yield from parquet.iter_batches(batch_size=batch_size, columns=list(schema.COLUMN_NAMES))
 
 
-def sketch_partition(batches: Iterable, *, binning: Binning | None, day: str, seed_key: str, sample_size: int):
+def sketch_partition(
+    batches: Iterable, *, binning: Binning | None, day: str, seed_key: str, sample_size: int
+):
     """One pass over a partition: its profile (when a binning is given) and its bottom-k sample."""
     rng = seeded_rng(seed_key)
     profile = Profile.empty(binning) if binning is not None else None

@@ -112,7 +112,9 @@ def wasserstein_from_bins(
     return float(wasserstein_distance(r_values, c_values, r_weights, c_weights))
 
 
-def chi_square(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float, float]:
+def chi_square(
+    reference_counts: np.ndarray, current_counts: np.ndarray
+) -> tuple[float, float, float]:
     """Chi-square test of homogeneity on a 2 x K table: (statistic, p-value, Cramér's V).
 
     Categories empty in both windows are dropped; Cramér's V is the effect size.
