@@ -157,10 +157,17 @@ def drift_monitor():
 
     @task
     def validate(plan: dict, policy: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from driftloop.monitor import validate_windows
+        from driftloop.validation import InsufficientValidData
 
         s3, settings = _s3()
-        return validate_windows(s3, settings, plan, _policy(policy))
+        try:
+            return validate_windows(s3, settings, plan, _policy(policy))
+        except InsufficientValidData as err:
+            # bad data does not get better by retrying: fail now, naming the partitions
+            raise AirflowFailException(str(err)) from err
 
     @task
     def valid_current_partitions(validation: dict) -> list:

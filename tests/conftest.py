@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,15 @@ os.environ.update(
     }
 )
 (STACK_ROOT / "airflow").mkdir(parents=True, exist_ok=True)
+
+
+def _interrupt(signum, frame):
+    # A terminated test run (CI time limit, Ctrl-C from a supervisor) still runs the fixture
+    # teardowns, which stop the stack's servers by their PIDs.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_sessionfinish(session, exitstatus):

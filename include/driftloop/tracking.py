@@ -103,7 +103,3 @@ def log_drift_check(
         mlflow_client.log_artifacts(run_id, tmp)
     mlflow_client.set_terminated(run_id, "FINISHED")
     return exp_id, run_id
-
-
-def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -110,7 +110,7 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
 
     # the drift event is recorded and actioned by policy, and the Asset event carries it
     engine = history.engine_for(Settings.from_env().database_url)
-    event_id = _xcom(second, "open_drift_event")
+    event_id = _xcom(second, "open_drift_event")["event_id"]
     event = history.get_event(engine, event_id)
     assert (event["status"], event["actor"]) == ("ACTIONED", "policy:auto")
     assert set(event["features"]) == drifted

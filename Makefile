@@ -1,0 +1,84 @@
+# driftloop — `make demo` runs the drift loop end to end on the embedded stack,
+# `make test` runs every test. Both create what they need on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+
+.PHONY: help demo test up down status fixes lint lock lock-train train-env system-deps venv clean
+
+help:
+	@echo "make demo     run drift_monitor end to end on the embedded stack (moto S3, MLflow, Airflow)"
+	@echo "make test     lint + unit, DAG and integration tests"
+	@echo "make up       start the stack with the Airflow and MLflow UIs; prints URLs and login"
+	@echo "make down     stop it"
+	@echo "make fixes    ruff: fix lint and format"
+	@echo "make lock     recompile requirements.txt from requirements.in"
+
+# The Airflow-side environment: pinned requirements + this package (editable). Re-installed
+# only when requirements.txt or pyproject.toml change.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt -e .
+	@touch $@
+
+venv: $(STAMP)
+
+# Debian packages for the stack and config checks: the Pushgateway (metrics), promtool and
+# amtool. Optional: without apt (or root) the tests that need them skip, metrics degrade.
+system-deps:
+	@missing=""; \
+	for pair in prometheus-pushgateway:prometheus-pushgateway promtool:prometheus amtool:prometheus-alertmanager; do \
+	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
+	done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
+	    || echo "warning: apt-get install$$missing failed; continuing without"; \
+	elif [ -n "$$missing" ]; then echo "note: not installed:$$missing (tests that need them skip)"; fi
+
+demo: $(STAMP) system-deps
+	$(BIN)/python -m driftloop.demo
+
+test: $(STAMP) system-deps lint
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fixes: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+up: $(STAMP) system-deps
+	$(BIN)/python -m driftloop.stack up --ui
+
+down: $(STAMP)
+	$(BIN)/python -m driftloop.stack down
+
+status: $(STAMP)
+	$(BIN)/python -m driftloop.stack status
+
+lock: $(STAMP)
+	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+
+lock-train: $(STAMP)
+	$(UV) pip compile include/training/requirements.in -o include/training/requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+# The training environment (torch, ultralytics): the local backend's interpreter. pip, not uv,
+# so torch and the CUDA wheels come from the machine's local package index.
+TRAIN_STAMP := .venv-train/.installed
+$(TRAIN_STAMP): include/training/requirements.txt pyproject.toml
+	@test -x .venv-train/bin/python || $(PYTHON) -m venv .venv-train
+	.venv-train/bin/python -m pip install --quiet --disable-pip-version-check -r include/training/requirements.txt -e .
+	@touch $@
+
+train-env: $(TRAIN_STAMP)
+
+clean:
+	rm -rf $(VENV) .stack .pytest_cache .ruff_cache
