@@ -271,14 +271,9 @@ def drift_monitor():
 
     @task
     def open_drift_event(decision: dict, run_id=None) -> dict:
-        from driftloop import history
+        from driftloop.monitor import open_drift_event as open_event
 
-        settings = Settings.from_env()
-        engine = history.engine_for(settings.database_url)
-        event_id = history.open_event(
-            engine, run_id, decision["severity"], decision["drifted_features"]
-        )
-        return {"event_id": event_id, "decision": decision}
+        return open_event(Settings.from_env(), decision, run_id)
 
     @task.branch
     def approval_gate(event: dict) -> str:

@@ -455,6 +455,37 @@ def warning_summary(decision: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def open_drift_event(
+    settings: Settings, decision: Mapping[str, Any], run_id: str
+) -> dict[str, Any]:
+    """Open the drift event of a critical check (idempotent per DAG run) and put it in the ledger."""
+    import hashlib
+
+    from driftloop import history
+    from driftloop.ledger import Ledger
+
+    engine = history.engine_for(settings.database_url)
+    event_id = history.open_event(
+        engine, run_id, decision["severity"], decision["drifted_features"]
+    )
+    Ledger(settings.database_url).append(
+        "drift_event",
+        actor="drift_monitor",
+        subject=f"drift_event:{event_id}",
+        payload={
+            "status": "NEEDS_REVIEW",
+            "severity": decision["severity"],
+            "drifted_features": decision["drifted_features"],
+            "window": decision["window"],
+            "policy_version": decision["policy_version"],
+            "decision_uri": decision["decision_uri"],
+        },
+        input_hashes={"decision": hashlib.sha256(dumps_canonical(decision)).hexdigest()},
+        idempotency_key=f"drift_monitor/{run_id}/open_drift_event",
+    )
+    return {"event_id": event_id, "decision": dict(decision)}
+
+
 def record_event_answer(
     settings: Settings, event_id: int, status: str, answer: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -472,6 +503,15 @@ def record_event_answer(
         )
     else:
         actor, note = "policy:auto", "approval not required by policy"
+    from driftloop.ledger import Ledger
+
     engine = history.engine_for(settings.database_url)
     history.set_event_status(engine, event_id, status, actor=actor, note=note)
+    Ledger(settings.database_url).append(
+        "approval",
+        actor=actor,
+        subject=f"drift_event:{event_id}",
+        payload={"status": status, "note": note, "answer": dict(answer) if answer else None},
+        idempotency_key=f"drift_event/{event_id}/answer",
+    )
     return {"event_id": event_id, "status": status, "actor": actor, "note": note}

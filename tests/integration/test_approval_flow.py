@@ -162,3 +162,9 @@ def test_critical_drift_waits_for_the_operator_and_records_the_answer(airflow_ui
     assert set(event["features"]) <= set(truth.drifted_columns) | {
         f"embedding_pc{i}" for i in range(1, 6)
     }
+    from driftloop.ledger import Ledger
+
+    ledger = Ledger(env["DRIFTLOOP_DATABASE_URL"])
+    answers = ledger.entries(subject=f"drift_event:{event['id']}", kind="approval")
+    assert [a.actor for a in answers] == ["admin"]
+    assert ledger.verify().ok

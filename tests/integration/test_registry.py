@@ -1,0 +1,77 @@
+"""Registry operations against a real ``mlflow server``: idempotent registration, alias
+promotion with one-step rollback, retention that never touches protected aliases."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from driftloop import registry
+from driftloop.retention import plan_retention
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(stack):
+    from mlflow import MlflowClient
+
+    return MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture
+def model(client):
+    return f"test-detector-{uuid.uuid4().hex[:8]}"
+
+
+def _run(client) -> str:
+    experiment = client.get_experiment_by_name("registry-tests")
+    exp_id = experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    return client.create_run(exp_id).info.run_id
+
+
+def _register(client, model, airflow_run):
+    return registry.register_candidate(
+        client, model, run_id=_run(client), airflow_run_id=airflow_run, tags={"dataset_sha256": "abc"}, description="t"
+    )
+
+
+def test_registration_is_idempotent_per_dag_run(client, model):
+    first, created = _register(client, model, "run-1")
+    again, created_again = _register(client, model, "run-1")
+    assert created and not created_again
+    assert again.version == first.version
+    assert len(client.search_model_versions(f"name='{model}'")) == 1
+    assert client.get_model_version(model, first.version).tags["dataset_sha256"] == "abc"
+
+
+def test_promotion_keeps_the_previous_champion_and_rollback_restores_it(client, model):
+    v1, _ = _register(client, model, "a")
+    v2, _ = _register(client, model, "b")
+    registry.promote(client, model, v1.version)
+    assert registry.aliases(client, model) == {"champion": v1.version}
+    registry.promote(client, model, v2.version, target="challenger")
+    assert registry.aliases(client, model)["challenger"] == v2.version
+    change = registry.promote(client, model, v2.version)
+    assert change.after == {"champion": v2.version, "previous-champion": v1.version}
+    assert change.before["champion"] == v1.version
+    back = registry.rollback(client, model)
+    assert back.after == {"champion": v1.version}
+    with pytest.raises(LookupError):
+        registry.rollback(client, model)
+    with pytest.raises(ValueError, match="target"):
+        registry.promote(client, model, v1.version, target="production")
+
+
+def test_retention_archives_old_versions_but_never_protected_ones(client, model):
+    versions = [_register(client, model, f"r{i}")[0] for i in range(5)]
+    registry.promote(client, model, versions[0].version)  # oldest is champion
+    registry.promote(client, model, versions[1].version, target="challenger")
+    plan = plan_retention(registry.version_infos(client, model), keep_last=2)
+    archived = registry.apply_retention(client, model, plan, mode="tag")
+    assert sorted(archived) == [int(versions[2].version)]
+    tags = {v.version: (v.tags or {}).get("archived") for v in client.search_model_versions(f"name='{model}'")}
+    assert tags[versions[0].version] is None and tags[versions[1].version] is None
+    again = plan_retention(registry.version_infos(client, model), keep_last=2)
+    assert registry.apply_retention(client, model, again) == []
