@@ -28,6 +28,16 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+# The training environment (torch, ultralytics): the local backend's interpreter. pip, not uv,
+# so torch and the CUDA wheels come from the machine's local package index.
+TRAIN_STAMP := .venv-train/.installed
+$(TRAIN_STAMP): include/training/requirements.txt pyproject.toml
+	@test -x .venv-train/bin/python || $(PYTHON) -m venv .venv-train
+	.venv-train/bin/python -m pip install --quiet --disable-pip-version-check -r include/training/requirements.txt -e .
+	@touch $@
+
+train-env: $(TRAIN_STAMP)
+
 # Debian packages for the stack and config checks: the Pushgateway (metrics), promtool and
 # amtool. Optional: without apt (or root) the tests that need them skip, metrics degrade.
 system-deps:
@@ -44,7 +54,8 @@ system-deps:
 demo: $(STAMP) system-deps
 	$(BIN)/python -m driftloop.demo
 
-test: $(STAMP) system-deps lint
+# The training environment too: the local-backend training test runs the real entrypoint in it.
+test: $(STAMP) $(TRAIN_STAMP) system-deps lint
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
@@ -70,15 +81,6 @@ lock: $(STAMP)
 lock-train: $(STAMP)
 	$(UV) pip compile include/training/requirements.in -o include/training/requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-# The training environment (torch, ultralytics): the local backend's interpreter. pip, not uv,
-# so torch and the CUDA wheels come from the machine's local package index.
-TRAIN_STAMP := .venv-train/.installed
-$(TRAIN_STAMP): include/training/requirements.txt pyproject.toml
-	@test -x .venv-train/bin/python || $(PYTHON) -m venv .venv-train
-	.venv-train/bin/python -m pip install --quiet --disable-pip-version-check -r include/training/requirements.txt -e .
-	@touch $@
-
-train-env: $(TRAIN_STAMP)
 
 clean:
 	rm -rf $(VENV) .stack .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ is given, so the runs stay browsable in the Airflow and MLflow UIs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -50,7 +51,29 @@ def _check_days(drift_start: date) -> list[tuple[str, str]]:
     ]
 
 
-def _run_check(end_day: str) -> dict:
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's stdout/stderr (file descriptors too: Airflow's task loggers write
+    there) to ``path`` while ``dag.test()`` runs, so the terminal shows the demo, not the logs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _run_check(end_day: str, log_path: Path) -> dict:
     from airflow.dag_processing.dagbag import DagBag
 
     from driftloop.monitor import report_prefix
@@ -61,7 +84,8 @@ def _run_check(end_day: str) -> dict:
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     began = time.monotonic()
-    dag_run = bag.dags["drift_monitor"].test(run_conf={"end_date": end_day})
+    with _output_to(log_path):
+        dag_run = bag.dags["drift_monitor"].test(run_conf={"end_date": end_day})
     seconds = time.monotonic() - began
     if str(dag_run.state) != "success":
         failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == "failed"]
@@ -141,7 +165,9 @@ def main(argv=None) -> int:
         rows = []
         for day, expected in _check_days(date.fromisoformat(truth.drift_start_date)):
             print(f"drift_monitor: checking the window ending {day} ({expected}) ...", flush=True)
-            rows.append({"expected": expected, **_run_check(day)})
+            rows.append(
+                {"expected": expected, **_run_check(day, args.root / "logs" / "demo-dag-test.log")}
+            )
         _print_table(rows, truth)
         print()
         print(
