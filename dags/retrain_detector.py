@@ -109,6 +109,14 @@ def _promotion_policy():
             multipleOf=32,
             description="Training and serving image size.",
         ),
+        "batch": Param(
+            16, type="integer", minimum=1, maximum=512, description="Training batch size."
+        ),
+        "hyperparameters": Param(
+            {"optimizer": "AdamW", "lr0": 0.005, "warmup_epochs": 0},
+            type="object",
+            description="Further Ultralytics training arguments (name: value), logged with the run.",
+        ),
         "base": Param(
             "champion",
             type="string",

@@ -101,6 +101,8 @@ def plan_retrain(
         "days": days,
         "epochs": int(params.get("epochs", 5)),
         "imgsz": int(params.get("imgsz", 160)),
+        "batch": int(params.get("batch", 16)),
+        "hyperparameters": dict(params.get("hyperparameters") or {}),
         "base": params.get("base") or "champion",
     }
 
@@ -163,10 +165,12 @@ def training_arguments(
         "--base", base,
         "--epochs", str(plan["epochs"]),
         "--imgsz", str(plan["imgsz"]),
+        "--batch", str(plan.get("batch", 16)),
         "--experiment", "retrain-detector",
         "--run-name", f"retrain {plan['days'][-1]}",
         "--tags", f"airflow.run_id={run_id}", f"trigger={plan['trigger']['kind']}",
         "--xcom-path", xcom_path,
+        *(["--hyp", *(f"{k}={v}" for k, v in sorted(plan.get("hyperparameters", {}).items()))] if plan.get("hyperparameters") else []),
     ]  # fmt: skip
 
 

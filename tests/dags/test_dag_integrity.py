@@ -113,8 +113,14 @@ def test_retrain_detector_wiring(dagbag):
     assert dag.params["last_n_days"] == 14
     assert dag.get_task("train").pool == "gpu"
     # promotion and rejection are reachable only through their approval paths
-    assert dag.get_task("promote").upstream_task_ids == {"approved_by_policy", "await_promotion_approval"}
-    assert dag.get_task("reject").upstream_task_ids == {"rejected_by_gate", "await_promotion_approval"}
+    assert dag.get_task("promote").upstream_task_ids == {
+        "approved_by_policy",
+        "await_promotion_approval",
+    }
+    assert dag.get_task("reject").upstream_task_ids == {
+        "rejected_by_gate",
+        "await_promotion_approval",
+    }
     assert dag.get_task("gate").trigger_rule == "all_done"  # an evaluation error still reaches it
     assert dag.get_task("route").downstream_task_ids == {"open_review", "snapshot_dataset"}
     assert dag.get_task("await_promotion_approval").options == ["Promote", "Reject"]

@@ -117,7 +117,10 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     from driftloop.ledger import Ledger
 
     ledger = Ledger(Settings.from_env().database_url)
-    assert [e.kind for e in ledger.entries(subject=f"drift_event:{event_id}")] == ["drift_event", "approval"]
+    assert [e.kind for e in ledger.entries(subject=f"drift_event:{event_id}")] == [
+        "drift_event",
+        "approval",
+    ]
     assert ledger.verify().ok
     with create_session() as session:
         events = session.query(AssetEvent).filter(AssetEvent.source_run_id == second.run_id).all()

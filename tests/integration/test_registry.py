@@ -33,7 +33,12 @@ def _run(client) -> str:
 
 def _register(client, model, airflow_run):
     return registry.register_candidate(
-        client, model, run_id=_run(client), airflow_run_id=airflow_run, tags={"dataset_sha256": "abc"}, description="t"
+        client,
+        model,
+        run_id=_run(client),
+        airflow_run_id=airflow_run,
+        tags={"dataset_sha256": "abc"},
+        description="t",
     )
 
 
@@ -71,7 +76,10 @@ def test_retention_archives_old_versions_but_never_protected_ones(client, model)
     plan = plan_retention(registry.version_infos(client, model), keep_last=2)
     archived = registry.apply_retention(client, model, plan, mode="tag")
     assert sorted(archived) == [int(versions[2].version)]
-    tags = {v.version: (v.tags or {}).get("archived") for v in client.search_model_versions(f"name='{model}'")}
+    tags = {
+        v.version: (v.tags or {}).get("archived")
+        for v in client.search_model_versions(f"name='{model}'")
+    }
     assert tags[versions[0].version] is None and tags[versions[1].version] is None
     again = plan_retention(registry.version_infos(client, model), keep_last=2)
     assert registry.apply_retention(client, model, again) == []

@@ -12,10 +12,18 @@ TODAY = date(2026, 3, 10)
 
 
 def test_drift_trigger_carries_the_event_and_its_window():
-    trigger = resolve_trigger({}, [{"event_id": 7, "window_end": "2026-03-01", "drifted_features": ["brightness"]}], "asset_triggered")
+    trigger = resolve_trigger(
+        {},
+        [{"event_id": 7, "window_end": "2026-03-01", "drifted_features": ["brightness"]}],
+        "asset_triggered",
+    )
     assert trigger["kind"] == "drift" and trigger["drift_event_id"] == 7
     plan = plan_retrain({"last_n_days": 14}, trigger, today=TODAY, auto_retrain=True)
-    assert plan["days"][-1] == "2026-03-01" and plan["days"][0] == "2026-02-16" and len(plan["days"]) == 14
+    assert (
+        plan["days"][-1] == "2026-03-01"
+        and plan["days"][0] == "2026-02-16"
+        and len(plan["days"]) == 14
+    )
     assert plan["action"] == "train"
 
 
@@ -38,8 +46,19 @@ def test_schedule_and_dry_run_and_defaults():
 
 
 def test_training_arguments_are_the_entrypoints_and_carry_no_secret():
-    plan = plan_retrain({"epochs": 3, "end_date": "2026-03-01"}, resolve_trigger({}, [], "manual"), today=TODAY, auto_retrain=True)
-    args = training_arguments(plan, {"uri": "s3://driftloop/datasets/abc/"}, "yolo11n.yaml", "manual__x", "/airflow/xcom/return.json")
+    plan = plan_retrain(
+        {"epochs": 3, "end_date": "2026-03-01"},
+        resolve_trigger({}, [], "manual"),
+        today=TODAY,
+        auto_retrain=True,
+    )
+    args = training_arguments(
+        plan,
+        {"uri": "s3://driftloop/datasets/abc/"},
+        "yolo11n.yaml",
+        "manual__x",
+        "/airflow/xcom/return.json",
+    )
     assert args[args.index("--data") + 1] == "s3://driftloop/datasets/abc/"
     assert args[args.index("--epochs") + 1] == "3"
     assert args[args.index("--xcom-path") + 1] == "/airflow/xcom/return.json"
