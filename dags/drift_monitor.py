@@ -11,7 +11,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from driftloop.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
-from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator, s3_for_task
 from driftloop.settings import Settings
 from driftloop.storage import success_key
 from driftloop.windows import window_end_day
@@ -57,13 +57,6 @@ default_args = {
     "retry_delay": timedelta(minutes=2),
     "retry_exponential_backoff": True,
 }
-
-
-def _s3():
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    settings = Settings.from_env()
-    return S3Hook(aws_conn_id=settings.aws_conn_id).get_conn(), settings
 
 
 def _policy(document):
@@ -150,7 +143,7 @@ def drift_monitor():
         from driftloop.drift.decision import load_policy
         from driftloop.monitor import plan_windows, policy_overrides
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         policy = load_policy(settings.policy_path, policy_overrides(params))
         end_day = window_end_day(params.get("end_date"), data_interval_end, dag_run.run_after)
         return {"plan": plan_windows(s3, settings, end_day, policy), "policy": policy.to_dict()}
@@ -162,7 +155,7 @@ def drift_monitor():
         from driftloop.monitor import validate_windows
         from driftloop.validation import InsufficientValidData
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         try:
             return validate_windows(s3, settings, plan, _policy(policy))
         except InsufficientValidData as err:
@@ -178,21 +171,21 @@ def drift_monitor():
     def reference(plan: dict, validation: dict, policy: dict) -> dict:
         from driftloop.monitor import resolve_reference
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         return resolve_reference(s3, settings, plan, validation, _policy(policy))
 
     @task(map_index_template="{{ task.op_kwargs['partition']['day'] }}")
     def profile_partition(partition: dict, reference: dict, policy: dict) -> dict:
         from driftloop.monitor import profile_current_partition
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         return profile_current_partition(s3, settings, partition, reference, _policy(policy))
 
     @task
     def statistics(reference: dict, profiles: list, policy: dict, run_id=None) -> dict:
         from driftloop.monitor import compute_statistics
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         return compute_statistics(s3, settings, reference, list(profiles), _policy(policy), run_id)
 
     @task
@@ -200,7 +193,7 @@ def drift_monitor():
         from driftloop.links import DRIFT_REPORT_URL_KEY
         from driftloop.monitor import render_evidently
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         report = render_evidently(s3, settings, reference, statistics, run_id)
         ti.xcom_push(key=DRIFT_REPORT_URL_KEY, value=report["html_uri"])
         return report
@@ -217,7 +210,7 @@ def drift_monitor():
     ) -> dict:
         from driftloop.monitor import decide_and_record
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         return decide_and_record(
             s3,
             settings,
@@ -235,7 +228,7 @@ def drift_monitor():
         from driftloop.links import MLFLOW_RUN_URL_KEY
         from driftloop.monitor import log_to_mlflow as log_run
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         logged = log_run(s3, settings, decision, report, run_id)
         ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=logged["url"])
         return logged
@@ -245,7 +238,7 @@ def drift_monitor():
         from driftloop.monitor import push_metrics as push
         from driftloop.storage import get_json_uri
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         started = dag_run.start_date.timestamp() if dag_run and dag_run.start_date else None
         return push(settings, decision, get_json_uri(s3, decision["statistics_uri"]), started)
 

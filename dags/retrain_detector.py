@@ -10,7 +10,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from driftloop.assets import DRIFT_CONFIRMED
-from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator, s3_for_task
 from driftloop.settings import Settings
 from driftloop.training.pod import training_backend
 
@@ -46,13 +46,6 @@ month, or by hand (Params: reason, `last_n_days`, epochs, image size, base, `dry
 """
 
 default_args = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)}
-
-
-def _s3():
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    settings = Settings.from_env()
-    return S3Hook(aws_conn_id=settings.aws_conn_id).get_conn(), settings
 
 
 def _promotion_policy():
@@ -170,7 +163,7 @@ def retrain_detector():
     def snapshot_dataset(plan: dict, run_id=None) -> dict:
         from driftloop.retrain import snapshot
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         return snapshot(s3, settings, plan, run_id)
 
     @task.branch
@@ -187,7 +180,7 @@ def retrain_detector():
         from driftloop.drift.decision import load_policy
         from driftloop.retrain import training_window_reference
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         return training_window_reference(
             s3, settings, plan, load_policy(settings.policy_path).sample_size
         )
@@ -232,7 +225,7 @@ def retrain_detector():
     def evaluate(snapshot: dict, candidate: dict, run_id=None) -> dict:
         from driftloop.retrain import evaluate as run_evaluation
 
-        s3, settings = _s3()
+        s3, settings = s3_for_task()
         return run_evaluation(s3, settings, snapshot, candidate, _promotion_policy(), run_id)
 
     # all_done: a failed evaluation still reaches the gate, which then rejects (fail closed).

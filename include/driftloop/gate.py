@@ -33,16 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from driftloop.bootstrap import METRICS, DeltaCI
+from driftloop.policies import PolicyError, deep_merge
 
 DEFAULT_PROMOTION_POLICY_PATH = Path(__file__).resolve().parent / "policy" / "promotion_policy.yaml"
 PROMOTE_TARGETS = ("champion", "challenger")
 APPROVAL_MODES = ("none", "required")
 ARCHIVE_MODES = ("tag", "delete")
 EPS = 1e-9
-
-
-class PolicyError(ValueError):
-    """The promotion policy file (or an override of it) is invalid."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,16 +103,6 @@ _TOP_KEYS = {
 }
 _SECTION_KEYS = {"retention": {"keep_last", "archive"}, "bootstrap": {"n_resamples", "confidence"}}
 _MISSING = object()
-
-
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def parse_promotion_policy(raw: Mapping[str, Any], source: str = "<dict>") -> PromotionPolicy:
@@ -233,7 +220,7 @@ def load_promotion_policy(
         raise PolicyError(f"{path}: promotion policy must be a mapping")
     overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, {}, "")}
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = deep_merge(raw, overrides)
         raw["version"] = f"{raw.get('version')}+override"
     return parse_promotion_policy(raw, source=str(path))
 

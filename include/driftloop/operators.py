@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 
+from driftloop.settings import Settings
+
 #: XCom key under which the operator's answer (options, who, when) is kept for the record
 ANSWER_XCOM_KEY = "hitl_answer"
 
@@ -32,3 +34,12 @@ class RecordedHITLBranchOperator(HITLBranchOperator):
                 },
             )
         return super().execute_complete(context=context, event=event)
+
+
+def s3_for_task():
+    """The S3 client of the configured Airflow connection, and the settings: call it inside a
+    task (it creates a hook), never at parse time."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    settings = Settings.from_env()
+    return S3Hook(aws_conn_id=settings.aws_conn_id).get_conn(), settings

@@ -6,7 +6,6 @@ earlier checks (from the drift history database) in; a ``Decision`` out.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +14,11 @@ from typing import Any
 from driftloop import schema
 from driftloop.drift.compare import FeatureComparison
 from driftloop.drift.stats import benjamini_hochberg
+from driftloop.policies import PolicyError, deep_merge
 
 LEVELS = ("none", "warn", "critical")
 RANK = {level: i for i, level in enumerate(LEVELS)}
 APPROVAL_MODES = ("none", "required")
-
-
-class PolicyError(ValueError):
-    """The drift policy file (or an override of it) is invalid."""
 
 
 @dataclass(frozen=True)
@@ -77,16 +73,6 @@ class Policy:
             "defaults": self.defaults,
             "features": self.features,
         }
-
-
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def parse_policy(raw: Mapping[str, Any], source: str = "<dict>") -> Policy:
@@ -182,7 +168,7 @@ def load_policy(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise PolicyError(f"{path}: policy must be a mapping")
     overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, {}, "")}
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = deep_merge(raw, overrides)
         raw["version"] = f"{raw.get('version')}+override"
     return parse_policy(raw, source=str(path))
 
