@@ -88,8 +88,11 @@ def test_mlflow_run_artifact_lands_in_moto(stack, tmp_path, monkeypatch):
     for key, value in stack.env.items():
         monkeypatch.setenv(key, value)
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    mlflow.set_tracking_uri(stack.urls["mlflow"])
+    # the fluent API's tracking URI is process-global: restore it after this test so later
+    # tests do not talk to this module's stack once it is stopped
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", stack.urls["mlflow"])
     experiment_id = mlflow.create_experiment(f"stack-test-{uuid.uuid4().hex[:8]}")
     artifact = tmp_path / "note.txt"
     artifact.write_text("drift report placeholder")
