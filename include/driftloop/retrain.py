@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from driftloop.ledger import sha256_bytes
 from driftloop.settings import PACKAGE_DIR, Settings
 from driftloop.storage import dumps_canonical, put_bytes
 
@@ -388,16 +388,10 @@ def gate(
         actor="policy:promotion_gate",
         subject=f"model:{settings.registered_model}/v{candidate['version']}",
         payload=decision,
-        input_hashes={"evaluation": _sha256(dumps_canonical(evaluation))},
+        input_hashes={"evaluation": sha256_bytes(dumps_canonical(evaluation))},
         idempotency_key=f"retrain_detector/{run_id}/gate",
     )
     return decision
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- outcome ----------------------------------------------------------------------------
@@ -574,7 +568,7 @@ def write_model_record(
                 "base": plan["base"],
             },
             "artifacts": hashes,
-            "model_card_sha256": _sha256(card.encode()),
+            "model_card_sha256": sha256_bytes(card.encode()),
             "gate": {"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
             "code_version": code_version(),
         }
@@ -585,7 +579,7 @@ def write_model_record(
         client.log_artifacts(run_id, str(out))
     return {
         "artifacts": len(hashes),
-        "model_json_sha256": _sha256(json.dumps(record, sort_keys=True).encode()),
+        "model_json_sha256": sha256_bytes(json.dumps(record, sort_keys=True).encode()),
     }
 
 
@@ -613,7 +607,3 @@ def record_failure(
         idempotency_key=f"retrain_detector/{run_id}/failure",
     )
     return {"drift_event_id": event_id, "failed_tasks": failed_tasks}
-
-
-def _main_python() -> str:
-    return sys.executable
