@@ -1,4 +1,4 @@
-# driftloop — `make demo` runs the drift loop end to end on the embedded stack,
+# driftloop — `make demo` runs the whole loop (drift → retrain → gate) on the embedded stack,
 # `make test` runs every test. Both create what they need on a fresh clone.
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help demo test up down status fixes lint lock lock-train train-env system-deps venv clean
 
 help:
-	@echo "make demo     run drift_monitor end to end on the embedded stack (moto S3, MLflow, Airflow)"
+	@echo "make demo     the whole loop on the embedded stack: champion, drift, retrain, gate (~10 min)"
 	@echo "make test     lint + unit, DAG and integration tests"
 	@echo "make up       start the stack with the Airflow and MLflow UIs; prints URLs and login"
 	@echo "make down     stop it"
@@ -51,7 +51,8 @@ system-deps:
 	    || echo "warning: apt-get install$$missing failed; continuing without"; \
 	elif [ -n "$$missing" ]; then echo "note: not installed:$$missing (tests that need them skip)"; fi
 
-demo: $(STAMP) system-deps
+# The training environment too: the demo trains its models with the local backend.
+demo: $(STAMP) $(TRAIN_STAMP) system-deps
 	$(BIN)/python -m driftloop.demo
 
 # The training environment too: the local-backend training test runs the real entrypoint in it.

@@ -22,7 +22,8 @@ DOC = """
 ### retrain_detector
 
 Runs on the `driftloop_drift_confirmed` Asset (emitted by `drift_monitor`), on the 1st of every
-month, or by hand (Params: reason, `last_n_days`, epochs, image size, base, `dry_run`).
+month, or by hand (Params: reason, `last_n_days`, epochs, image size, base, `dry_run`, and
+`drift_event_id` to retrain for a drift event after its review).
 
 1. `plan` — why (drift event, schedule, person), which days, and the `auto_retrain` flag (policy
    file, overridable by the Airflow Variable `driftloop_auto_retrain`). Off: a confirmed drift
@@ -115,6 +116,12 @@ def _promotion_policy():
             type="string",
             description="`champion` (fine-tune its weights; a model yaml when there is none) or a model yaml such as yolo11n.yaml.",
         ),
+        "drift_event_id": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Retrain for this drift event (after a review, when auto_retrain is off): linked in the ledger, the model version and the event's status.",
+        ),
         "dry_run": Param(
             False,
             type="boolean",
@@ -126,8 +133,9 @@ def retrain_detector():
     @task
     def plan(params=None, triggering_asset_events=None, dag_run=None) -> dict:
         from airflow.sdk import Variable
+        from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.retrain import plan_retrain, resolve_trigger
+        from driftloop.retrain import plan_retrain, resolve_trigger, take_up_drift_event
 
         events = (
             [e.extra for e in (triggering_asset_events or {}).get(DRIFT_CONFIRMED, [])]
@@ -135,6 +143,10 @@ def retrain_detector():
             else []
         )
         trigger = resolve_trigger(params, events, str(dag_run.run_type))
+        try:
+            take_up_drift_event(Settings.from_env(), trigger, dag_run.run_id)
+        except LookupError as err:
+            raise AirflowFailException(str(err)) from err
         flag = Variable.get("driftloop_auto_retrain", default=None)
         auto_retrain = (
             _promotion_policy().auto_retrain
@@ -161,10 +173,16 @@ def retrain_detector():
 
     @task
     def snapshot_dataset(plan: dict, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from driftloop.retrain import snapshot
+        from driftloop.training.dataset import NoFramesError
 
         s3, settings = s3_for_task()
-        return snapshot(s3, settings, plan, run_id)
+        try:
+            return snapshot(s3, settings, plan, run_id)
+        except NoFramesError as err:  # no labeled data in the window: a retry cannot help
+            raise AirflowFailException(str(err)) from err
 
     @task.branch
     def continue_or_stop(plan: dict) -> str:
@@ -186,25 +204,31 @@ def retrain_detector():
         )
 
     if BACKEND == "kubernetes":
-        from driftloop.training.pod import training_pod_operator
-
-        train = training_pod_operator(
-            task_id="train",
-            image=TRAINING_IMAGE,
-            namespace=os.environ.get("DRIFTLOOP_TRAINING_NAMESPACE", "driftloop"),
-            arguments="{{ ti.xcom_pull(task_ids='training_arguments') }}",
-            mlflow_tracking_uri=SETTINGS.mlflow_tracking_uri,
-            bucket=SETTINGS.bucket,
-        )
 
         @task
         def training_arguments(plan: dict, snapshot: dict, run_id=None) -> list:
             from driftloop.retrain import resolve_base
             from driftloop.retrain import training_arguments as arguments
-            from driftloop.training.pod import XCOM_RETURN_PATH
+            from driftloop.training.pod import XCOM_RETURN_PATH, pod_arguments
 
             settings = Settings.from_env()
-            return arguments(plan, snapshot, resolve_base(settings, plan), run_id, XCOM_RETURN_PATH)
+            return pod_arguments(
+                arguments(plan, snapshot, resolve_base(settings, plan), run_id, XCOM_RETURN_PATH)
+            )
+
+        def train_in_pod(arguments):
+            from driftloop.training.pod import training_pod_operator
+
+            return training_pod_operator(
+                task_id="train",
+                image=TRAINING_IMAGE,
+                namespace=os.environ.get("DRIFTLOOP_TRAINING_NAMESPACE", "driftloop"),
+                arguments=arguments,  # the list computed by training_arguments, at run time
+                mlflow_tracking_uri=SETTINGS.mlflow_tracking_uri,
+                bucket=SETTINGS.bucket,
+                retries=0,
+                execution_timeout=timedelta(hours=6),
+            )
     else:
 
         @task(task_id="train", pool="gpu", retries=0, execution_timeout=timedelta(hours=6))
@@ -219,7 +243,8 @@ def retrain_detector():
     ) -> dict:
         from driftloop.retrain import register
 
-        return register(Settings.from_env(), plan, snapshot, training, reference, run_id)
+        s3, settings = s3_for_task()
+        return register(s3, settings, plan, snapshot, training, reference, run_id)
 
     @task(retries=0)
     def evaluate(snapshot: dict, candidate: dict, run_id=None) -> dict:
@@ -322,10 +347,12 @@ def retrain_detector():
         return apply_retention(Settings.from_env(), _promotion_policy(), run_id)
 
     @task(trigger_rule="one_failed", retries=0)
-    def record_failure(run_id=None, ti=None, dag_run=None) -> dict:
+    def record_failure(run_id=None, ti=None) -> dict:
         from driftloop.retrain import record_failure as record
 
-        failed = [t.task_id for t in dag_run.get_task_instances() if t.state == "failed"]
+        # the task SDK's DagRun has no task instances: ask the API server for the run's states
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+        failed = sorted(task for task, state in states.items() if state == "failed")
         return record(Settings.from_env(), ti.xcom_pull(task_ids="plan"), run_id, failed)
 
     planned = plan()
@@ -336,9 +363,8 @@ def retrain_detector():
     ref = reference_profile(planned)
     snap >> continue_or_stop(planned) >> [dry_run_done, ref]
     if BACKEND == "kubernetes":
-        trained = train
-        training_arguments(planned, snap) >> trained
-        trained.set_upstream(ref)
+        trained = train_in_pod(training_arguments(planned, snap)).output
+        ref >> trained
     else:
         trained = train_locally(planned, snap)
         ref >> trained

@@ -1,10 +1,19 @@
-"""``make demo``: the drift monitor end to end on the embedded stack.
+"""``make demo``: the whole loop end to end on the embedded stack.
 
 1. start (or reuse) the embedded stack under ``.stack/``: moto S3, mlflow server, pushgateway;
-2. write an ``abrupt`` synthetic world: 42 days, a lighting drop and a new camera from day 28;
-3. run ``drift_monitor`` with ``dag.test()`` for a day before the drift and for the first
-   daily checks after it, exactly as the scheduler would run them day after day;
-4. print each check's verdict next to the world's ground truth, and where to look.
+2. write an ``abrupt`` synthetic world: 42 days, a lighting drop and a new camera from day 28,
+   with labeled frames every day;
+3. the model in production: ``retrain_detector`` trains a first champion on the 14 days
+   before the drift (no champion yet, so the promotion floors alone decide) and stores the
+   drift reference of its training window with it;
+4. ``drift_monitor`` checks a day before the drift and the first daily checks after it,
+   against that champion's reference, as the scheduler would run them day after day: the
+   last one confirms the drift and opens a drift event;
+5. ``retrain_detector`` for that event (what the ``driftloop_drift_confirmed`` Asset triggers
+   under the scheduler): fine-tunes the champion on the drifted window, evaluates candidate
+   and champion on the same split, and the gate promotes or rejects with its reasons;
+6. prints the verdicts, the gate table, the model versions, the MLflow URLs and the audit
+   ledger's verification.
 
 The stack is stopped at the end unless it was already running (``make up``) or ``--keep``
 is given, so the runs stay browsable in the Airflow and MLflow UIs.
@@ -32,6 +41,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--root", type=Path, default=DEFAULT_REPO / ".stack", help="stack folder (default: .stack)"
     )
     parser.add_argument("--rows-per-day", type=int, default=2000)
+    parser.add_argument(
+        "--labeled-per-day", type=int, default=40, help="labeled frames per day (training data)"
+    )
+    # the first champion must clear promotion_policy.yaml's floors: its learning curve
+    # plateaus from epoch 8 on (bench/model_quality.py); a fine-tune needs fewer
+    parser.add_argument("--epochs", type=int, default=12, help="epochs of the first champion")
+    parser.add_argument(
+        "--fine-tune-epochs", type=int, default=6, help="epochs of the retraining after the drift"
+    )
     parser.add_argument(
         "--end-date", default=None, help="last day of the world (default: yesterday UTC)"
     )
@@ -73,45 +91,68 @@ def _output_to(path: Path):
             os.close(saved[1])
 
 
-def _run_check(end_day: str, log_path: Path) -> dict:
+def _load_dags():
     from airflow.dag_processing.dagbag import DagBag
-
-    from driftloop.monitor import report_prefix
-    from driftloop.settings import Settings
-    from driftloop.storage import get_json, s3_client
 
     bag = DagBag(dag_folder=str(DEFAULT_REPO / "dags"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
+    return bag
+
+
+def _xcom(dag_run, task_id: str):
+    ti = next((t for t in dag_run.get_task_instances() if t.task_id == task_id), None)
+    return None if ti is None else ti.xcom_pull(task_ids=task_id)
+
+
+def _dag_test(dag, conf: dict, log_path: Path):
+    """One DAG run with ``dag.test()``; exits naming the failed tasks when it does not succeed."""
     began = time.monotonic()
     with _output_to(log_path):
-        dag_run = bag.dags["drift_monitor"].test(run_conf={"end_date": end_day})
+        dag_run = dag.test(run_conf=conf)
     seconds = time.monotonic() - began
     if str(dag_run.state) != "success":
         failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == "failed"]
         raise SystemExit(
-            f"drift_monitor for {end_day} ended {dag_run.state}; failed tasks: {failed}"
+            f"{dag.dag_id} ({json.dumps(conf)}) ended {dag_run.state}; failed tasks: {failed}; "
+            f"task logs: {log_path}"
         )
+    return dag_run, seconds
+
+
+def _run_check(bag, end_day: str, log_path: Path) -> dict:
+    from driftloop.monitor import report_prefix
+    from driftloop.settings import Settings
+    from driftloop.storage import get_json, s3_client
+
+    dag_run, seconds = _dag_test(bag.dags["drift_monitor"], {"end_date": end_day}, log_path)
     decision = get_json(
         s3_client(), Settings.from_env().bucket, report_prefix(dag_run.run_id) + "decision.json"
     )
-    mlflow_url = next(
-        (
-            ti.xcom_pull(task_ids="log_to_mlflow")["url"]
-            for ti in dag_run.get_task_instances()
-            if ti.task_id == "log_to_mlflow"
-        ),
-        None,
-    )
+    event = _xcom(dag_run, "open_drift_event")
     return {
         "run_id": dag_run.run_id,
         "seconds": seconds,
         "decision": decision,
-        "mlflow_url": mlflow_url,
+        "mlflow_url": (_xcom(dag_run, "log_to_mlflow") or {}).get("url"),
+        "event_id": (event or {}).get("event_id"),
     }
 
 
-def _print_table(rows: list[dict], truth) -> None:
+def _run_retrain(bag, conf: dict, log_path: Path) -> dict:
+    dag_run, seconds = _dag_test(bag.dags["retrain_detector"], conf, log_path)
+    return {
+        "run_id": dag_run.run_id,
+        "seconds": seconds,
+        "candidate": _xcom(dag_run, "register_candidate"),
+        "evaluation": _xcom(dag_run, "evaluate"),
+        "decision": _xcom(dag_run, "gate"),
+        "training": _xcom(dag_run, "train"),
+        "promoted": _xcom(dag_run, "promote"),
+    }
+
+
+def _print_checks(rows: list[dict], truth) -> None:
     print()
     print(
         f"ground truth: scenario {truth.scenario}, drift from {truth.drift_start_date} in {', '.join(truth.drifted_columns)}"
@@ -136,61 +177,193 @@ def _print_table(rows: list[dict], truth) -> None:
         )
     last = rows[-1]["decision"]
     print()
+    print(f"reference: {last.get('reference', {}).get('source', '-')}")
     print(f"drifted features (critical check): {', '.join(last['drifted_features']) or '-'}")
     print(f"Evidently report: {last['report']['html_uri']}")
     print(f"MLflow run:       {rows[-1]['mlflow_url']}")
 
 
+def _model_line(run: dict) -> str:
+    cand = run["evaluation"]["candidate"]
+    return (
+        f"v{run['candidate']['version']}: mAP50 {cand['map50']:.3f}, mAP50-95 {cand['map50_95']:.3f} "
+        f"(INT8 mAP50 {cand['map50_int8']:.3f}), INT8 p95 {cand['p95_latency_ms']:.1f} ms "
+        f"on {cand['n_images']} evaluation images"
+    )
+
+
+def _print_retrain(title: str, run: dict) -> None:
+    print()
+    print(title)
+    print(f"  candidate {_model_line(run)}; {run['seconds']:.0f} s")
+    delta = (run["evaluation"] or {}).get("delta")
+    if delta:
+        print(
+            f"  paired bootstrap delta of {delta['metric']} vs champion "
+            f"v{run['evaluation']['champion']['version']}: {delta['point']:+.4f} "
+            f"[{delta['low']:+.4f}, {delta['high']:+.4f}]"
+        )
+    print()
+    print("\n".join("  " + line for line in run["decision"]["table"].splitlines()))
+
+
+def _mlflow_model_url(tracking_uri: str, name: str, version: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    began = time.monotonic()
+    phases: dict[str, float] = {}
     stack = EmbeddedStack(args.root, DEFAULT_REPO).start()
     already_running = stack.reused
     os.environ.update(stack.env)
     migrate_airflow_db(stack.env)
+    phases["stack"] = time.monotonic() - began
+    log_path = args.root / "logs" / "demo-dag-test.log"
     try:
+        from driftloop import registry, tracking
+        from driftloop.ledger import Ledger
         from driftloop.settings import Settings
         from driftloop.storage import s3_client
         from driftloop.synth import S3Sink, generate_world
 
+        settings = Settings.from_env()
         end = args.end_date or (date.today() - timedelta(days=1)).isoformat()
+        mark = time.monotonic()
+        print("writing the synthetic world (abrupt drift) ...", flush=True)
         truth = generate_world(
-            S3Sink(s3_client(), Settings.from_env().bucket),
+            S3Sink(s3_client(), settings.bucket),
             "abrupt",
             days=42,
             drift_day=28,
             end_date=end,
             rows_per_day=args.rows_per_day,
-            labeled_per_day=8,
+            labeled_per_day=args.labeled_per_day,
         )
+        phases["world"] = time.monotonic() - mark
+        bag = _load_dags()
+        drift_start = date.fromisoformat(truth.drift_start_date)
+        before_drift = (drift_start - timedelta(days=1)).isoformat()
+        training = {"imgsz": 160, "batch": 16}
+
+        mark = time.monotonic()
+        print(
+            f"retrain_detector: the first champion, {args.epochs} epochs on the 14 days up to {before_drift} ...",
+            flush=True,
+        )
+        first = _run_retrain(
+            bag,
+            {
+                **training,
+                "epochs": args.epochs,
+                "reason": "first champion: the 14 days before the drift",
+                "end_date": before_drift,
+                "base": "yolo11n.yaml",
+            },
+            log_path,
+        )
+        phases["first_champion"] = time.monotonic() - mark
+
+        mark = time.monotonic()
         rows = []
-        for day, expected in _check_days(date.fromisoformat(truth.drift_start_date)):
+        for day, expected in _check_days(drift_start):
             print(f"drift_monitor: checking the window ending {day} ({expected}) ...", flush=True)
-            rows.append(
-                {"expected": expected, **_run_check(day, args.root / "logs" / "demo-dag-test.log")}
+            rows.append({"expected": expected, **_run_check(bag, day, log_path)})
+        phases["drift_checks"] = time.monotonic() - mark
+        last = rows[-1]
+        confirmed = last["decision"]["severity"] == "critical" and last["event_id"] is not None
+
+        retrain = None
+        if confirmed:
+            mark = time.monotonic()
+            print(
+                f"retrain_detector: drift event {last['event_id']} confirmed, fine-tuning the "
+                f"champion for {args.fine_tune_epochs} epochs on the 14 days up to {last['decision']['window']['end']} ...",
+                flush=True,
             )
-        _print_table(rows, truth)
+            retrain = _run_retrain(
+                bag,
+                {
+                    **training,
+                    "epochs": args.fine_tune_epochs,
+                    "reason": "drift confirmed in "
+                    + ", ".join(last["decision"]["drifted_features"]),
+                    "drift_event_id": last["event_id"],
+                    "end_date": last["decision"]["window"]["end"],
+                    "base": "champion",
+                },
+                log_path,
+            )
+            phases["retrain"] = time.monotonic() - mark
+        phases["total"] = time.monotonic() - began
+
+        _print_retrain("1. the first champion (no champion yet: the floors decide)", first)
+        print()
+        print("2. drift_monitor, day after day, against the champion's training window")
+        _print_checks(rows, truth)
+        if retrain is not None:
+            _print_retrain(
+                f"3. retraining for drift event {last['event_id']} (fine-tuned from the champion)",
+                retrain,
+            )
+        client = tracking.client(settings.mlflow_tracking_uri)
+        aliases = registry.aliases(client, settings.registered_model)
+        verified = Ledger(settings.database_url).verify()
+        print()
+        print(
+            f"registry {settings.registered_model}: "
+            + ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items()))
+        )
+        latest = retrain or first
+        print(
+            f"MLflow model version: {_mlflow_model_url(settings.mlflow_tracking_uri, settings.registered_model, latest['candidate']['version'])}"
+        )
+        print(f"MLflow UI:            {settings.mlflow_tracking_uri}")
+        print(
+            f"audit ledger: {verified.rows if hasattr(verified, 'rows') else ''} rows, chain {'verified' if verified.ok else 'BROKEN'} (python -m driftloop.ledger verify)"
+        )
+        print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
+        print(f"task logs: {log_path}")
         print()
         print(
             "Airflow and MLflow UIs: `make up` (then `make demo` again to fill them), `make down` to stop."
         )
         summary = {
             "ground_truth": truth.to_dict(),
+            "phases_s": phases,
             "checks": [
-                {k: r[k] for k in ("run_id", "seconds", "mlflow_url")}
+                {k: r[k] for k in ("run_id", "seconds", "mlflow_url", "event_id")}
                 | {
                     "severity": r["decision"]["severity"],
                     "drifted_features": r["decision"]["drifted_features"],
                 }
                 for r in rows
             ],
+            "retrains": [
+                {
+                    "run_id": r["run_id"],
+                    "seconds": r["seconds"],
+                    "version": r["candidate"]["version"],
+                    "evaluation": r["evaluation"],
+                    "promote": r["decision"]["promote"],
+                    "reasons": r["decision"]["reasons"],
+                }
+                for r in (first, retrain)
+                if r is not None
+            ],
+            "aliases": aliases,
+            "ledger_ok": verified.ok,
         }
         (args.root / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
         ok = (
-            rows[0]["decision"]["severity"] == "none"
-            and rows[-1]["decision"]["severity"] == "critical"
+            first["decision"]["promote"]
+            and rows[0]["decision"]["severity"] == "none"
+            and confirmed
+            and verified.ok
         )
         if not ok:
-            print("unexpected verdicts: see the table above", file=sys.stderr)
+            print("unexpected outcome: see the tables above", file=sys.stderr)
         return 0 if ok else 1
     finally:
         if not (already_running or args.keep):

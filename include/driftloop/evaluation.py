@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,13 +378,52 @@ def input_size(sess) -> tuple[int, int]:
     return h, w
 
 
-def predict(sess, path: str | Path, imgsz: tuple[int, int], **decode_kwargs) -> Detections:
+#: a detector as the evaluation sees it: an NCHW float32 input → its raw output
+#: ``[1, 4 + nc, N]`` (ONNX Runtime here; a PyTorch model in ``bench/model_quality.py``)
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def onnx_runner(sess) -> Runner:
+    name = sess.get_inputs()[0].name
+    return lambda tensor: sess.run(None, {name: tensor})[0]
+
+
+def predict(run: Runner, path: str | Path, imgsz: tuple[int, int], **decode_kwargs) -> Detections:
     """Detections of one image file, in its own pixels."""
     tensor, lb = load_input(path, imgsz)
-    name = sess.get_inputs()[0].name
-    output = sess.run(None, {name: tensor})[0]
-    det = decode(output, **decode_kwargs)
+    det = decode(run(tensor), **decode_kwargs)
     return Detections(scale_boxes(det.boxes, lb), det.scores, det.classes)
+
+
+def score_runner(
+    run: Runner,
+    size: tuple[int, int],
+    eval_dir: str | Path,
+    *,
+    split: str | None = "eval",
+    conf: float = EVAL_CONF,
+    iou: float = EVAL_IOU,
+    max_det: int = MAX_DET,
+) -> EvalResult:
+    """Run a detector on every labeled image of ``eval_dir`` (see :func:`image_label_pairs`)
+    at input size ``size`` (H, W) and score it: per-image records, mAP@0.5, mAP@0.5:0.95."""
+    began = time.perf_counter()
+    records = []
+    for image_path, label_path in image_label_pairs(eval_dir, split):
+        det = predict(run, image_path, size, conf=conf, iou=iou, max_det=max_det)
+        with Image.open(image_path) as image:
+            width, height = image.size
+        gt_boxes, gt_classes = read_labels(label_path, width, height)
+        records.append(image_record(image_path.stem, det, gt_boxes, gt_classes))
+    map50, map50_95 = map_scores(records)
+    return EvalResult(
+        records=records,
+        map50=map50,
+        map50_95=map50_95,
+        n_images=len(records),
+        per_class=per_class_scores(records),
+        seconds=time.perf_counter() - began,
+    )
 
 
 def evaluate_model(
@@ -398,29 +437,14 @@ def evaluate_model(
     max_det: int = MAX_DET,
     threads: int | None = None,
 ) -> EvalResult:
-    """Run the detector on every labeled image of ``eval_dir`` (see :func:`image_label_pairs`)
-    and score it: per-image records and mAP@0.5, mAP@0.5:0.95."""
-    began = time.perf_counter()
+    """:func:`score_runner` for an ONNX file (input size from the model unless given)."""
     sess = session(onnx_path, threads=threads)
     if imgsz is None:
         size = input_size(sess)
     else:
         size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    records = []
-    for image_path, label_path in image_label_pairs(eval_dir, split):
-        det = predict(sess, image_path, size, conf=conf, iou=iou, max_det=max_det)
-        with Image.open(image_path) as image:
-            width, height = image.size
-        gt_boxes, gt_classes = read_labels(label_path, width, height)
-        records.append(image_record(image_path.stem, det, gt_boxes, gt_classes))
-    map50, map50_95 = map_scores(records)
-    return EvalResult(
-        records=records,
-        map50=map50,
-        map50_95=map50_95,
-        n_images=len(records),
-        per_class=per_class_scores(records),
-        seconds=time.perf_counter() - began,
+    return score_runner(
+        onnx_runner(sess), size, eval_dir, split=split, conf=conf, iou=iou, max_det=max_det
     )
 
 
@@ -439,38 +463,51 @@ def measure_latency_interleaved(
     runs: int | None = None,
     threads: int = 1,
 ) -> dict[str, dict[str, float]]:
-    """Per-model inference latency (``session.run`` only, preprocessed inputs), measured
-    interleaved: for each image in turn every model runs once, the models' order rotating
-    from image to image, so drifts in machine load hit all models alike. Single-threaded
-    sessions by default (``threads=1``) for stable numbers.
-
-    ``runs`` timed inferences per model (default: one per image; images repeat cyclically
-    when ``runs`` exceeds their number), after ``warmup`` untimed ones each.
-    Returns ``{name: {"p50_ms", "p95_ms", "mean_ms", "n"}}``.
-    """
+    """:func:`time_runners_interleaved` for ONNX files, single-threaded sessions by default
+    (``threads=1``) for stable numbers."""
     if not onnx_paths:
+        raise ValueError("no models to time")
+    runners = {}
+    for name, path in onnx_paths.items():
+        sess = session(path, threads=threads)
+        runners[name] = (onnx_runner(sess), input_size(sess))
+    return time_runners_interleaved(runners, images, warmup=warmup, runs=runs)
+
+
+def time_runners_interleaved(
+    runners: Mapping[str, tuple[Runner, tuple[int, int]]],
+    images: Sequence[str | Path],
+    *,
+    warmup: int = 10,
+    runs: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per-model inference latency (the model call only, preprocessed inputs), measured
+    interleaved: for each image in turn every model runs once, the models' order rotating
+    from image to image, so drifts in machine load hit all models alike.
+
+    ``runners``: name → (runner, input size (H, W)). ``runs`` timed inferences per model
+    (default: one per image; images repeat cyclically when ``runs`` exceeds their number),
+    after ``warmup`` untimed ones each. Returns ``{name: {"p50_ms", "p95_ms", "mean_ms", "n"}}``.
+    """
+    if not runners:
         raise ValueError("no models to time")
     if not images:
         raise ValueError("no images to time the models on")
-    names = list(onnx_paths)
-    sessions = {name: session(onnx_paths[name], threads=threads) for name in names}
-    inputs: dict[str, list[dict[str, np.ndarray]]] = {}
+    names = list(runners)
     cache: dict[tuple[int, int], list[np.ndarray]] = {}
-    for name, sess in sessions.items():
-        size = input_size(sess)
+    for _, size in runners.values():
         if size not in cache:
             cache[size] = [load_input(p, size)[0] for p in images]
-        input_name = sess.get_inputs()[0].name
-        inputs[name] = [{input_name: t} for t in cache[size]]
     n_runs = len(images) if runs is None else int(runs)
     timings: dict[str, list[float]] = {name: [] for name in names}
     for i in range(warmup + n_runs):
         k = i % len(images)
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
-            sess = sessions[name]
+            run, size = runners[name]
+            tensor = cache[size][k]
             began = time.perf_counter()
-            sess.run(None, inputs[name][k])
+            run(tensor)
             elapsed = (time.perf_counter() - began) * 1000.0
             if i >= warmup:
                 timings[name].append(elapsed)

@@ -63,12 +63,36 @@ def resolve_trigger(
             "drift_event_id": None,
             "window_end": None,
         }
+    event_id = params.get("drift_event_id")
     return {
         "kind": "manual",
         "reason": params.get("reason") or "manual trigger",
-        "drift_event_id": None,
+        # an operator retraining for a drift event after a review (auto_retrain off)
+        "drift_event_id": None if event_id is None else int(event_id),
         "window_end": None,
     }
+
+
+def take_up_drift_event(settings: Settings, trigger: Mapping[str, Any], run_id: str) -> None:
+    """A manual run for a drift event: the event must exist, and it is now being actioned
+    (a failed run turns it into RETRAINING_FAILED, see :func:`record_failure`)."""
+    from driftloop import history
+
+    event_id = trigger.get("drift_event_id")
+    if trigger["kind"] != "manual" or event_id is None:
+        return
+    engine = history.engine_for(settings.database_url)
+    event = history.get_event(engine, int(event_id))
+    if event is None:
+        raise LookupError(f"Param drift_event_id: no drift event with id {event_id}")
+    if event["status"] != "ACTIONED":
+        history.set_event_status(
+            engine,
+            int(event_id),
+            "ACTIONED",
+            actor=f"airflow:{run_id}",
+            note=f"retraining by hand after {event['status']}",
+        )
 
 
 def plan_retrain(
@@ -235,13 +259,39 @@ def code_version() -> str:
         return __version__
 
 
+#: artifact folder of a training run holding the reference drift profile of its window
+REFERENCE_ARTIFACT_DIR = "drift_reference"
+REFERENCE_FILES = ("binning.json", "profile.json", "sample.parquet")
+
+
+def log_reference_artifacts(s3, client, mlflow_run_id: str, reference: Mapping[str, Any]) -> None:
+    """Copy the training window's reference bundle into the run's artifacts, next to the
+    weights: the model version carries what it learned from, whatever happens to the bucket.
+    (``drift_monitor`` reads the S3 original through the version's ``drift_reference_uri`` tag.)"""
+    from driftloop.drift.reference import ReferenceBundle
+    from driftloop.storage import get_bytes_uri
+
+    bundle_uri = ReferenceBundle.from_uri(reference["uri"]).uri
+    with tempfile.TemporaryDirectory(prefix="driftloop-reference-") as work:
+        folder = Path(work) / REFERENCE_ARTIFACT_DIR
+        folder.mkdir()
+        for name in REFERENCE_FILES:
+            (folder / name).write_bytes(get_bytes_uri(s3, bundle_uri + name))
+        (folder / "reference.json").write_text(
+            json.dumps(dict(reference), indent=2, sort_keys=True)
+        )
+        client.log_artifacts(mlflow_run_id, str(folder), REFERENCE_ARTIFACT_DIR)
+
+
 def register(
-    settings: Settings, plan, snapshot_doc, training, reference, run_id: str
+    s3, settings: Settings, plan, snapshot_doc, training, reference, run_id: str
 ) -> dict[str, Any]:
     from driftloop import registry, tracking
 
     client = tracking.client(settings.mlflow_tracking_uri)
     mlflow_run_id = training.get("mlflow_run_id") or training["run_id"]
+    # before the version exists: a registered version always has its reference
+    log_reference_artifacts(s3, client, mlflow_run_id, reference)
     version, created = registry.register_candidate(
         client,
         settings.registered_model,
@@ -607,3 +657,36 @@ def record_failure(
         idempotency_key=f"retrain_detector/{run_id}/failure",
     )
     return {"drift_event_id": event_id, "failed_tasks": failed_tasks}
+
+
+# --- rollback ---------------------------------------------------------------------------
+
+
+def rollback(settings: Settings, reason: str, actor: str, run_id: str) -> dict[str, Any]:
+    """The one-step rollback: ``champion`` back to ``previous-champion``, recorded in the
+    ledger with who asked and why. A re-run of the same DAG run returns the recorded change
+    instead of rolling back a second time."""
+    from driftloop import registry, tracking
+
+    key = f"rollback_detector/{run_id}/rollback"
+    book = ledger(settings)
+    done = book.get(key)
+    if done is not None:
+        return {**done.payload, "ledger_id": done.id, "already_done": True}
+    client = tracking.client(settings.mlflow_tracking_uri)
+    change = registry.rollback(client, settings.registered_model)
+    restored, withdrawn = change.after[registry.CHAMPION], change.before[registry.CHAMPION]
+    registry.set_tags(client, settings.registered_model, withdrawn, {"rolled_back": reason[:4900]})
+    entry = book.append(
+        "rollback",
+        actor=actor,
+        subject=f"model:{settings.registered_model}/v{restored}",
+        payload={
+            "reason": reason,
+            "withdrawn": withdrawn,
+            "restored": restored,
+            "aliases": change.to_dict(),
+        },
+        idempotency_key=key,
+    )
+    return {**entry.payload, "ledger_id": entry.id, "already_done": False}

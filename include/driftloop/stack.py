@@ -481,6 +481,7 @@ class EmbeddedStack:
         self.skipped.clear()
         self.env = {}
         self.reused = False
+        self._reset_stores_pointing_into_s3()
         py = sys.executable
         s3_port, mlflow_port = free_port(), free_port()
         self._define("s3", s3_port, [py, "-m", "moto.server", "-H", HOST, "-p", str(s3_port)])
@@ -533,6 +534,17 @@ class EmbeddedStack:
         if self.with_airflow_ui:
             self._start_airflow()
         self.save()
+
+    def _reset_stores_pointing_into_s3(self) -> None:
+        """moto keeps its buckets in memory: a fresh stack starts with empty S3. The MLflow
+        store (runs, registered models, artifact URIs) and driftloop's history and ledger
+        point into those buckets, so they start afresh with it: a registry whose champion's
+        weights are gone would be worse than none. Airflow's run history is kept."""
+        stale = [self.root / "mlflow" / "mlflow.db", self.root / "driftloop.db"]
+        for path in stale:
+            if path.exists():
+                log.info("fresh S3, so a fresh %s (was %d bytes)", path.name, path.stat().st_size)
+                path.unlink()
 
     def _start_airflow(self) -> None:
         self._define("airflow", free_port(), [str(BIN_DIR / "airflow"), "standalone"])

@@ -124,3 +124,53 @@ def test_retrain_detector_wiring(dagbag):
     assert dag.get_task("gate").trigger_rule == "all_done"  # an evaluation error still reaches it
     assert dag.get_task("route").downstream_task_ids == {"open_review", "snapshot_dataset"}
     assert dag.get_task("await_promotion_approval").options == ["Promote", "Reject"]
+
+
+def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypatch):
+    """DRIFTLOOP_TRAINING_BACKEND=kubernetes swaps the local training task for a
+    KubernetesPodOperator running the same entrypoint with the same arguments; the rest of
+    the graph does not change. The pod is rendered without a cluster."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from driftloop.retrain import training_arguments
+    from driftloop.training.pod import XCOM_RETURN_PATH, pod_arguments
+    from driftloop.training.train import build_parser
+
+    monkeypatch.setenv("DRIFTLOOP_TRAINING_BACKEND", "kubernetes")
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps({"conn_type": "kubernetes"}))
+    k8s_bag = DagBag(dag_folder=str(REPO / "dags" / "retrain_detector.py"))
+    assert not k8s_bag.import_errors, k8s_bag.import_errors
+    local, k8s = dagbag.dags["retrain_detector"], k8s_bag.dags["retrain_detector"]
+
+    assert set(k8s.task_ids) == set(local.task_ids) | {"training_arguments"}
+    train = k8s.get_task("train")
+    assert isinstance(train, KubernetesPodOperator)
+    assert train.pool == "gpu" and train.retries == 0
+    assert train.upstream_task_ids == {"training_arguments", "reference_profile"}
+    assert train.downstream_task_ids == local.get_task("train").downstream_task_ids
+    for task_id in set(local.task_ids) - {"train"}:
+        expected = set(local.get_task(task_id).downstream_task_ids)
+        if task_id in ("plan", "snapshot_dataset"):  # they feed the arguments, not the pod
+            expected = expected - {"train"} | {"training_arguments"}
+        assert k8s.get_task(task_id).downstream_task_ids == expected, task_id
+
+    # what training_arguments returns at run time, rendered into the pod
+    plan = {
+        "days": ["2031-06-17", "2031-06-30"], "epochs": 30, "imgsz": 640, "batch": 32,
+        "trigger": {"kind": "drift"}, "hyperparameters": {"lr0": 0.001},
+    }  # fmt: skip
+    snapshot = {"uri": "s3://driftloop/datasets/" + "a" * 64 + "/"}
+    args = pod_arguments(
+        training_arguments(plan, snapshot, "runs:/abc/weights/best.pt", "run-1", XCOM_RETURN_PATH)
+    )
+    train.arguments = args
+    pod = train.build_pod_request_obj(dry_run=True)
+    container = pod.spec.containers[0]
+    assert container.args == args
+    parsed = build_parser().parse_args(container.args)  # the entrypoint accepts them
+    assert parsed.xcom_path == XCOM_RETURN_PATH and parsed.epochs == 30
+    assert parsed.base == "runs:/abc/weights/best.pt" and parsed.imgsz == 640
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert any(v.empty_dir and v.empty_dir.medium == "Memory" for v in pod.spec.volumes)
+    assert pod.spec.security_context.run_as_non_root is True

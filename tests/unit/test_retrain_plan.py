@@ -35,6 +35,14 @@ def test_auto_retrain_off_turns_a_drift_into_a_review_but_not_a_manual_run():
     assert plan_retrain({}, manual, today=TODAY, auto_retrain=False)["action"] == "train"
 
 
+def test_a_manual_run_can_retrain_for_a_reviewed_drift_event():
+    trigger = resolve_trigger({"reason": "after review", "drift_event_id": 12}, [], "manual")
+    assert trigger["kind"] == "manual" and trigger["drift_event_id"] == 12
+    plan = plan_retrain({}, trigger, today=date(2031, 1, 10), auto_retrain=False)
+    assert plan["action"] == "train"  # a person asked: auto_retrain does not apply
+    assert resolve_trigger({"reason": "x"}, [], "manual")["drift_event_id"] is None
+
+
 def test_schedule_and_dry_run_and_defaults():
     scheduled = resolve_trigger({}, [], "scheduled")
     assert scheduled["kind"] == "schedule"

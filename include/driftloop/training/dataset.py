@@ -445,10 +445,16 @@ def _counts(manifest: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
-def _no_frames_error(days: list[str], rejected: list[dict[str, str]], n_found: int) -> ValueError:
+class NoFramesError(ValueError):
+    """The window has no usable labeled frame: retrying cannot help until data arrives."""
+
+
+def _no_frames_error(
+    days: list[str], rejected: list[dict[str, str]], n_found: int
+) -> NoFramesError:
     where = _describe_days(days)
     if not rejected:
-        return ValueError(
+        return NoFramesError(
             f"no labeled frames for days {where}: nothing under "
             f"{', '.join(storage.labeled_prefix(d) for d in days[:3])}{' …' if len(days) > 3 else ''}"
         )
@@ -459,7 +465,7 @@ def _no_frames_error(days: list[str], rejected: list[dict[str, str]], n_found: i
     detail = "; ".join(
         f"{cat} x{n} (e.g. {examples[cat]['key']}: {examples[cat]['reason']})" for cat, n in top
     )
-    return ValueError(
+    return NoFramesError(
         f"no valid labeled frames for days {where}: {len(rejected)} object(s) rejected "
         f"({n_found} frame(s) found); top reasons: {detail}"
     )

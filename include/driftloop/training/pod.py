@@ -152,7 +152,8 @@ def training_pod_operator(
     """A KubernetesPodOperator running the training entrypoint on the GPU pool.
 
     :param arguments: arguments of ``python -m driftloop.training.train`` (Jinja-templated;
-        no secrets). ``--xcom-path /airflow/xcom/return.json`` is appended if absent.
+        no secrets), see :func:`pod_arguments`; or an XComArg of a task that returns them
+        (it must build them with :func:`pod_arguments`).
     :param namespace: namespace of the pod (and of the credential Secrets).
     :param gpu_count: ``nvidia.com/gpu`` in both requests and limits (extended resources
         cannot be overcommitted).
@@ -199,10 +200,12 @@ def training_pod_operator(
     if parse_quantity(memory_request) > parse_quantity(memory_limit):
         raise ValueError(f"memory_request {memory_request} exceeds memory_limit {memory_limit}")
 
-    args = [str(a) for a in arguments]
-    if not any(a == XCOM_PATH_FLAG or a.startswith(f"{XCOM_PATH_FLAG}=") for a in args):
-        args += [XCOM_PATH_FLAG, XCOM_RETURN_PATH]
-    _refuse_secrets_in_arguments(args)
+    if isinstance(arguments, str) or not isinstance(arguments, Sequence):
+        # an XComArg (or a template) resolved at run time: whatever computes it must call
+        # pod_arguments() itself, which the DAG's training_arguments task does
+        args: Any = arguments
+    else:
+        args = pod_arguments(arguments)
 
     plain_env: dict[str, str] = {
         "PYTHONUNBUFFERED": "1",
@@ -354,6 +357,16 @@ def _refuse_secrets_in_env(env: Mapping[str, str]) -> None:
             )
         if _URL_WITH_CREDENTIALS.search(str(value)):
             raise ValueError(f"env var {name!r} holds a URL with embedded credentials")
+
+
+def pod_arguments(arguments: Sequence[Any]) -> list[str]:
+    """The trainer's container arguments: strings, ``--xcom-path`` where the KPO sidecar reads
+    it, and no credentials (arguments are visible in the pod spec)."""
+    args = [str(a) for a in arguments]
+    if not any(a == XCOM_PATH_FLAG or a.startswith(f"{XCOM_PATH_FLAG}=") for a in args):
+        args += [XCOM_PATH_FLAG, XCOM_RETURN_PATH]
+    _refuse_secrets_in_arguments(args)
+    return args
 
 
 def _refuse_secrets_in_arguments(args: Sequence[str]) -> None:

@@ -1,0 +1,59 @@
+"""rollback_detector: put the previous champion back, by hand, with a reason on the record."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from driftloop.settings import Settings
+
+DOC = """
+### rollback_detector
+
+The on-call operator's undo for a promotion: **Trigger** with a reason. The MLflow alias
+`champion` moves back to `previous-champion` (which is then cleared: one step, not a history
+walk), the withdrawn version is tagged `rolled_back` with the reason, and the audit ledger
+records who asked, why and both versions. `drift_monitor` follows the alias, so its next
+check measures against the restored model's training window.
+
+Fails with a clear message when there is no `previous-champion` to go back to. Re-running the
+same DAG run does not roll back twice.
+"""
+
+
+@dag(
+    dag_id="rollback_detector",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "ml-platform", "retries": 0, "retry_delay": timedelta(minutes=1)},
+    doc_md=DOC,
+    tags=["driftloop", "registry", "operations"],
+    params={
+        "reason": Param(
+            type="string",
+            minLength=3,
+            description="Why the champion is rolled back (incident, ticket): kept in the ledger and on the model version.",
+        ),
+    },
+)
+def rollback_detector():
+    @task
+    def rollback(params=None, dag_run=None, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from driftloop.retrain import rollback as roll_back
+
+        actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{run_id}"
+        try:
+            return roll_back(Settings.from_env(), params["reason"], actor, run_id)
+        except LookupError as err:  # nothing to go back to: retrying cannot help
+            raise AirflowFailException(str(err)) from err
+
+    rollback()
+
+
+rollback_detector()

@@ -1,0 +1,79 @@
+"""The on-call operator, for ``dag.test()`` runs: answers a Human-in-the-loop request.
+
+``dag.test()`` keeps a run alive while a HITL task waits in ``awaiting_input`` until a
+response is recorded from outside. This answers it in a background thread through the Airflow
+API's own handler of ``PATCH …/hitlDetails`` (validation, row locks, the resume of the parked
+task), called in-process on the same metadata DB, minus HTTP and login.
+``test_approval_flow`` does the same through the REST API of a running ``airflow standalone``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OnCallUser:
+    """What the API's auth manager hands the handler as the current user."""
+
+    id: str
+    name: str
+
+    def get_id(self) -> str:
+        return self.id
+
+    def get_name(self) -> str:
+        return self.name
+
+
+class HITLResponder(threading.Thread):
+    """Waits for an unanswered request of ``dag_id.task_id`` and answers ``option``."""
+
+    def __init__(self, dag_id: str, task_id: str, option: str, user: OnCallUser, timeout: float):
+        super().__init__(daemon=True, name=f"hitl-{dag_id}-{task_id}")
+        self.dag_id, self.task_id, self.option, self.user = dag_id, task_id, option, user
+        self.deadline = time.monotonic() + timeout
+        self.answered_run_id: str | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while time.monotonic() < self.deadline and self.answered_run_id is None:
+                self.answered_run_id = self._answer_if_asked()
+                time.sleep(1)
+        except BaseException as err:  # reported by the test through .error
+            self.error = err
+
+    def _answer_if_asked(self) -> str | None:
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.models.hitl import HITLDetail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import select
+
+        with create_session() as session:
+            run_id = session.execute(
+                select(TaskInstance.run_id)
+                .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+                .where(
+                    TaskInstance.dag_id == self.dag_id,
+                    TaskInstance.task_id == self.task_id,
+                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                    HITLDetail.responded_at.is_(None),
+                )
+            ).scalar()
+            if run_id is None:
+                return None
+            update_hitl_detail(
+                dag_id=self.dag_id,
+                dag_run_id=run_id,
+                task_id=self.task_id,
+                update_hitl_detail_payload=UpdateHITLDetailPayload(chosen_options=[self.option]),
+                user=self.user,
+                session=session,
+            )
+            return run_id
