@@ -44,6 +44,9 @@ month, or by hand (Params: reason, `last_n_days`, epochs, image size, base, `dry
    after an operator's approval when the policy asks — or `reject` (reasons tagged on the
    version, champion untouched). Then the model card + `model.json`, retention, and the
    hash-chained audit ledger (`python -m driftloop.ledger verify`).
+
+A failed run leaves the champion untouched, records the failed tasks in the ledger and marks
+its drift event `RETRAINING_FAILED`. To undo a promotion, trigger `rollback_detector`.
 """
 
 default_args = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)}
@@ -107,9 +110,9 @@ def _promotion_policy():
             16, type="integer", minimum=1, maximum=512, description="Training batch size."
         ),
         "hyperparameters": Param(
-            {"optimizer": "AdamW", "lr0": 0.005, "warmup_epochs": 0},
+            {},
             type="object",
-            description="Further Ultralytics training arguments (name: value), logged with the run.",
+            description="Ultralytics training arguments (name: value) over the defaults: AdamW, no warm-up, lr0 0.005 from a model yaml, 0.0005 when fine-tuning the champion. Logged with the run.",
         ),
         "base": Param(
             "champion",

@@ -177,7 +177,12 @@ def _print_checks(rows: list[dict], truth) -> None:
         )
     last = rows[-1]["decision"]
     print()
-    print(f"reference: {last.get('reference', {}).get('source', '-')}")
+    reference = last.get("reference") or {}
+    print(
+        f"reference: the champion v{reference['model_version']}'s training window"
+        if reference.get("kind") == "champion"
+        else "reference: the 14 days before the window (no champion reference)"
+    )
     print(f"drifted features (critical check): {', '.join(last['drifted_features']) or '-'}")
     print(f"Evidently report: {last['report']['html_uri']}")
     print(f"MLflow run:       {rows[-1]['mlflow_url']}")

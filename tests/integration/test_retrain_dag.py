@@ -124,7 +124,9 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack)
     assert abs(cand["map50"] - cand["map50_int8"]) <= 0.01  # INT8 costs at most 1 pp
     rows_after_first = ledger.count()
     kinds = [e.kind for e in ledger.entries(subject=f"model:{name}/v{candidate['version']}")]
-    assert kinds == ["training_run", "gate_decision", "promotion"]
+    assert kinds == ["training_run", "evaluation", "gate_decision", "promotion"]
+    sha = snapshot["sha256"]
+    assert [e.kind for e in ledger.entries(subject=f"dataset:{sha}")] == ["dataset_snapshot"]
 
     # 2. the same DAG run again: same version, no duplicate ledger rows
     again, states = _run({**common, "epochs": 3, "base": "yolo11n.yaml"}, first_date)
@@ -193,8 +195,12 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     aliases = registry.aliases(client, name)
     assert aliases["champion"] == candidate and aliases["previous-champion"] == champion
     assert client.get_model_version(name, candidate).tags["promoted_by"] == "oncall-alice"
+    kinds = [e.kind for e in ledger.entries(subject=f"model:{name}/v{candidate}")]
+    assert kinds == ["training_run", "evaluation", "gate_decision", "approval", "promotion"]
     promotion = ledger.entries(kind="promotion", subject=f"model:{name}/v{candidate}")[0]
     assert promotion.actor == "oncall-alice"
+    approval = ledger.entries(kind="approval", subject=f"model:{name}/v{candidate}")[0]
+    assert approval.actor == "oncall-alice" and approval.payload["chosen_options"] == ["Promote"]
     assert promotion.payload["approval"]["chosen_options"] == ["Promote"]
     # the registered version carries the reference profile of its training window
     reference = {

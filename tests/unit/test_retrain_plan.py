@@ -71,3 +71,21 @@ def test_training_arguments_are_the_entrypoints_and_carry_no_secret():
     assert args[args.index("--epochs") + 1] == "3"
     assert args[args.index("--xcom-path") + 1] == "/airflow/xcom/return.json"
     assert not any("secret" in a.lower() or "password" in a.lower() for a in args)
+
+
+def test_fine_tuning_starts_from_a_lower_learning_rate_unless_asked_otherwise():
+    from driftloop.retrain import hyperparameters_for
+
+    scratch = hyperparameters_for("yolo11n.yaml", {})
+    tune = hyperparameters_for("runs:/abc/weights/best.pt", None)
+    assert tune["lr0"] == scratch["lr0"] / 10 and tune["optimizer"] == "AdamW"
+    assert hyperparameters_for("runs:/abc/weights/best.pt", {"lr0": 0.01, "mosaic": 0}) == {
+        **tune, "lr0": 0.01, "mosaic": 0,
+    }  # fmt: skip
+    args = training_arguments(
+        plan_retrain({"end_date": "2031-01-10"}, resolve_trigger({}, [], "manual"),
+                     today=TODAY, auto_retrain=True),
+        {"uri": "s3://b/datasets/x/"}, "runs:/abc/weights/best.pt", "run-1", "/tmp/x.json",
+    )  # fmt: skip
+    hyp = args[args.index("--hyp") + 1 :]
+    assert "lr0=0.0005" in hyp and "optimizer=AdamW" in hyp
