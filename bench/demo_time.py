@@ -52,10 +52,8 @@ def main(argv=None) -> int:
         print(f"{phase:<16} {seconds:8.1f}")
     print(f"{'wall (process)':<16} {wall:8.1f}")
     print()
-    for check in summary["checks"]:
-        print(
-            f"drift check {check['run_id'][-25:]}: {check['severity']:<8} {check['seconds']:5.1f} s"
-        )
+    for number, check in enumerate(summary["checks"], 1):
+        print(f"drift check {number}: {check['severity']:<8} {check['seconds']:5.1f} s")
     for run in summary["retrains"]:
         cand = run["evaluation"]["candidate"]
         verdict = "promoted" if run["promote"] else "rejected: " + "; ".join(run["reasons"])

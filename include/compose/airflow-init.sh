@@ -2,7 +2,9 @@
 # One-shot `airflow-init` service of docker-compose.yaml (runs through the image's /entrypoint,
 # which waits for the metadata database first):
 #   1. migrate the Airflow metadata database;
-#   2. write the SimpleAuthManager password file, so the admin user configured in
+#   2. create the `gpu` pool retrain_detector's training runs in (DRIFTLOOP_GPU_POOL_SLOTS, default
+#      1: a task in a missing pool is never scheduled);
+#   3. write the SimpleAuthManager password file, so the admin user configured in
 #      AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS logs in with AIRFLOW_ADMIN_PASSWORD from .env
 #      instead of a random password printed to the logs.
 # Idempotent: safe to run on every `docker compose up`.
@@ -14,6 +16,7 @@ set -euo pipefail
 
 airflow version
 airflow db migrate
+airflow pools set gpu "${DRIFTLOOP_GPU_POOL_SLOTS:-1}" "GPU trainings of retrain_detector (one per GPU)"
 
 python - <<'PY'
 import json

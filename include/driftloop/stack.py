@@ -310,6 +310,7 @@ def migrate_airflow_db(env: Mapping[str, str], *, timeout: float = 600.0) -> Mig
     sqlite_path = Path(conn.removeprefix("sqlite:///")) if conn.startswith("sqlite:///") else None
     if sqlite_path is not None and _db_revisions(sqlite_path) == heads:
         log.info("Airflow DB %s already at %s", sqlite_path, ",".join(sorted(heads)))
+        ensure_pools(env, sqlite_path)
         return Migration(False, 0.0, ",".join(sorted(heads)))
     logs = Path(env["AIRFLOW_HOME"]).parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -332,7 +333,46 @@ def migrate_airflow_db(env: Mapping[str, str], *, timeout: float = 600.0) -> Mig
             + _tail(log_path)
         )
     log.info("airflow db migrate took %.1f s", seconds)
+    ensure_pools(env, sqlite_path)
     return Migration(True, seconds, ",".join(sorted(heads)))
+
+
+#: Airflow pools the DAGs use: name → (slots, description). A task in a pool that does not
+#: exist is never scheduled, so the stack creates them (compose: airflow-init.sh).
+POOLS = {"gpu": (1, "GPU trainings of retrain_detector: one at a time on this machine")}
+
+
+def _sqlite_pools(sqlite_path: Path) -> set[str] | None:
+    try:
+        conn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+        try:
+            return {row[0] for row in conn.execute("SELECT pool FROM slot_pool")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def ensure_pools(env: Mapping[str, str], sqlite_path: Path | None = None) -> list[str]:
+    """Create the missing :data:`POOLS` (``airflow pools set``); returns those created."""
+    present = _sqlite_pools(sqlite_path) if sqlite_path is not None else None
+    created = []
+    for name, (slots, description) in POOLS.items():
+        if present is not None and name in present:
+            continue
+        done = subprocess.run(
+            [str(BIN_DIR / "airflow"), "pools", "set", name, str(slots), description],
+            env=_child_env(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise StackError(f"airflow pools set {name} failed: {done.stderr[-2000:]}")
+        created.append(name)
+    return created
 
 
 def _child_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -28,10 +28,23 @@ REPO = Path(__file__).resolve().parents[2]
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+STALE = b"left over from a stack whose S3 is gone"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with EmbeddedStack(tmp_path_factory.mktemp("stack"), REPO) as running:
+    root = tmp_path_factory.mktemp("stack")
+    # a previous stack's stores, pointing into a moto S3 that died with it
+    (root / "mlflow").mkdir()
+    (root / "mlflow" / "mlflow.db").write_bytes(STALE)
+    (root / "driftloop.db").write_bytes(STALE)
+    with EmbeddedStack(root, REPO) as running:
         yield running
+
+
+def test_a_fresh_stack_starts_with_fresh_stores(stack):
+    for path in (stack.root / "mlflow" / "mlflow.db", stack.root / "driftloop.db"):
+        assert not path.exists() or STALE not in path.read_bytes(), path
 
 
 def s3_client(env):

@@ -616,7 +616,9 @@ def test_mlflow_image_matches_the_client_version():
 
 
 # ------------------------------------------------------------------------- airflow-init
-def test_airflow_init_migrates_and_writes_the_password_file(tmp_path, services):
+def test_airflow_init_migrates_creates_the_gpu_pool_and_writes_the_password_file(
+    tmp_path, services
+):
     log = tmp_path / "airflow.log"
     bin_dir = fake_bin(tmp_path, "airflow", f'echo "$*" >> "{log}"\n')
     (bin_dir / "python").symlink_to(sys.executable)
@@ -629,7 +631,11 @@ def test_airflow_init_migrates_and_writes_the_password_file(tmp_path, services):
     }
     script = COMPOSE_DIR / "airflow-init.sh"
     subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True)
-    assert log.read_text().splitlines() == ["version", "db migrate"]
+    assert log.read_text().splitlines() == [
+        "version",
+        "db migrate",
+        "pools set gpu 1 GPU trainings of retrain_detector (one per GPU)",
+    ]
     assert json.loads(password_file.read_text()) == {"admin": "s3cr3t-Pw"}
     assert stat.S_IMODE(password_file.stat().st_mode) & 0o007 == 0, "world-readable passwords"
     subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True)  # again
