@@ -5,7 +5,7 @@ reused) and prints how long each phase took — stack start, synthetic world, th
 champion's training run, the three drift checks, the retraining for the drift event — with
 the gate's verdicts and the largest process's peak memory.
 
-Run: ``.venv/bin/python bench/demo_time.py`` (needs ``make train-env``; about 10 minutes on
+Run: ``.venv/bin/python bench/demo_time.py`` (needs ``make train-env``; about 7 minutes on
 2 CPU cores).
 """
 

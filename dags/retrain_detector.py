@@ -138,7 +138,13 @@ def retrain_detector():
         from airflow.sdk import Variable
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.retrain import plan_retrain, resolve_trigger, take_up_drift_event
+        from driftloop.retrain import (
+            AUTO_RETRAIN_VARIABLE,
+            plan_retrain,
+            resolve_auto_retrain,
+            resolve_trigger,
+            take_up_drift_event,
+        )
 
         events = (
             [e.extra for e in (triggering_asset_events or {}).get(DRIFT_CONFIRMED, [])]
@@ -150,12 +156,12 @@ def retrain_detector():
             take_up_drift_event(Settings.from_env(), trigger, dag_run.run_id)
         except LookupError as err:
             raise AirflowFailException(str(err)) from err
-        flag = Variable.get("driftloop_auto_retrain", default=None)
-        auto_retrain = (
-            _promotion_policy().auto_retrain
-            if flag is None
-            else str(flag).lower() in ("1", "true", "yes", "on")
-        )
+        try:
+            auto_retrain = resolve_auto_retrain(
+                _promotion_policy().auto_retrain, Variable.get(AUTO_RETRAIN_VARIABLE, default=None)
+            )
+        except ValueError as err:  # a mistyped Variable: fix it, a retry cannot
+            raise AirflowFailException(str(err)) from err
         return plan_retrain(
             params, trigger, today=pendulum.now("UTC").date(), auto_retrain=auto_retrain
         )

@@ -95,6 +95,27 @@ def take_up_drift_event(settings: Settings, trigger: Mapping[str, Any], run_id: 
         )
 
 
+AUTO_RETRAIN_VARIABLE = "driftloop_auto_retrain"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def resolve_auto_retrain(policy_value: bool, variable_value: str | None) -> bool:
+    """The policy file's ``auto_retrain``, unless the Airflow Variable overrides it. A value
+    that is neither clearly on nor off is refused: a typo must not silently switch off
+    retraining (or switch it on)."""
+    if variable_value is None:
+        return bool(policy_value)
+    text = str(variable_value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(
+        f"Airflow Variable {AUTO_RETRAIN_VARIABLE}={variable_value!r}: "
+        f"expected one of {', '.join(_TRUE + _FALSE)}"
+    )
+
+
 def plan_retrain(
     params: Mapping[str, Any],
     trigger: Mapping[str, Any],

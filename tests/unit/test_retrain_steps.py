@@ -1,0 +1,50 @@
+"""Steps of retrain_detector that decide without a model: the auto_retrain switch, the
+review a drift opens when it is off, and the gate failing closed. The ledger is a real
+SQLite database in a temp folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from driftloop.gate import DEFAULT_PROMOTION_POLICY_PATH, load_promotion_policy
+from driftloop.ledger import Ledger
+from driftloop.retrain import gate, open_review, resolve_auto_retrain
+from driftloop.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(database_url=f"sqlite:///{tmp_path / 'driftloop.db'}")
+
+
+@pytest.mark.parametrize(
+    ("policy", "variable", "expected"),
+    [(True, None, True), (False, None, False), (True, "off", False), (False, " True ", True),
+     (True, "0", False), (False, "yes", True)],
+)  # fmt: skip
+def test_the_variable_overrides_the_policy_file(policy, variable, expected):
+    assert resolve_auto_retrain(policy, variable) is expected
+
+
+def test_a_mistyped_variable_is_refused_by_name():
+    with pytest.raises(ValueError, match="driftloop_auto_retrain='ture'"):
+        resolve_auto_retrain(True, "ture")
+
+
+def test_a_review_is_opened_and_recorded(settings):
+    plan = {"trigger": {"kind": "drift", "drift_event_id": 5}, "action": "review"}
+    first = open_review(settings, plan, "run-1")
+    again = open_review(settings, plan, "run-1")  # re-run of the same DAG run
+    assert first == again and first["drift_event_id"] == 5
+    (entry,) = Ledger(settings.database_url).entries(subject="drift_event:5")
+    assert entry.kind == "drift_event" and entry.payload["action"] == "review_opened"
+    assert entry.actor == "policy:auto_retrain=false"
+
+
+def test_the_gate_fails_closed_without_an_evaluation(settings):
+    policy = load_promotion_policy(DEFAULT_PROMOTION_POLICY_PATH)
+    decision = gate(settings, None, {"version": "3"}, policy, "run-9")
+    assert decision["promote"] is False and decision["requires_approval"] is False
+    assert "fail closed" in decision["reasons"][0]
+    (entry,) = Ledger(settings.database_url).entries(kind="gate_decision")
+    assert entry.subject == "model:driftloop-detector/v3" and entry.payload["promote"] is False
