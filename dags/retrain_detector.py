@@ -153,18 +153,16 @@ def retrain_detector():
         )
         trigger = resolve_trigger(params, events, str(dag_run.run_type))
         try:
-            take_up_drift_event(Settings.from_env(), trigger, dag_run.run_id)
-        except LookupError as err:
-            raise AirflowFailException(str(err)) from err
-        try:
             auto_retrain = resolve_auto_retrain(
                 _promotion_policy().auto_retrain, Variable.get(AUTO_RETRAIN_VARIABLE, default=None)
             )
-        except ValueError as err:  # a mistyped Variable: fix it, a retry cannot
+            planned = plan_retrain(
+                params, trigger, today=pendulum.now("UTC").date(), auto_retrain=auto_retrain
+            )
+            take_up_drift_event(Settings.from_env(), planned, dag_run.run_id)
+        except (ValueError, LookupError) as err:  # bad input: fix it, a retry cannot
             raise AirflowFailException(str(err)) from err
-        return plan_retrain(
-            params, trigger, today=pendulum.now("UTC").date(), auto_retrain=auto_retrain
-        )
+        return planned
 
     @task.branch
     def route(plan: dict) -> str:

@@ -73,11 +73,13 @@ def resolve_trigger(
     }
 
 
-def take_up_drift_event(settings: Settings, trigger: Mapping[str, Any], run_id: str) -> None:
-    """A manual run for a drift event: the event must exist, and it is now being actioned
-    (a failed run turns it into RETRAINING_FAILED, see :func:`record_failure`)."""
+def take_up_drift_event(settings: Settings, plan: Mapping[str, Any], run_id: str) -> None:
+    """A manual run for a drift event: the event must exist, and once the plan is to train,
+    it is being actioned (a failed run turns it into RETRAINING_FAILED, see
+    :func:`record_failure`)."""
     from driftloop import history
 
+    trigger = plan["trigger"]
     event_id = trigger.get("drift_event_id")
     if trigger["kind"] != "manual" or event_id is None:
         return
@@ -85,7 +87,7 @@ def take_up_drift_event(settings: Settings, trigger: Mapping[str, Any], run_id: 
     event = history.get_event(engine, int(event_id))
     if event is None:
         raise LookupError(f"Param drift_event_id: no drift event with id {event_id}")
-    if event["status"] != "ACTIONED":
+    if plan["action"] == "train" and event["status"] != "ACTIONED":
         history.set_event_status(
             engine,
             int(event_id),
@@ -377,6 +379,7 @@ def register(
         "name": settings.registered_model,
         "version": str(version.version),
         "run_id": mlflow_run_id,
+        "base": training.get("base"),  # as resolved: a model yaml or the champion's weights
         "created": created,
     }
 
@@ -704,7 +707,12 @@ def write_model_record(
             "hyper_parameters": {
                 "epochs": plan["epochs"],
                 "imgsz": plan["imgsz"],
+                "batch": plan.get("batch"),
                 "base": plan["base"],
+                "resolved_base": candidate.get("base"),
+                "ultralytics": hyperparameters_for(
+                    candidate.get("base") or plan["base"], plan.get("hyperparameters")
+                ),
             },
             "artifacts": hashes,
             "model_card_sha256": sha256_bytes(card.encode()),

@@ -14,6 +14,7 @@ quantization, evaluation with ONNX Runtime, the MLflow registry and the audit le
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,7 +79,7 @@ def _xcom(dag_run, task_id: str):
     return ti.xcom_pull(task_ids=task_id)
 
 
-def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack):
+def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack, tmp_path):
     from mlflow import MlflowClient
 
     from driftloop import registry
@@ -115,6 +116,16 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack)
     assert tags["drift_reference_uri"].startswith(f"s3://{settings.bucket}/profiles/reference/")
     artifacts = {a.path for a in client.list_artifacts(version.run_id)}
     assert {"weights", "onnx", "model_card.md", "model.json"} <= artifacts
+    record = json.loads(
+        Path(client.download_artifacts(version.run_id, "model.json", str(tmp_path))).read_text()
+    )
+    assert record["dataset_sha256"] == snapshot["sha256"]
+    assert record["hyper_parameters"]["resolved_base"] == "yolo11n.yaml"
+    assert record["hyper_parameters"]["ultralytics"]["lr0"] == 0.005  # from scratch
+    assert (
+        "weights/best.pt" in record["artifacts"] and "onnx/model_int8.onnx" in record["artifacts"]
+    )
+    assert "drift_reference/profile.json" in record["artifacts"]
     onnx = {a.path for a in client.list_artifacts(version.run_id, "onnx")}
     assert {"onnx/model_fp32.onnx", "onnx/model_int8.onnx"} <= onnx
     evaluation = _xcom(first, "evaluate")

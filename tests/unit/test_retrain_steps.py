@@ -48,3 +48,21 @@ def test_the_gate_fails_closed_without_an_evaluation(settings):
     assert "fail closed" in decision["reasons"][0]
     (entry,) = Ledger(settings.database_url).entries(kind="gate_decision")
     assert entry.subject == "model:driftloop-detector/v3" and entry.payload["promote"] is False
+
+
+def test_a_manual_run_takes_up_its_drift_event_only_when_it_trains(settings):
+    from driftloop import history
+    from driftloop.retrain import take_up_drift_event
+
+    engine = history.engine_for(settings.database_url)
+    event_id = history.open_event(engine, "drift_monitor/run-1", "critical", ["brightness"])
+    trigger = {"kind": "manual", "drift_event_id": event_id}
+    take_up_drift_event(settings, {"trigger": trigger, "action": "dry_run"}, "run-2")
+    assert history.get_event(engine, event_id)["status"] == "NEEDS_REVIEW"
+    take_up_drift_event(settings, {"trigger": trigger, "action": "train"}, "run-3")
+    event = history.get_event(engine, event_id)
+    assert event["status"] == "ACTIONED" and event["actor"] == "airflow:run-3"
+    with pytest.raises(LookupError, match="Param drift_event_id: no drift event with id 999"):
+        take_up_drift_event(
+            settings, {"trigger": {**trigger, "drift_event_id": 999}, "action": "train"}, "r"
+        )
