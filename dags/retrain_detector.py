@@ -297,29 +297,27 @@ def retrain_detector():
         retries=0,
     )
 
+    def outcome_inputs(ti) -> tuple[dict, dict, dict | None]:
+        """The candidate, the gate's decision and the operator's answer (None without one)."""
+        return (
+            ti.xcom_pull(task_ids="register_candidate"),
+            ti.xcom_pull(task_ids="gate"),
+            ti.xcom_pull(task_ids="await_promotion_approval", key=ANSWER_XCOM_KEY),
+        )
+
     # Upstream of it are only the two approval paths, so it is skipped unless one was taken.
     @task(trigger_rule="none_failed_min_one_success")
     def promote(run_id=None, ti=None) -> dict:
         from driftloop.retrain import promote as do_promote
 
-        approval = ti.xcom_pull(task_ids="await_promotion_approval", key=ANSWER_XCOM_KEY)
-        candidate, decision = (
-            ti.xcom_pull(task_ids="register_candidate"),
-            ti.xcom_pull(task_ids="gate"),
-        )
-        return do_promote(Settings.from_env(), candidate, decision, approval, run_id)
+        return do_promote(Settings.from_env(), *outcome_inputs(ti), run_id)
 
     # like promote: upstream only the gate's and the operator's reject paths
     @task(trigger_rule="none_failed_min_one_success")
     def reject(run_id=None, ti=None) -> dict:
         from driftloop.retrain import reject as do_reject
 
-        approval = ti.xcom_pull(task_ids="await_promotion_approval", key=ANSWER_XCOM_KEY)
-        candidate, decision = (
-            ti.xcom_pull(task_ids="register_candidate"),
-            ti.xcom_pull(task_ids="gate"),
-        )
-        return do_reject(Settings.from_env(), candidate, decision, approval, run_id)
+        return do_reject(Settings.from_env(), *outcome_inputs(ti), run_id)
 
     # after promote or reject, whichever ran (inputs pulled: its only upstreams are those two)
     @task(trigger_rule="none_failed_min_one_success")

@@ -288,19 +288,25 @@ def _airflow_heads() -> set[str]:
     return revisions - parents
 
 
-def _db_revisions(sqlite_path: Path) -> set[str]:
+def _sqlite_column(sqlite_path: Path, query: str) -> set[str] | None:
+    """The first column of ``query`` on a SQLite file opened read-only; None when the file,
+    or the table, is not there (yet)."""
     if not sqlite_path.exists():
-        return set()
+        return None
     try:
         conn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
     except sqlite3.Error:
-        return set()
+        return None
     try:
-        return {row[0] for row in conn.execute("SELECT version_num FROM alembic_version")}
+        return {row[0] for row in conn.execute(query)}
     except sqlite3.Error:
-        return set()
+        return None
     finally:
         conn.close()
+
+
+def _db_revisions(sqlite_path: Path) -> set[str]:
+    return _sqlite_column(sqlite_path, "SELECT version_num FROM alembic_version") or set()
 
 
 def migrate_airflow_db(env: Mapping[str, str], *, timeout: float = 600.0) -> Migration:
@@ -342,20 +348,9 @@ def migrate_airflow_db(env: Mapping[str, str], *, timeout: float = 600.0) -> Mig
 POOLS = {"gpu": (1, "GPU trainings of retrain_detector: one at a time on this machine")}
 
 
-def _sqlite_pools(sqlite_path: Path) -> set[str] | None:
-    try:
-        conn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
-        try:
-            return {row[0] for row in conn.execute("SELECT pool FROM slot_pool")}
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
-
-
 def ensure_pools(env: Mapping[str, str], sqlite_path: Path | None = None) -> list[str]:
     """Create the missing :data:`POOLS` (``airflow pools set``); returns those created."""
-    present = _sqlite_pools(sqlite_path) if sqlite_path is not None else None
+    present = _sqlite_column(sqlite_path, "SELECT pool FROM slot_pool") if sqlite_path else None
     created = []
     for name, (slots, description) in POOLS.items():
         if present is not None and name in present:
