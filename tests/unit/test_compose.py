@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +35,14 @@ AIRFLOW_SERVICES = {
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "airflow-worker",
 }
+# services built from the Airflow image (x-airflow-common)
+AIRFLOW_IMAGE_SERVICES = AIRFLOW_SERVICES | {"flower"}
 ONE_SHOT_SERVICES = {"airflow-init", "create-buckets"}
-EXPECTED_SERVICES = AIRFLOW_SERVICES | {
+EXPECTED_SERVICES = AIRFLOW_IMAGE_SERVICES | {
     "postgres",
+    "redis",
     "minio",
     "create-buckets",
     "mlflow",
@@ -53,7 +60,13 @@ UI_PORTS = {
     "pushgateway": {9091},
     "alertmanager": {9093},
     "grafana": {3000},
+    "flower": {5555},
 }
+CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
+# only the tasks (workers) use these; the triggerer gets the S3 connection for the sensor
+TASK_ONLY_ENV = {"AIRFLOW_CONN_KUBERNETES_DEFAULT", "DRIFTLOOP_DATABASE_URL"}
+S3_ENV = "AIRFLOW_CONN_AWS_DEFAULT"
+KUBE_MOUNT = "/opt/airflow/.kube"
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -198,6 +211,15 @@ def airflow_env(compose: dict) -> dict[str, str]:
     return as_dict(compose["x-airflow-common"]["environment"])
 
 
+@pytest.fixture(scope="module")
+def worker_env(services: dict[str, dict]) -> dict[str, str]:
+    return as_dict(services["airflow-worker"]["environment"])
+
+
+def mount_targets(service: dict) -> set[str]:
+    return {str(v).split(":")[1] for v in service.get("volumes", [])}
+
+
 def fake_bin(tmp_path: Path, name: str, body: str) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -243,6 +265,8 @@ def test_compose_refuses_to_render_without_the_secrets(raw):
         "AIRFLOW_JWT_SECRET",
         "AIRFLOW_ADMIN_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
+        "REDIS_PASSWORD",
+        "FLOWER_PASSWORD",
     ],
 )
 def test_each_secret_is_a_required_variable(raw, env_example, secret):
@@ -262,9 +286,13 @@ _JSON_PASSWORD = re.compile(r"\"(?:password|secret|token)\"\s*:\s*\"(?P<password
 def test_no_literal_secrets(raw):
     """Passwords, keys and credentials in URLs/JSON come from variables, never literals."""
     problems = []
-    sections = {"x-airflow-common": raw["x-airflow-common"], **raw["services"]}
+    sections = {name: node for name, node in raw.items() if name.startswith("x-")}
+    sections.update(raw["services"])
     for name, service in sections.items():
-        for key, value in as_dict(service.get("environment")).items():
+        environment = service.get("environment", service) if isinstance(service, dict) else {}
+        for key, value in as_dict(environment).items():
+            if not isinstance(value, str):
+                continue
             if _SECRET_KEY.search(key) and key not in _NOT_SECRET and "${" not in value:
                 problems.append(f"{name}: {key} is a literal")
     for path, value in _strings(raw):
@@ -369,27 +397,37 @@ def test_file_bind_mounts_exist(services):
 def test_airflow_services_share_image_env_and_volumes(services, airflow_env):
     assert {n for n in services if n.startswith("airflow-")} == AIRFLOW_SERVICES
     first = services["airflow-scheduler"]
-    for name in AIRFLOW_SERVICES:
+    for name in AIRFLOW_IMAGE_SERVICES:
         service = services[name]
-        for key in ("image", "build", "user", "volumes"):
+        for key in ("image", "build", "user"):
             assert service.get(key) == first.get(key), f"{name}: {key} differs"
+        # the common mounts everywhere; only the worker adds one (the kubeconfig)
+        assert set(first["volumes"]) <= set(service["volumes"]), f"{name}: common mounts"
+        extra = set(service["volumes"]) - set(first["volumes"])
+        if name == "airflow-worker":
+            assert {str(v).split(":")[1] for v in extra} == {KUBE_MOUNT}
+        else:
+            assert not extra, f"{name}: mounts beyond the common ones: {sorted(extra)}"
         env = as_dict(service["environment"])
         for key, value in airflow_env.items():
             assert env.get(key) == value, f"{name}: {key} differs from x-airflow-common"
     assert first["build"]["dockerfile"] == "Dockerfile"
-    mounts = {str(v).split(":")[1] for v in first["volumes"]}
+    mounts = mount_targets(first)
     assert {"/opt/airflow/dags", "/opt/airflow/include", "/opt/airflow/plugins"} <= mounts
-    commands = {n: services[n].get("command") for n in AIRFLOW_SERVICES - {"airflow-init"}}
+    assert KUBE_MOUNT not in mounts
+    commands = {n: services[n].get("command") for n in AIRFLOW_IMAGE_SERVICES - {"airflow-init"}}
     assert commands == {
         "airflow-apiserver": "api-server",
         "airflow-scheduler": "scheduler",
         "airflow-dag-processor": "dag-processor",
         "airflow-triggerer": "triggerer",
+        "airflow-worker": "celery worker",
+        "flower": "celery flower",
     }
 
 
 def test_airflow_core_settings(airflow_env):
-    assert airflow_env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert airflow_env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert airflow_env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
     assert int(airflow_env["AIRFLOW__CORE__PARALLELISM"]) >= 1
     assert airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
@@ -403,41 +441,46 @@ def test_airflow_core_settings(airflow_env):
     assert airflow_env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
 
 
-def test_airflow_connections_are_valid_json(airflow_env, env_example):
-    aws = json.loads(airflow_env["AIRFLOW_CONN_AWS_DEFAULT"])
+def test_airflow_connections_are_valid_json(worker_env, env_example):
+    aws = json.loads(worker_env["AIRFLOW_CONN_AWS_DEFAULT"])
     assert aws["conn_type"] == "aws"
     assert aws["extra"]["endpoint_url"] == "http://minio:9000"
     assert aws["login"] == env_example["DRIFTLOOP_S3_ACCESS_KEY"]
     assert aws["password"] == env_example["DRIFTLOOP_S3_SECRET_KEY"]
-    k8s = json.loads(airflow_env["AIRFLOW_CONN_KUBERNETES_DEFAULT"])
+    k8s = json.loads(worker_env["AIRFLOW_CONN_KUBERNETES_DEFAULT"])
     assert k8s["conn_type"] == "kubernetes"
-    assert k8s["extra"]["kube_config_path"].startswith("/opt/airflow/.kube/")
+    assert k8s["extra"]["kube_config_path"].startswith(KUBE_MOUNT + "/")
 
 
-def test_airflow_reads_the_connections(airflow_env):
+def test_airflow_reads_the_connections(worker_env):
     """The JSON form is what Airflow parses from AIRFLOW_CONN_* variables."""
     from airflow.models.connection import Connection
 
-    aws = Connection.from_json(airflow_env["AIRFLOW_CONN_AWS_DEFAULT"], conn_id="aws_default")
+    aws = Connection.from_json(worker_env["AIRFLOW_CONN_AWS_DEFAULT"], conn_id="aws_default")
     assert aws.conn_type == "aws"
     assert aws.extra_dejson["endpoint_url"] == "http://minio:9000"
     k8s = Connection.from_json(
-        airflow_env["AIRFLOW_CONN_KUBERNETES_DEFAULT"], conn_id="kubernetes_default"
+        worker_env["AIRFLOW_CONN_KUBERNETES_DEFAULT"], conn_id="kubernetes_default"
     )
     assert k8s.extra_dejson["namespace"]
 
 
-def test_driftloop_settings_from_the_compose_env(airflow_env, env_example):
+def test_driftloop_settings_from_the_compose_env(worker_env, env_example):
     from driftloop.settings import Settings
+    from driftloop.training.pod import TRAINING_BACKEND_ENV
 
+    dag_sources = "\n".join(p.read_text() for p in (REPO / "dags").glob("*.py"))
     unknown = sorted(
         key
-        for key in airflow_env
+        for key in worker_env
         if key.startswith("DRIFTLOOP_")
         and key.removeprefix("DRIFTLOOP_").lower() not in Settings.__dataclass_fields__
+        # the DAG files' own parse-time settings (DRIFTLOOP_TRAINING_*)
+        and key != TRAINING_BACKEND_ENV
+        and not re.search(rf"[\"']{key}[\"']", dag_sources)
     )
-    assert not unknown, f"DRIFTLOOP_* variables that Settings does not read: {unknown}"
-    settings = Settings.from_env(airflow_env)
+    assert not unknown, f"DRIFTLOOP_* variables that neither Settings nor a DAG reads: {unknown}"
+    settings = Settings.from_env(worker_env)
     assert settings.bucket == env_example["DRIFTLOOP_BUCKET"]
     assert settings.aws_conn_id == "aws_default"
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
@@ -448,6 +491,213 @@ def test_driftloop_settings_from_the_compose_env(airflow_env, env_example):
     )
 
 
+# -------------------------------------------------------------------------------- Celery
+def test_every_airflow_container_runs_the_celery_executor(services):
+    for name in AIRFLOW_IMAGE_SERVICES:
+        env = as_dict(services[name]["environment"])
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+
+
+def test_broker_and_result_backend_point_at_redis_and_postgres(services, airflow_env, env_example):
+    from sqlalchemy.engine import make_url
+
+    broker = make_url(airflow_env["AIRFLOW__CELERY__BROKER_URL"])
+    assert broker.drivername == "redis"
+    assert broker.host == "redis" and broker.port == 6379 and broker.database == "0"
+    assert broker.password == env_example["REDIS_PASSWORD"]
+    assert "6379" in [str(p) for p in services["redis"]["expose"]]
+
+    backend = airflow_env["AIRFLOW__CELERY__RESULT_BACKEND"]
+    assert backend.startswith("db+postgresql://")
+    url = make_url(backend.removeprefix("db+"))
+    metadata = make_url(airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert (url.host, url.port, url.database) == ("postgres", 5432, metadata.database)
+    assert (url.username, url.password) == (metadata.username, metadata.password)
+    assert int(airflow_env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]) >= 1
+
+
+def test_the_celery_app_reads_the_compose_settings(worker_env, tmp_path):
+    """The worker's Celery app (the healthcheck's --app) imports and takes the compose env."""
+    env = {
+        **os.environ,
+        **worker_env,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    }
+    module, _, attribute = CELERY_APP.rpartition(".")
+    code = (
+        f"import json; from {module} import {attribute} as app; "
+        "print(json.dumps([app.conf.broker_url, app.conf.result_backend]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+    if "cannot import name 'retry' from 'celery.backends.database'" in result.stderr:
+        pytest.xfail(
+            "requirements.txt: celery 5.7 dropped celery.backends.database.retry, which "
+            "apache-airflow-providers-celery 3.26.0 imports; pin celery<5.7"
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    broker, backend = json.loads(result.stdout.strip().splitlines()[-1])
+    assert broker == worker_env["AIRFLOW__CELERY__BROKER_URL"]
+    assert backend == worker_env["AIRFLOW__CELERY__RESULT_BACKEND"]
+
+
+def test_worker_scales(raw, services):
+    worker = services["airflow-worker"]
+    for key in ("container_name", "ports", "hostname"):
+        assert key not in worker, f"airflow-worker: {key} keeps it from scaling"
+    assert worker["restart"] == "always"
+    # the ping names this container's own worker (celery@<hostname>); $$ = a literal $
+    test = raw["services"]["airflow-worker"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert test[1] == f'celery --app {CELERY_APP} inspect ping -d "celery@$${{HOSTNAME}}"'
+    # warm shutdown: dumb-init signals celery's main process only, and it gets time to finish
+    env = as_dict(worker["environment"])
+    assert env["DUMB_INIT_SETSID"] == "0"
+    grace = re.fullmatch(r"(\d+)(s|m|h)", str(worker["stop_grace_period"]))
+    assert grace and int(grace.group(1)) * {"s": 1, "m": 60, "h": 3600}[grace.group(2)] >= 60
+
+
+def test_worker_has_what_tasks_need(services, worker_env, env_example):
+    from driftloop.training.pod import training_backend
+
+    assert TASK_ONLY_ENV | {S3_ENV} <= set(worker_env)
+    assert KUBE_MOUNT in mount_targets(services["airflow-worker"])
+    kube_mount = next(v for v in services["airflow-worker"]["volumes"] if KUBE_MOUNT in str(v))
+    assert str(kube_mount).endswith(":ro")
+    assert training_backend(worker_env) == "kubernetes"
+    k8s = json.loads(worker_env["AIRFLOW_CONN_KUBERNETES_DEFAULT"])
+    assert worker_env["DRIFTLOOP_TRAINING_NAMESPACE"] == k8s["extra"]["namespace"]
+    assert worker_env["DRIFTLOOP_TRAINING_IMAGE"] == env_example["DRIFTLOOP_TRAINING_IMAGE"]
+    # what the tasks talk to is up before a worker takes tasks
+    deps = depends_on(services["airflow-worker"])
+    for target in ("postgres", "redis", "mlflow", "pushgateway", "airflow-apiserver"):
+        assert deps[target]["condition"] == "service_healthy", target
+    for target in ("airflow-init", "create-buckets"):
+        assert deps[target]["condition"] == "service_completed_successfully", target
+    # the DAG files are parsed in the dag-processor and again on the worker: same backend
+    processor_env = as_dict(services["airflow-dag-processor"]["environment"])
+    assert training_backend(processor_env) == training_backend(worker_env)
+
+
+def test_task_credentials_stay_on_the_workers(services):
+    for name in AIRFLOW_IMAGE_SERVICES - {"airflow-worker"}:
+        env = set(as_dict(services[name]["environment"]))
+        assert not env & TASK_ONLY_ENV, f"{name} holds task-only credentials"
+        assert KUBE_MOUNT not in mount_targets(services[name]), f"{name} mounts the kubeconfig"
+        if name != "airflow-triggerer":
+            assert S3_ENV not in env, f"{name} holds the S3 connection"
+    triggerer_env = as_dict(services["airflow-triggerer"]["environment"])
+    assert triggerer_env[S3_ENV] == as_dict(services["airflow-worker"]["environment"])[S3_ENV]
+
+
+def test_scheduler_depends_on_redis_and_runs_no_tasks(services):
+    deps = depends_on(services["airflow-scheduler"])
+    assert deps["redis"]["condition"] == "service_healthy"
+    assert deps["postgres"]["condition"] == "service_healthy"
+    # nothing the tasks talk to: the scheduler does not run them any more
+    assert not {"mlflow", "pushgateway", "create-buckets"} & set(deps)
+
+
+def test_redis_is_internal_authenticated_and_healthy(raw, services, env_example):
+    redis = services["redis"]
+    assert "ports" not in redis, "Redis must not be published on the host"
+    assert redis["restart"] == "always"
+    assert redis.get("user") not in (None, "root", "0", "0:0"), "redis-server as root"
+    check = redis["healthcheck"]
+    assert check["test"][0] in ("CMD", "CMD-SHELL") and "redis-cli" in " ".join(check["test"])
+    env = as_dict(redis["environment"])
+    assert env["REDISCLI_AUTH"] == env["REDIS_PASSWORD"] == env_example["REDIS_PASSWORD"]
+    script = raw["services"]["redis"]["command"][0]
+    assert re.search(r"^requirepass \$\$\{REDIS_PASSWORD\}$", script, re.M)
+    assert "--requirepass" not in script, "the password would be in the process arguments"
+    assert script.startswith("exec redis-server - "), "redis-server must be PID 1"
+    for name in AIRFLOW_IMAGE_SERVICES:
+        assert depends_on(services[name])["redis"]["condition"] == "service_healthy", name
+
+
+def test_redis_starts_with_the_password_from_stdin(raw, tmp_path):
+    """The compose command, run against a local redis-server when one is installed."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    redis = raw["services"]["redis"]
+    script = redis["command"][0].replace("$$", "$").replace("dir /data", f"dir {tmp_path}")
+    script = script.replace("\nEOF", f"\nport {port}\nbind 127.0.0.1\nEOF")
+    env = {**os.environ, "REDIS_PASSWORD": "pw-Test.1", "REDISCLI_AUTH": "pw-Test.1"}
+    proc = subprocess.Popen(
+        [*redis["entrypoint"], script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        check = redis["healthcheck"]["test"][1].replace("redis-cli", f"redis-cli -p {port}")
+        for _ in range(50):
+            if subprocess.run(["sh", "-c", check], env=env).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"healthcheck never passed: {proc.stderr.read1().decode()}")
+        no_auth = {k: v for k, v in env.items() if k != "REDISCLI_AUTH"}
+        assert subprocess.run(["sh", "-c", check], env=no_auth).returncode != 0
+        assert "pw-Test" not in Path(f"/proc/{proc.pid}/cmdline").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_flower_is_optional_and_authenticated(services):
+    flower = services["flower"]
+    assert flower["profiles"] == ["flower"]
+    env = as_dict(flower["environment"])
+    user, _, password = env["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"].partition(":")
+    assert user and password
+
+
+def _docker_compose() -> list[str] | None:
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        version = subprocess.run([*command, "version"], capture_output=True, text=True)
+        if version.returncode == 0 and re.search(r"v?2\.\d+", version.stdout):
+            return command
+    return None
+
+
+def test_docker_compose_config_accepts_the_file(tmp_path):
+    """`docker compose config` (no engine needed), where a Compose v2 CLI is installed."""
+    command = _docker_compose()
+    if command is None:
+        pytest.skip("no Docker Compose v2 CLI")
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text())
+    base = [*command, "--project-directory", str(REPO), "-f", str(COMPOSE)]
+    result = subprocess.run(
+        [*base, "--env-file", str(env_file), "--profile", "flower", "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(result.stdout)["services"]
+    assert set(rendered) == EXPECTED_SERVICES
+    assert "ports" not in rendered["redis"]
+    assert rendered["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # and it refuses to start without a secret
+    env_file.write_text(
+        "\n".join(
+            line
+            for line in ENV_EXAMPLE.read_text().splitlines()
+            if not line.startswith("REDIS_PASSWORD=")
+        )
+    )
+    result = subprocess.run(
+        [*base, "--env-file", str(env_file), "config", "-q"], capture_output=True, text=True
+    )
+    # (some wrappers of the binary lose its exit status: the message is what counts)
+    assert "required variable REDIS_PASSWORD is missing" in result.stderr
+
+
 # -------------------------------------------------------------------- PostgreSQL init SQL
 def _sql_objects() -> tuple[dict[str, str], dict[str, str]]:
     sql = (COMPOSE_DIR / "init-databases.sql").read_text()
@@ -456,13 +706,15 @@ def _sql_objects() -> tuple[dict[str, str], dict[str, str]]:
     return roles, databases
 
 
-def test_init_sql_creates_the_databases_the_env_references(services, airflow_env, env_example):
+def test_init_sql_creates_the_databases_the_env_references(
+    services, airflow_env, worker_env, env_example
+):
     from sqlalchemy.engine import make_url
 
     roles, databases = _sql_objects()
     assert set(databases) == {"driftloop", "mlflow"}
 
-    driftloop = make_url(airflow_env["DRIFTLOOP_DATABASE_URL"])
+    driftloop = make_url(worker_env["DRIFTLOOP_DATABASE_URL"])
     assert driftloop.host == "postgres"
     assert databases[driftloop.database] == driftloop.username
     assert driftloop.username in roles
