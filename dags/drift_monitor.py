@@ -14,22 +14,32 @@ from driftloop.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
 from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator, s3_for_task
 from driftloop.settings import Settings
 from driftloop.storage import success_key
-from driftloop.windows import window_end_day
 
 SETTINGS = Settings.from_env()
 # How long the sensor waits for the day's _SUCCESS marker before the run ends as skipped.
 # An environment variable, not an Airflow Variable: it is read when the file is parsed.
 SENSOR_TIMEOUT_S = int(os.environ.get("DRIFTLOOP_SENSOR_TIMEOUT_S", str(6 * 3600)))
 SENSOR_POKE_S = int(os.environ.get("DRIFTLOOP_SENSOR_POKE_S", "300"))
+# The daily check's time (UTC cron); the inference-logs Asset can start a check any time.
+DRIFT_CRON = os.environ.get("DRIFTLOOP_DRIFT_CRON", "30 2 * * *")
 
 DOC = """
 ### drift_monitor
 
 Every day (02:30 UTC, or as soon as new inference data is announced through the
-`driftloop_inference_logs` Asset) this DAG compares the **current window** (the 14 days ending
-at the data interval end) with the **reference**: the champion model's stored training-window
-profile when there is one, otherwise the 14 days before the current window.
+`driftloop_inference_logs` Asset) this DAG compares the **current window** (14 days) with the
+**reference**: the champion model's stored training-window profile when there is one,
+otherwise the 14 days before the current window.
 
+**The window's last day**, the same rule for every kind of run: the `end_date` Param when set;
+else, for an Asset-triggered run, the latest day its events announced (`extra.day`); else the
+day before the run's logical date (the 02:30 run on the 29th checks the 28th), or before its
+`run_after` when it has no logical date (REST trigger with `logical_date: null`).
+
+0. `resolve_run` — refuses unknown conf keys and contradictory Params at once (no retries),
+   fixes the end day and the effective policy. A day that another run already checked (the
+   Asset run and the cron run of the same day) is checked once: `plan` skips the second run,
+   unless `end_date` asks for that day explicitly.
 1. `wait_for_data` — deferrable sensor on `inference/dt=<end day>/_SUCCESS`; no data before the
    timeout ends the run as *skipped*, not failed.
 2. `plan` — windows, partitions present, missing days (reported, never guessed), the effective
@@ -42,7 +52,8 @@ profile when there is one, otherwise the 14 days before the current window.
 5. `evidently_report` — Evidently HTML + JSON on a bounded sample, in `reports/drift/<run>/`.
 6. `decide` — effect-size thresholds, Benjamini–Hochberg, k-of-n hysteresis over the stored
    history → `none` / `warn` / `critical`; `log_to_mlflow` (experiment `drift-monitor`) and
-   `push_metrics` (Pushgateway) record it.
+   `push_metrics` (Pushgateway) record it. `log_to_mlflow`'s Details tab has the
+   **MLflow run** and **Drift report** links (the report opens in the MLflow UI).
 7. critical → a drift event is opened; with `approval: required` an operator chooses
    **Retrain** or **Ignore** in the *Required actions* view; `confirm_drift` emits the
    `driftloop_drift_confirmed` Asset that triggers `retrain_detector`.
@@ -54,7 +65,8 @@ for this run only (the run's policy version is then recorded as `<version>+overr
 default_args = {
     "owner": "ml-platform",
     "retries": 2,
-    "retry_delay": timedelta(minutes=2),
+    # the first retry's delay (then exponential): long enough to ride out a store's restart
+    "retry_delay": timedelta(seconds=int(os.environ.get("DRIFTLOOP_RETRY_DELAY_S", "120"))),
     "retry_exponential_backoff": True,
 }
 
@@ -68,7 +80,7 @@ def _policy(document):
 @dag(
     dag_id="drift_monitor",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("30 2 * * *", timezone="UTC"), assets=INFERENCE_LOGS
+        timetable=CronTriggerTimetable(DRIFT_CRON, timezone="UTC"), assets=INFERENCE_LOGS
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -76,13 +88,12 @@ def _policy(document):
     default_args=default_args,
     doc_md=DOC,
     tags=["driftloop", "drift", "monitoring"],
-    user_defined_macros={"window_end_day": window_end_day},
     params={
         "end_date": Param(
             None,
             type=["null", "string"],
             format="date",
-            description="Last day of the current window (YYYY-MM-DD). Empty: the day before the data interval end.",
+            description="Last day of the current window (YYYY-MM-DD). Empty: the day an Asset event announced, else the day before the run's logical date (or run_after).",
         ),
         "window_days": Param(
             None,
@@ -125,28 +136,66 @@ def _policy(document):
     },
 )
 def drift_monitor():
+    # No retries: what it refuses (unknown conf keys, contradictory Params, a broken policy
+    # file) does not get better by retrying, and a retry would hold the only active-run slot.
+    @task(retries=0)
+    def resolve_run(params=None, dag=None, dag_run=None, triggering_asset_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from driftloop.monitor import announced_days, resolve_drift_run
+        from driftloop.policies import PolicyError
+
+        events = (
+            (triggering_asset_events or {}).get(INFERENCE_LOGS, [])
+            if triggering_asset_events
+            else []
+        )
+        try:
+            return resolve_drift_run(
+                Settings.from_env(),
+                params,
+                conf=dag_run.conf,
+                declared_params=list(dag.params),
+                announced_days=announced_days([event.extra for event in events]),
+                logical_date=dag_run.logical_date,
+                run_after=dag_run.run_after,
+            )
+        except (ValueError, PolicyError) as err:  # RunConfError is a ValueError
+            raise AirflowFailException(str(err)) from err
+
     wait_for_data = S3KeySensor(
         task_id="wait_for_data",
         bucket_name=SETTINGS.bucket,
-        bucket_key="inference/dt={{ window_end_day(params.end_date, data_interval_end, dag_run.run_after) }}/_SUCCESS",
+        bucket_key="inference/dt={{ ti.xcom_pull(task_ids='resolve_run')['end_day'] }}/_SUCCESS",
         aws_conn_id=SETTINGS.aws_conn_id,
-        deferrable=True,
+        deferrable=True,  # waits in the triggerer, holding no worker slot
         poke_interval=SENSOR_POKE_S,
         timeout=SENSOR_TIMEOUT_S,
         soft_fail=True,  # no data: the run is skipped, not failed
         retries=0,
-        doc_md=f"Waits for `{success_key('<end day>')}`.",
+        doc_md=f"Waits for `{success_key('<end day>')}`; the end day is `resolve_run`'s.",
     )
 
     @task(multiple_outputs=True)
-    def plan(params=None, data_interval_end=None, dag_run=None) -> dict:
-        from driftloop.drift.decision import load_policy
-        from driftloop.monitor import plan_windows, policy_overrides
+    def plan(resolved: dict, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from driftloop.monitor import earlier_check_of_the_day, plan_windows
 
         s3, settings = s3_for_task()
-        policy = load_policy(settings.policy_path, policy_overrides(params))
-        end_day = window_end_day(params.get("end_date"), data_interval_end, dag_run.run_after)
-        return {"plan": plan_windows(s3, settings, end_day, policy), "policy": policy.to_dict()}
+        end_day = resolved["end_day"]
+        if resolved["end_day_from"] != "end_date":
+            earlier = earlier_check_of_the_day(settings, end_day, run_id)
+            if earlier:
+                raise AirflowSkipException(
+                    f"the window ending {end_day} was already checked by run {earlier}; "
+                    f"trigger with end_date={end_day} to check it again"
+                )
+        policy = _policy(resolved["policy"])
+        return {
+            "plan": plan_windows(s3, settings, end_day, policy),
+            "policy": resolved["policy"],
+        }
 
     @task
     def validate(plan: dict, policy: dict) -> dict:
@@ -189,14 +238,11 @@ def drift_monitor():
         return compute_statistics(s3, settings, reference, list(profiles), _policy(policy), run_id)
 
     @task
-    def evidently_report(reference: dict, statistics: dict, run_id=None, ti=None) -> dict:
-        from driftloop.links import DRIFT_REPORT_URL_KEY
+    def evidently_report(reference: dict, statistics: dict, run_id=None) -> dict:
         from driftloop.monitor import render_evidently
 
         s3, settings = s3_for_task()
-        report = render_evidently(s3, settings, reference, statistics, run_id)
-        ti.xcom_push(key=DRIFT_REPORT_URL_KEY, value=report["html_uri"])
-        return report
+        return render_evidently(s3, settings, reference, statistics, run_id)
 
     @task
     def decide(
@@ -223,14 +269,22 @@ def drift_monitor():
             run_id=run_id,
         )
 
-    @task
+    @task(
+        doc_md=(
+            "Logs the check to MLflow (experiment `drift-monitor`). Its **Details** tab has two "
+            "extra links: **MLflow run** and **Drift report** (the Evidently report, opened in "
+            "the MLflow UI). The approval form links the same report."
+        )
+    )
     def log_to_mlflow(decision: dict, report: dict, run_id=None, ti=None) -> dict:
-        from driftloop.links import MLFLOW_RUN_URL_KEY
+        from driftloop.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY
         from driftloop.monitor import log_to_mlflow as log_run
 
         s3, settings = s3_for_task()
         logged = log_run(s3, settings, decision, report, run_id)
+        # the task's "MLflow run" and "Drift report" buttons (Details tab, Extra links)
         ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=logged["url"])
+        ti.xcom_push(key=DRIFT_REPORT_URL_KEY, value=logged["report_url"])
         return logged
 
     @task
@@ -282,8 +336,9 @@ def drift_monitor():
         subject="Critical drift in {{ ti.xcom_pull(task_ids='decide')['window']['end'] }}: retrain the detector?",
         body=(
             "Drifted features: **{{ ti.xcom_pull(task_ids='decide')['drifted_features'] | join(', ') }}**\n\n"
-            "Policy version `{{ ti.xcom_pull(task_ids='decide')['policy_version'] }}`; "
-            "report: `{{ ti.xcom_pull(task_ids='decide')['report']['html_uri'] }}`.\n\n"
+            "Policy version `{{ ti.xcom_pull(task_ids='decide')['policy_version'] }}`. "
+            "[Drift report]({{ ti.xcom_pull(task_ids='log_to_mlflow')['report_url'] }}) "
+            "(Evidently, in the MLflow run of this check).\n\n"
             "*Retrain* emits the drift-confirmed event (retraining starts); *Ignore* closes the event."
         ),
         options=["Retrain", "Ignore"],
@@ -317,7 +372,8 @@ def drift_monitor():
         answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
         return record_event_answer(Settings.from_env(), event["event_id"], "IGNORED", answer)
 
-    checked = plan()
+    resolved = resolve_run()
+    checked = plan(resolved)
     validated = validate(checked["plan"], checked["policy"])
     ref = reference(checked["plan"], validated, checked["policy"])
     profiles = profile_partition.partial(reference=ref, policy=checked["policy"]).expand(
@@ -326,11 +382,12 @@ def drift_monitor():
     stats = statistics(ref, profiles, checked["policy"])
     report = evidently_report(ref, stats)
     decision = decide(checked["plan"], ref, stats, report, validated, checked["policy"])
-    log_to_mlflow(decision, report)
+    logged = log_to_mlflow(decision, report)
     push_metrics(decision)
 
-    wait_for_data >> checked
+    resolved >> wait_for_data >> checked
     event = open_drift_event(decision)
+    logged >> event  # the approval form links the report that log_to_mlflow published
     confirmed = confirm_drift(event)
     ignored = ignore_drift(event)
     route(decision) >> [no_drift, notify_warning(decision), event]

@@ -133,8 +133,10 @@ def _promotion_policy():
     },
 )
 def retrain_detector():
-    @task
-    def plan(params=None, triggering_asset_events=None, dag_run=None) -> dict:
+    # retries=0: everything it refuses (unknown conf keys, a bad Param or drift event id, a
+    # mistyped Variable) needs a person to change something; a retry only holds the run slot
+    @task(retries=0)
+    def plan(params=None, triggering_asset_events=None, dag=None, dag_run=None) -> dict:
         from airflow.sdk import Variable
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -151,13 +153,21 @@ def retrain_detector():
             if triggering_asset_events
             else []
         )
+        from driftloop.run_conf import check_conf_keys
+
         trigger = resolve_trigger(params, events, str(dag_run.run_type))
+        # the same "day before the run" as drift_monitor's window (see driftloop.windows)
+        moment = dag_run.logical_date or dag_run.run_after
         try:
+            check_conf_keys(dag_run.conf, list(dag.params), dag.dag_id)
             auto_retrain = resolve_auto_retrain(
                 _promotion_policy().auto_retrain, Variable.get(AUTO_RETRAIN_VARIABLE, default=None)
             )
             planned = plan_retrain(
-                params, trigger, today=pendulum.now("UTC").date(), auto_retrain=auto_retrain
+                params,
+                trigger,
+                today=pendulum.instance(moment).in_tz("UTC").date(),
+                auto_retrain=auto_retrain,
             )
             take_up_drift_event(Settings.from_env(), planned, dag_run.run_id)
         except (ValueError, LookupError) as err:  # bad input: fix it, a retry cannot

@@ -42,15 +42,17 @@ same DAG run does not roll back twice.
 )
 def rollback_detector():
     @task
-    def rollback(params=None, dag_run=None, run_id=None) -> dict:
+    def rollback(params=None, dag=None, dag_run=None, run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
         from driftloop.retrain import rollback as roll_back
+        from driftloop.run_conf import check_conf_keys
 
         actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{run_id}"
         try:
+            check_conf_keys(dag_run.conf, list(dag.params), dag.dag_id)
             return roll_back(Settings.from_env(), params["reason"], actor, run_id)
-        except LookupError as err:  # nothing to go back to: retrying cannot help
+        except (LookupError, ValueError) as err:  # nothing to go back to, or a bad conf key
             raise AirflowFailException(str(err)) from err
 
     rollback()

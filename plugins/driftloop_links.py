@@ -15,7 +15,8 @@ Where the link is resolved matters in Airflow 3:
   backend, ``airflow.sdk.execution_time.xcom.XCom``) is the right reader.
 
 The value is parsed as plain JSON (never with Airflow's class-restoring decoder) and returned
-only when it is an ``http(s)://`` or ``s3://`` URL, so XCom content cannot inject a script link.
+only when it is an ``http(s)://`` URL, so XCom content cannot inject a script link or a button
+that a browser cannot open.
 
 This file is imported by every Airflow component that loads plugins: it imports only
 ``airflow`` and the dependency-free :mod:`driftloop.links`, never mlflow or pandas.
@@ -92,7 +93,7 @@ def link_from_xcom(ti_key: TaskInstanceKey, key: str) -> str:
         value = value.strip()
     if not is_safe_link(value):
         if value not in (None, ""):
-            log.warning("Ignoring XCom %r for %s: not an http(s):// or s3:// URL", key, ti_key)
+            log.warning("Ignoring XCom %r for %s: not an http(s):// URL", key, ti_key)
         return ""
     return value
 

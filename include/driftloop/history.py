@@ -134,6 +134,18 @@ def previous_levels(
     return out
 
 
+def check_of_window_end(engine: sa.Engine, window_end, *, exclude_run_id: str) -> str | None:
+    """The run id of the latest check of the window ending ``window_end`` by another run."""
+    query = (
+        sa.select(drift_checks.c.run_id)
+        .where(drift_checks.c.window_end == window_end, drift_checks.c.run_id != exclude_run_id)
+        .order_by(drift_checks.c.checked_at.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(query).scalar()
+
+
 def set_check_mlflow_run(engine: sa.Engine, run_id: str, mlflow_run_id: str) -> None:
     with engine.begin() as conn:
         conn.execute(

@@ -12,9 +12,10 @@ from urllib.parse import quote, urlsplit
 MLFLOW_RUN_URL_KEY = "mlflow_run_url"
 DRIFT_REPORT_URL_KEY = "drift_report_url"
 
-#: URL schemes a link may carry. Anything else (``javascript:``, ``file:`` …) is refused so that
-#: a value in XCom can never turn into a script link in the UI.
-LINK_SCHEMES = frozenset({"http", "https", "s3"})
+#: URL schemes a link may carry: what a browser opens (the Airflow UI shows only these).
+#: Anything else (``s3:``, ``javascript:``, ``file:`` …) is refused, so that a value in XCom
+#: can never turn into a dead button or a script link in the UI.
+LINK_SCHEMES = frozenset({"http", "https"})
 
 
 def mlflow_run_url(tracking_uri: str, experiment_id: str | int, run_id: str) -> str:
@@ -35,16 +36,19 @@ def mlflow_run_url(tracking_uri: str, experiment_id: str | int, run_id: str) -> 
     return f"{base}/#/experiments/{quote(experiment, safe='')}/runs/{quote(run, safe='')}"
 
 
-def report_url(uri: str) -> str:
-    """The link for a drift report: the report's ``s3://`` (or ``http(s)://``) URI, unchanged.
+def mlflow_artifact_url(
+    tracking_uri: str, experiment_id: str | int, run_id: str, artifact_path: str
+) -> str:
+    """The MLflow UI page that opens one artifact of a run (an HTML report is rendered there):
+    ``{run page}/artifactPath/{artifact_path}``, the route of MLflow 3's run page.
 
-    No console URL is built: the URI is what the operator copies into ``aws s3 cp`` or a
-    browser with an S3 handler. Raises ``ValueError`` for any other scheme.
+    This is the browser link for a drift report: it works wherever the MLflow UI does, is
+    authorised by MLflow, and, unlike a presigned S3 URL, does not expire.
     """
-    value = str(uri).strip()
-    if not is_safe_link(value):
-        raise ValueError(f"not an s3:// or http(s):// URI: {uri!r}")
-    return value
+    path = "/".join(quote(part, safe="") for part in str(artifact_path).strip("/").split("/"))
+    if not path:
+        raise ValueError("artifact_path must be non-empty")
+    return f"{mlflow_run_url(tracking_uri, experiment_id, run_id)}/artifactPath/{path}"
 
 
 def is_safe_link(value: object) -> bool:

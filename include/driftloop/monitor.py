@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from driftloop.drift.decision import Decision, Policy, decide
@@ -24,7 +25,7 @@ from driftloop.storage import (
     list_partition,
     put_bytes,
 )
-from driftloop.windows import drift_windows
+from driftloop.windows import drift_windows, parse_day, window_end_day
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,87 @@ def report_prefix(run_id: str) -> str:
 
 
 # --- plan -------------------------------------------------------------------------------
+
+
+def resolve_drift_run(
+    settings: Settings,
+    params: Mapping[str, Any],
+    *,
+    conf: Mapping[str, Any] | None,
+    declared_params: Sequence[str],
+    announced_days: Sequence[str],
+    logical_date: datetime | None,
+    run_after: datetime | None,
+) -> dict[str, Any]:
+    """The first step of every run, whatever started it: refuse what no retry can fix (unknown
+    conf keys, Params that contradict each other or the policy), then fix the window's end day
+    and the effective policy. Raises :class:`RunConfError` or :class:`PolicyError`."""
+    from driftloop.drift.decision import load_policy
+    from driftloop.policies import PolicyError
+    from driftloop.run_conf import RunConfError, check_conf_keys, check_drift_params
+
+    check_conf_keys(conf, declared_params, "drift_monitor")
+    base = load_policy(settings.policy_path)  # a broken policy file is named as such
+    check_drift_params(params, drift_param_defaults(base))
+    overrides = policy_overrides(params)
+    try:
+        policy = load_policy(settings.policy_path, overrides)
+    except PolicyError as err:
+        names = ", ".join(f"{k}={v}" for k, v in sorted(params.items()) if v is not None)
+        raise RunConfError(f"the run's Params ({names}) make the policy invalid: {err}") from err
+    try:
+        end_day = window_end_day(
+            params.get("end_date"),
+            announced_days=announced_days,
+            logical_date=logical_date,
+            run_after=run_after,
+        )
+    except ValueError as err:
+        raise RunConfError(str(err)) from err
+    if params.get("end_date"):
+        end_day_from = "end_date"
+    elif announced_days:
+        end_day_from = "asset_event"
+    elif logical_date is not None:
+        end_day_from = "logical_date"
+    else:
+        end_day_from = "run_after"
+    log.info("window ends %s (from %s); policy %s", end_day, end_day_from, policy.version)
+    return {
+        "end_day": end_day,
+        "end_day_from": end_day_from,
+        "announced_days": sorted(announced_days),
+        "policy": policy.to_dict(),
+    }
+
+
+def earlier_check_of_the_day(settings: Settings, end_day: str, run_id: str) -> str | None:
+    """The run id of an earlier check of the window ending ``end_day``, if any.
+
+    The cron run and the Asset-triggered run of the same day (the serving side announced it
+    before 02:30) would otherwise both check it, open two drift events and start two
+    retrainings for one drift."""
+    from driftloop import history
+
+    engine = history.engine_for(settings.database_url)
+    return history.check_of_window_end(engine, parse_day(end_day), exclude_run_id=run_id)
+
+
+def drift_param_defaults(policy: Policy) -> dict[str, Any]:
+    """What an empty Param of drift_monitor keeps: the policy's hysteresis and the strictest
+    PSI defaults of the feature kinds that the ``psi_*`` Params override."""
+    kinds = [policy.defaults[kind] for kind in ("numeric", "categorical")]
+    return {
+        "k": policy.k,
+        "n": policy.n,
+        "psi_warn": max(float(kind["warn"]) for kind in kinds),
+        "psi_critical": min(float(kind["critical"]) for kind in kinds),
+    }
+
+
+def announced_days(asset_event_extras: Sequence[Mapping[str, Any] | None]) -> list[str]:
+    """The days that the ``driftloop_inference_logs`` Asset events of a run announced."""
+    return sorted({str(extra["day"]) for extra in asset_event_extras if extra and extra.get("day")})
 
 
 def plan_windows(s3, settings: Settings, end_day: str, policy: Policy) -> dict[str, Any]:
@@ -324,11 +406,15 @@ def _decision_document(
 # --- recording --------------------------------------------------------------------------
 
 
+#: where the Evidently HTML report is logged in a drift check's MLflow run
+REPORT_ARTIFACT = "evidently/evidently.html"
+
+
 def log_to_mlflow(
     s3, settings: Settings, decision: Mapping[str, Any], report: Mapping[str, Any], run_id: str
 ) -> dict[str, Any]:
     from driftloop import history
-    from driftloop.links import mlflow_run_url
+    from driftloop.links import mlflow_artifact_url, mlflow_run_url
     from driftloop.tracking import log_drift_check
 
     if not settings.mlflow_tracking_uri:
@@ -338,8 +424,8 @@ def log_to_mlflow(
         "decision.json": dumps_canonical(decision),
         "statistics.json": dumps_canonical(statistics),
     }
-    for name, key in (("evidently.html", "html_uri"), ("evidently.json", "json_uri")):
-        artifacts[f"evidently/{name}"] = get_bytes_uri(s3, report[key])
+    artifacts[REPORT_ARTIFACT] = get_bytes_uri(s3, report["html_uri"])
+    artifacts["evidently/evidently.json"] = get_bytes_uri(s3, report["json_uri"])
     params = {
         "window_start": decision["window"]["start"],
         "window_end": decision["window"]["end"],
@@ -374,6 +460,10 @@ def log_to_mlflow(
         "experiment_id": exp_id,
         "run_id": mlflow_run_id,
         "url": mlflow_run_url(settings.mlflow_tracking_uri, exp_id, mlflow_run_id),
+        # the Evidently report as a browser opens it: the run's artifact page in the MLflow UI
+        "report_url": mlflow_artifact_url(
+            settings.mlflow_tracking_uri, exp_id, mlflow_run_id, REPORT_ARTIFACT
+        ),
     }
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 
 def parse_day(value: str | date | datetime, *, parameter: str = "date") -> date:
@@ -17,21 +18,42 @@ def parse_day(value: str | date | datetime, *, parameter: str = "date") -> date:
         raise ValueError(f"{parameter} must be a date YYYY-MM-DD, got {value!r}") from err
 
 
-def window_end_day(
-    end_date: str | None, data_interval_end: datetime | None, run_after: datetime | None = None
-) -> str:
-    """The last day of the current window, as YYYY-MM-DD.
+def day_before(moment: datetime) -> str:
+    """The last full UTC day before ``moment``, as YYYY-MM-DD (naive datetimes are UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return (moment.date() - timedelta(days=1)).isoformat()
 
-    An explicit ``end_date`` (a trigger Param) wins. Otherwise it is the last full day before
-    the data interval end (a daily run at 02:00 on the 10th checks data up to the 9th); runs
-    with no interval (manual or asset-triggered) use the run's ``run_after`` the same way.
+
+def window_end_day(
+    end_date: str | date | None,
+    *,
+    announced_days: Iterable[str] = (),
+    logical_date: datetime | None = None,
+    run_after: datetime | None = None,
+) -> str:
+    """The last day of the current window, as YYYY-MM-DD — the one rule for every kind of run.
+
+    1. An explicit ``end_date`` (the trigger Param) wins.
+    2. An Asset-triggered run checks the latest day its Asset events announced
+       (``extra["day"]`` of ``driftloop_inference_logs``): the day that just landed.
+    3. Otherwise the last full UTC day before the run's moment: its logical date when it has
+       one (a cron run at 02:30 on the 29th checks the 28th; a UI trigger with the form's
+       default date checks yesterday), else its ``run_after`` (a REST trigger with
+       ``logical_date: null``).
+
+    Cron runs under ``CronTriggerTimetable`` have no data interval worth using (start == end
+    == the trigger time), so the data interval is deliberately not an input.
     """
     if end_date:
         return parse_day(end_date, parameter="end_date").isoformat()
-    moment = data_interval_end or run_after
+    days = sorted(parse_day(d, parameter="Asset event extra 'day'") for d in announced_days)
+    if days:
+        return days[-1].isoformat()
+    moment = logical_date or run_after
     if moment is None:
-        raise ValueError("need end_date, a data interval end, or run_after to place the window")
-    return (moment - timedelta(microseconds=1)).date().isoformat()
+        raise ValueError("need end_date, an Asset event's day, a logical date or run_after")
+    return day_before(moment)
 
 
 def days_ending(end_day: str | date, length: int) -> list[str]:

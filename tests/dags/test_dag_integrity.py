@@ -96,6 +96,14 @@ def test_drift_monitor_wiring(dagbag):
     sensor = dag.get_task("wait_for_data")
     assert sensor.deferrable and sensor.soft_fail
     assert "_SUCCESS" in sensor.bucket_key
+    # every kind of run places its window the same way: the end day comes from resolve_run,
+    # never from a template variable that Asset- and REST-triggered runs do not have
+    assert "resolve_run" in sensor.bucket_key and "data_interval" not in sensor.bucket_key
+    first = dag.get_task("resolve_run")
+    assert first.upstream_task_ids == set() and first.retries == 0
+    assert sensor.upstream_task_ids == {"resolve_run"}
+    assert "log_to_mlflow" in dag.get_task("open_drift_event").upstream_task_ids
+    assert "log_to_mlflow" in dag.get_task("await_approval").body
     profile = dag.get_task("profile_partition")
     assert profile.is_mapped if hasattr(profile, "is_mapped") else True
     route = dag.get_task("route")
@@ -112,6 +120,7 @@ def test_retrain_detector_wiring(dagbag):
     assert {"reason", "last_n_days", "epochs", "imgsz", "base", "dry_run"} <= set(dag.params)
     assert dag.params["last_n_days"] == 14
     assert dag.get_task("train").pool == "gpu"
+    assert dag.get_task("plan").retries == 0  # bad Params and conf keys fail at once
     # promotion and rejection are reachable only through their approval paths
     assert dag.get_task("promote").upstream_task_ids == {
         "approved_by_policy",

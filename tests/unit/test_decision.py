@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -140,12 +140,42 @@ def test_unknown_policy_method_is_named(policy):
 
 
 def test_window_end_day_rules():
-    assert window_end_day("2026-03-05", None) == "2026-03-05"
-    # daily run at 02:00 on the 10th covers the interval ending at midnight of the 10th
-    assert window_end_day(None, datetime(2026, 3, 10, tzinfo=UTC)) == "2026-03-09"
-    assert window_end_day(None, None, datetime(2026, 3, 10, 7, 30, tzinfo=UTC)) == "2026-03-10"
+    assert window_end_day("2026-03-05") == "2026-03-05"
+    # the explicit Param wins over everything the run itself knows
+    assert (
+        window_end_day(
+            "2026-03-05",
+            announced_days=["2026-03-09"],
+            logical_date=datetime(2026, 3, 10, tzinfo=UTC),
+        )
+        == "2026-03-05"
+    )
     with pytest.raises(ValueError, match="end_date"):
-        window_end_day("03/05/2026", None)
+        window_end_day("03/05/2026")
+
+
+def test_cron_run_checks_the_day_before_its_trigger_time():
+    # CronTriggerTimetable("30 2 * * *"): logical date == data interval end == 02:30 that day
+    cron = datetime(2026, 11, 29, 2, 30, tzinfo=UTC)
+    assert window_end_day(None, logical_date=cron, run_after=cron) == "2026-11-28"
+    # at midnight exactly, too: the day before, never the day that just began
+    assert window_end_day(None, logical_date=datetime(2026, 11, 29, tzinfo=UTC)) == "2026-11-28"
+
+
+def test_runs_without_a_logical_date_use_run_after():
+    # REST trigger with logical_date: null, in UTC whatever the client's zone
+    run_after = datetime(2026, 11, 29, 1, 0, tzinfo=timezone(timedelta(hours=3)))
+    assert window_end_day(None, run_after=run_after) == "2026-11-27"
+    with pytest.raises(ValueError, match="logical date"):
+        window_end_day(None)
+
+
+def test_asset_triggered_run_checks_the_latest_announced_day():
+    days = ["2026-11-27", "2026-11-28", "2026-11-26"]
+    later = datetime(2026, 12, 5, tzinfo=UTC)
+    assert window_end_day(None, announced_days=days, run_after=later) == "2026-11-28"
+    with pytest.raises(ValueError, match="Asset event"):
+        window_end_day(None, announced_days=["yesterday"])
 
 
 def test_windows_are_adjacent_and_ordered():
@@ -188,6 +218,17 @@ def test_history_previous_levels_newest_first_without_future_or_duplicates(tmp_p
     history.record_check(engine, _record("r1", date(2026, 1, 10), {"b": "critical"}, "critical"))
     assert history.get_check(engine, "r1")["feature_levels"] == {"b": "critical"}
     assert history.detections_by_severity(engine) == {"warn": 0, "critical": 2}
+
+
+def test_history_finds_another_runs_check_of_the_same_window_end(tmp_path):
+    engine = history.engine_for(f"sqlite:///{tmp_path / 'h.db'}")
+    day = date(2026, 11, 28)
+    assert history.check_of_window_end(engine, day, exclude_run_id="cron") is None
+    history.record_check(engine, _record("asset__1", day, {"b": "none"}))
+    history.record_check(engine, _record("asset__0", date(2026, 11, 27), {"b": "none"}))
+    assert history.check_of_window_end(engine, day, exclude_run_id="cron") == "asset__1"
+    # a re-run (cleared task) of the run that checked it is not "another" check
+    assert history.check_of_window_end(engine, day, exclude_run_id="asset__1") is None
 
 
 def test_history_events_lifecycle(tmp_path):

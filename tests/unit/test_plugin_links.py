@@ -24,14 +24,15 @@ from driftloop.links import (
     DRIFT_REPORT_URL_KEY,
     MLFLOW_RUN_URL_KEY,
     is_safe_link,
+    mlflow_artifact_url,
     mlflow_run_url,
-    report_url,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
 PLUGIN_FILE = PLUGINS / "driftloop_links.py"
 LINK_NAMES = {"MLflow run", "Drift report"}
+REPORT_URL = "http://mlflow:5000/#/experiments/3/runs/abc/artifactPath/evidently/evidently.html"
 
 
 # ------------------------------------------------------------------------ driftloop.links
@@ -78,25 +79,34 @@ def test_mlflow_run_url_escapes_ids():
     assert url == "http://mlflow:5000/#/experiments/1/runs/a%2Fb%3Fc%23d"
 
 
+def test_mlflow_artifact_url_opens_the_artifact_in_the_run_page():
+    url = mlflow_artifact_url("http://mlflow:5000/", "3", "abc", "evidently/evidently.html")
+    assert (
+        url == "http://mlflow:5000/#/experiments/3/runs/abc/artifactPath/evidently/evidently.html"
+    )
+    # each path segment escaped, the separators kept
+    assert mlflow_artifact_url("http://m", 1, "r", "/a b/c#d.html").endswith(
+        "/artifactPath/a%20b/c%23d.html"
+    )
+    with pytest.raises(ValueError):
+        mlflow_artifact_url("http://m", 1, "r", "/")
+    with pytest.raises(ValueError):
+        mlflow_artifact_url("s3://bucket", 1, "r", "report.html")
+
+
 @pytest.mark.parametrize(
     "uri",
     [
-        "s3://driftloop/reports/drift/manual__2026-01-01/report.html",
-        "https://reports.example.com/drift/1.html",
-        "http://127.0.0.1:9000/driftloop/reports/x.html",
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "reports/drift/x.html",
+        # the UI shows only links a browser opens: an s3:// URI would be a dead button
+        "s3://driftloop/reports/drift/r1/report.html",
+        "https://",
+        "",
     ],
 )
-def test_report_url_passes_through(uri):
-    assert report_url(uri) == uri
-    assert report_url(f" {uri}\n") == uri
-
-
-@pytest.mark.parametrize(
-    "uri", ["javascript:alert(1)", "file:///etc/passwd", "reports/drift/x.html", "s3://", ""]
-)
-def test_report_url_refuses_other_schemes(uri):
-    with pytest.raises(ValueError):
-        report_url(uri)
+def test_only_browser_links_are_safe(uri):
     assert not is_safe_link(uri)
 
 
@@ -142,7 +152,7 @@ def test_plugin_declares_global_links(plugin):
     ("link_class", "key", "url"),
     [
         ("MlflowRunLink", MLFLOW_RUN_URL_KEY, "http://mlflow:5000/#/experiments/1/runs/abc"),
-        ("DriftReportLink", DRIFT_REPORT_URL_KEY, "s3://driftloop/reports/drift/r1/report.html"),
+        ("DriftReportLink", DRIFT_REPORT_URL_KEY, REPORT_URL),
     ],
 )
 def test_get_link_returns_the_xcom_url(plugin, monkeypatch, link_class, key, url):
@@ -192,12 +202,12 @@ def test_read_xcom_uses_the_task_sdk_inside_a_task(plugin, monkeypatch):
 
     def get_value(*, ti_key, key):
         seen.update(ti_key=ti_key, key=key)
-        return "s3://driftloop/r.html"
+        return REPORT_URL
 
     monkeypatch.setattr(plugin, "_in_task_runner", lambda: True)
     monkeypatch.setattr(XCom, "get_value", staticmethod(get_value))
     key_ = ti_key()
-    assert plugin.read_xcom(key_, DRIFT_REPORT_URL_KEY) == "s3://driftloop/r.html"
+    assert plugin.read_xcom(key_, DRIFT_REPORT_URL_KEY) == REPORT_URL
     assert seen == {"ti_key": key_, "key": DRIFT_REPORT_URL_KEY}
 
 
@@ -288,14 +298,21 @@ def links_probe():
 
     @task
     def report(ti=None):
-        ti.xcom_push(key=DRIFT_REPORT_URL_KEY, value="s3://driftloop/reports/drift/r1/report.html")
+        ti.xcom_push(
+            key=DRIFT_REPORT_URL_KEY,
+            value="http://mlflow:5000/#/experiments/3/runs/abc/artifactPath/evidently/evidently.html",
+        )
         ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value="javascript:alert(1)")
+
+    @task
+    def stale(ti=None):
+        ti.xcom_push(key=DRIFT_REPORT_URL_KEY, value="s3://driftloop/reports/drift/r1/report.html")
 
     @task
     def plain():
         return "nothing to link"
 
-    train() >> report() >> plain()
+    train() >> report() >> stale() >> plain()
 
 
 links_probe()
@@ -321,7 +338,7 @@ def test_links_resolve_through_the_api_server(tmp_path):
 
         client = TestClient(create_app("core"))
         links = {}
-        for task_id in ("train", "report", "plain"):
+        for task_id in ("train", "report", "stale", "plain"):
             response = client.get(
                 f"/api/v2/dags/links_probe/dagRuns/{dag_run.run_id}/taskInstances/{task_id}/links"
             )
@@ -340,8 +357,9 @@ def test_links_resolve_through_the_api_server(tmp_path):
         },
         "report": {
             "MLflow run": None,
-            "Drift report": "s3://driftloop/reports/drift/r1/report.html",
+            "Drift report": REPORT_URL,
         },
+        "stale": {"MLflow run": None, "Drift report": None},
         "plain": {"MLflow run": None, "Drift report": None},
     }
     for task_id, (status, body) in out["links"].items():
