@@ -1,24 +1,34 @@
-"""The embedded stack: real moto S3, mlflow server and Pushgateway on 127.0.0.1."""
+"""The embedded stack: real moto S3, mlflow server and Pushgateway on 127.0.0.1; and with
+Airflow, PostgreSQL and the api-server, scheduler, dag-processor and triggerer as separate
+processes (LocalExecutor), or Redis and two Celery workers (CeleryExecutor)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
+from driftloop.airflow_api import AirflowAPIError
 from driftloop.stack import (
+    AIRFLOW_JOBS,
+    CELERY_WORKERS,
     MLFLOW_BUCKET,
     EmbeddedStack,
     StackError,
     _session_members,
     _stat,
+    airflow_celery_missing,
+    airflow_postgres_missing,
     port_open,
 )
 
@@ -214,3 +224,220 @@ def test_cli_up_status_env_down(tmp_path):
     assert_stopped(pids, ports, sessions)
     assert run_cli("status", root=root).returncode == 3
     print(f"CLI round trip: {time.monotonic() - began:.1f} s")
+
+
+# --------------------------------------------------------------------------- Airflow
+
+AIRFLOW_PARTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+
+
+def wait_for(what: str, probe, timeout: float = 240.0, every: float = 2.0):
+    """``probe()`` until it returns something truthy; fails with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
+
+
+def running_stack(root: Path, **kwargs):
+    stack = EmbeddedStack(root, REPO, **kwargs)
+    try:
+        with stack:
+            yield stack
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+VIEWER = "viewer-bob"
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(tmp_path_factory):
+    if reason := airflow_postgres_missing():
+        pytest.skip(reason)
+    # pytest's tmp folders are private (0700): as root, the stack lets the `postgres` user
+    # through them (POSIX ACL) since PostgreSQL refuses to run as root
+    root = tmp_path_factory.mktemp("airflow-stack")
+    users = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{VIEWER}:viewer"}
+    yield from running_stack(root, with_airflow_ui=True, extra_env=users)
+
+
+def test_airflow_processes_are_healthy(airflow_stack):
+    stack = airflow_stack
+    names = ("postgres", "airflow", *AIRFLOW_JOBS)
+    report = stack.status()
+    for name in names:
+        assert report[name]["healthy"], (name, report[name])
+        assert Path(stack.components[name].log).stat().st_size > 0, name
+    assert "redis" not in stack.components and not set(CELERY_WORKERS) & set(stack.components)
+    assert len({stack.pids[name] for name in names}) == len(names)  # one process each
+    health = stack.airflow_api("GET", "monitor/health")
+    assert {part: health[part]["status"] for part in AIRFLOW_PARTS} == dict.fromkeys(
+        AIRFLOW_PARTS, "healthy"
+    )
+    env = stack.env
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+    assert (
+        f":{stack.components['postgres'].port}/airflow"
+        in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    )
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"
+    assert env["AIRFLOW__API__BASE_URL"] == stack.urls["airflow"]
+    credentials = stack.root / "postgres" / "credentials.json"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as the Debian `postgres` user
+        assert Path(f"/proc/{stack.pids['postgres']}").stat().st_uid != 0
+
+
+def test_repo_dags_are_parsed_and_unpaused(airflow_stack):
+    files = {p.name for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_")}
+
+    def parsed():
+        dags = airflow_stack.airflow_api("GET", "dags", params={"limit": 100})["dags"]
+        return dags if files <= {Path(d["fileloc"]).name for d in dags} else None
+
+    dags = wait_for(f"the DAGs of {sorted(files)}", parsed)
+    assert airflow_stack.airflow_api("GET", "importErrors")["total_entries"] == 0
+    assert [d["dag_id"] for d in dags if d["is_paused"]] == []
+    pools = {p["name"] for p in airflow_stack.airflow_api("GET", "pools")["pools"]}
+    assert "gpu" in pools
+
+
+def test_airflow_api_helper(airflow_stack):
+    token = airflow_stack.airflow_token()
+    assert token.count(".") == 2  # a JWT
+    assert airflow_stack.airflow_api("GET", "version")["version"].startswith("3.")
+    with pytest.raises(AirflowAPIError) as missing:
+        airflow_stack.airflow_api("GET", "dags/no_such_dag")
+    assert missing.value.status == 404 and "no_such_dag" in missing.value.body
+    # another user of extra_env's SIMPLE_AUTH_MANAGER_USERS: its generated password works
+    viewer = airflow_stack.airflow_client(VIEWER)
+    assert viewer.get("dags")["total_entries"] >= 0
+    with pytest.raises(AirflowAPIError) as forbidden:
+        viewer.post("pools", {"name": "nope", "slots": 1})
+    assert forbidden.value.status == 403
+
+
+def test_restart_component(airflow_stack):
+    before = airflow_stack.pids["airflow-triggerer"]
+    airflow_stack.restart_component("airflow-triggerer")
+    assert airflow_stack.pids["airflow-triggerer"] != before
+    assert airflow_stack.components["airflow-triggerer"].healthy()
+    assert json.loads(airflow_stack.state_path.read_text())["pids"] == airflow_stack.pids
+
+
+def test_cli_finds_the_airflow_stack_again(airflow_stack):
+    root, pids = airflow_stack.root, dict(airflow_stack.pids)
+    again = run_cli("up", "--ui", root=root, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout and "Airflow UI:" in again.stdout
+    assert json.loads((root / "stack.json").read_text())["pids"] == pids
+    status = run_cli("status", root=root, timeout=120)
+    assert status.returncode == 0, status.stdout + status.stderr
+    for name in ("postgres", "airflow", *AIRFLOW_JOBS):
+        assert f"{name} " in status.stdout
+
+
+def stop_and_check(stack: EmbeddedStack) -> None:
+    pids = dict(stack.pids)
+    ports = [comp.port for comp in stack.components.values() if comp.port]
+    sessions = {pid: _stat(pid).start_time for pid in pids.values()}
+    assert all(port_open(port) for port in ports)
+    stack.stop()
+    assert_stopped(pids, ports, sessions)
+    assert not stack.state_path.exists()
+
+
+def test_airflow_stack_stops_every_process(airflow_stack):
+    stop_and_check(airflow_stack)
+
+
+PROBE_DAG = """
+from __future__ import annotations
+
+import time
+
+from airflow.sdk import dag, task
+
+
+@dag(dag_id="stack_celery_probe", schedule=None, catchup=False)
+def stack_celery_probe():
+    @task
+    def work(n: int) -> int:
+        time.sleep(4)  # long enough that the four instances overlap on both workers
+        print(f"celery probe {n} done")
+        return n
+
+    work.expand(n=[0, 1, 2, 3])
+
+
+stack_celery_probe()
+"""
+
+
+@pytest.fixture(scope="module")
+def celery_stack(tmp_path_factory):
+    if reason := airflow_postgres_missing() or airflow_celery_missing():
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("celery-stack")
+    dags = root / "dags"
+    dags.mkdir()
+    (dags / "stack_celery_probe.py").write_text(textwrap.dedent(PROBE_DAG))
+    yield from running_stack(root, executor="celery", dags_folder=dags)
+
+
+def test_celery_stack_is_healthy(celery_stack):
+    report = celery_stack.status()
+    for name in ("postgres", "redis", "airflow", *AIRFLOW_JOBS, *CELERY_WORKERS):
+        assert report[name]["healthy"], (name, report[name])
+    env = celery_stack.env
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == celery_stack.urls["redis"]
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql")
+    ports = {celery_stack.components[name].port for name in CELERY_WORKERS}
+    assert len(ports) == 2  # a log server port each
+
+
+def test_mapped_tasks_run_on_both_workers_with_readable_logs(celery_stack):
+    api = celery_stack.airflow_client()
+    dag_id = "stack_celery_probe"
+
+    def dag_ready():
+        try:
+            return not api.get(f"dags/{dag_id}")["is_paused"]
+        except AirflowAPIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    wait_for(f"{dag_id} parsed and unpaused", dag_ready)
+    run = api.post(f"dags/{dag_id}/dagRuns", {"logical_date": None})
+    run_path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+
+    def finished():
+        state = api.get(run_path)["state"]
+        return state if state in ("success", "failed") else None
+
+    assert wait_for(f"run {run['dag_run_id']}", finished, timeout=300) == "success"
+    instances = api.get(f"{run_path}/taskInstances")["task_instances"]
+    mapped = sorted(
+        (ti for ti in instances if ti["task_id"] == "work"), key=lambda t: t["map_index"]
+    )
+    assert [ti["map_index"] for ti in mapped] == [0, 1, 2, 3]
+    assert {ti["state"] for ti in mapped} == {"success"}
+    # each worker reports a hostname of its own (127.0.0.2, 127.0.0.3)
+    assert {ti["hostname"] for ti in mapped} == {"127.0.0.2", "127.0.0.3"}, mapped
+    for ti in mapped:
+        logs = api.get(
+            f"{run_path}/taskInstances/work/logs/{ti['try_number']}", map_index=ti["map_index"]
+        )
+        assert f"celery probe {ti['map_index']} done" in json.dumps(logs["content"]), logs
+
+
+def test_celery_stack_stops_every_process(celery_stack):
+    stop_and_check(celery_stack)
