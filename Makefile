@@ -8,12 +8,13 @@ UV := $(BIN)/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test up down status fixes lint lock lock-train train-env system-deps venv clean
+.PHONY: help demo test up up-celery down status fixes lint lock lock-train train-env system-deps venv clean
 
 help:
 	@echo "make demo     the whole loop on the embedded stack: champion, drift, retrain, gate (~7 min)"
 	@echo "make test     lint + unit, DAG and integration tests"
-	@echo "make up       start the stack with the Airflow and MLflow UIs; prints URLs and login"
+	@echo "make up       start the stack with Airflow (PostgreSQL, LocalExecutor) and MLflow; prints URLs and login"
+	@echo "make up CELERY=1 (or make up-celery)  the same with the CeleryExecutor: Redis and two workers"
 	@echo "make down     stop it"
 	@echo "make fixes    ruff: fix lint and format"
 	@echo "make lock     recompile requirements.txt from requirements.in"
@@ -39,12 +40,16 @@ $(TRAIN_STAMP): include/training/requirements.txt pyproject.toml
 train-env: $(TRAIN_STAMP)
 
 # Debian packages for the stack and config checks: the Pushgateway (metrics), promtool and
-# amtool. Optional: without apt (or root) the tests that need them skip, metrics degrade.
+# amtool, redis-server (the Celery broker of `make up CELERY=1`), the PostgreSQL server
+# (`make up`'s metadata DB; usually there already). Optional: without apt (or root) the tests
+# that need them skip, metrics degrade.
 system-deps:
 	@missing=""; \
 	for pair in prometheus-pushgateway:prometheus-pushgateway promtool:prometheus amtool:prometheus-alertmanager; do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
 	done; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  echo "installing$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) >/dev/null \
@@ -67,8 +72,13 @@ fixes: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Airflow as in production: PostgreSQL, api-server, scheduler, dag-processor, triggerer (and with
+# CELERY=1 Redis and two Celery workers), MLflow, moto S3, Pushgateway. DAGs run unpaused.
 up: $(STAMP) system-deps
-	$(BIN)/python -m driftloop.stack up --ui
+	$(BIN)/python -m driftloop.stack up --ui $(if $(CELERY),--celery)
+
+up-celery:
+	$(MAKE) up CELERY=1
 
 down: $(STAMP)
 	$(BIN)/python -m driftloop.stack down
