@@ -804,7 +804,17 @@ class EmbeddedStack:
                 self.reused = True
                 if self.with_airflow_ui and not self._airflow_ready():
                     self._stop([n for n in AIRFLOW_COMPONENTS if n in self.components])
-                    self._start_airflow()
+                    try:
+                        self._start_airflow()
+                    except BaseException:
+                        # leave the reused services as they were, without a half-started Airflow
+                        self._stop([n for n in AIRFLOW_COMPONENTS if n in self.components])
+                        for name in AIRFLOW_COMPONENTS:
+                            self.components.pop(name, None)
+                        self.airflow_executor = None
+                        self.env = self._build_env()
+                        self.save()
+                        raise
                 self.save()
                 return self
             log.info(
@@ -1485,6 +1495,7 @@ class EmbeddedStack:
             else:
                 first.update(dict.fromkeys(comp.processes(), signal.SIGTERM))
         grace = max([STOP_GRACE_S.get(comp.name, 10.0) for comp in comps], default=0.0)
+        began = time.monotonic()
         live = self._live(comps)
         for targets, seconds in ((first, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             if not live:
@@ -1503,6 +1514,9 @@ class EmbeddedStack:
                 live = self._live(comps)
         if live:
             log.error("could not stop %s", sorted(live))
+        else:
+            names = ", ".join(comp.name for comp in comps)
+            log.info("stopped %s in %.1f s", names, time.monotonic() - began)
 
     def _live(self, comps: list[Component]) -> set[int]:
         self._reap()
