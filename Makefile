@@ -45,7 +45,7 @@ train-env: $(TRAIN_STAMP)
 # that need them skip, metrics degrade.
 system-deps:
 	@missing=""; \
-	for pair in prometheus-pushgateway:prometheus-pushgateway promtool:prometheus amtool:prometheus-alertmanager; do \
+	for pair in prometheus-pushgateway:prometheus-pushgateway promtool:prometheus amtool:prometheus-alertmanager chromium:chromium; do \
 	  command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; \
 	done; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
