@@ -324,8 +324,16 @@ def drift_monitor():
 
     @task.branch
     def approval_gate(event: dict) -> str:
+        if event.get("already_open"):
+            return "drift_event_already_open"
         required = event["decision"]["policy"]["approval"] == "required"
         return "await_approval" if required else "approved_by_policy"
+
+    drift_event_already_open = EmptyOperator(
+        task_id="drift_event_already_open",
+        doc_md="The drift belongs to an event that still waits for its answer or retraining: "
+        "this check is recorded, no second approval or retraining is started.",
+    )
 
     approved_by_policy = EmptyOperator(
         task_id="approved_by_policy", doc_md="The policy does not require an operator's approval."
@@ -351,7 +359,12 @@ def drift_monitor():
     # so that it is skipped whenever no path to it was taken.
     @task(outlets=[DRIFT_CONFIRMED], trigger_rule="none_failed_min_one_success")
     def confirm_drift(event: dict, run_id=None, ti=None, outlet_events=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from driftloop.monitor import record_event_answer
+
+        if event.get("already_open"):  # its own event emits (or emitted) the Asset
+            raise AirflowSkipException(f"drift event {event['event_id']} is already open")
 
         answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
         decision, event_id = event["decision"], event["event_id"]
@@ -391,7 +404,7 @@ def drift_monitor():
     confirmed = confirm_drift(event)
     ignored = ignore_drift(event)
     route(decision) >> [no_drift, notify_warning(decision), event]
-    event >> approval_gate(event) >> [await_approval, approved_by_policy]
+    event >> approval_gate(event) >> [await_approval, approved_by_policy, drift_event_already_open]
     approved_by_policy >> confirmed
     await_approval >> [confirmed, ignored]
 

@@ -17,6 +17,9 @@ from driftloop.training.pod import training_backend
 SETTINGS = Settings.from_env()
 BACKEND = training_backend()  # an environment variable: `local` here, `kubernetes` in production
 TRAINING_IMAGE = os.environ.get("DRIFTLOOP_TRAINING_IMAGE", "ghcr.io/driftloop/training:latest")
+# The scheduled retraining (UTC cron). Airflow runs its latest past time when it first sees the
+# DAG (catchup=False): a scheduled run with no labeled frames in its window ends skipped.
+RETRAIN_CRON = os.environ.get("DRIFTLOOP_RETRAIN_CRON", "0 4 1 * *")
 
 DOC = """
 ### retrain_detector
@@ -63,7 +66,7 @@ def _promotion_policy():
 @dag(
     dag_id="retrain_detector",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 4 1 * *", timezone="UTC"), assets=DRIFT_CONFIRMED
+        timetable=CronTriggerTimetable(RETRAIN_CRON, timezone="UTC"), assets=DRIFT_CONFIRMED
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -190,7 +193,7 @@ def retrain_detector():
 
     @task
     def snapshot_dataset(plan: dict, run_id=None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from driftloop.retrain import snapshot
         from driftloop.training.dataset import NoFramesError
@@ -198,7 +201,11 @@ def retrain_detector():
         s3, settings = s3_for_task()
         try:
             return snapshot(s3, settings, plan, run_id)
-        except NoFramesError as err:  # no labeled data in the window: a retry cannot help
+        except NoFramesError as err:
+            if plan["trigger"]["kind"] == "schedule":
+                # the routine retraining has nothing to learn from: nothing to do, not an error
+                raise AirflowSkipException(f"scheduled retraining skipped: {err}") from err
+            # a drift or a person asked for it: no labeled data is an error no retry fixes
             raise AirflowFailException(str(err)) from err
 
     @task.branch

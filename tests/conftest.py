@@ -32,7 +32,7 @@ os.environ.update(
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "GX_ANALYTICS_ENABLED": "False",
         "YOLO_OFFLINE": "1",
-        # the no-data test waits on a sensor: keep it short
+        # sensors of dag.test() runs: short (the data of those tests is always there)
         "DRIFTLOOP_SENSOR_TIMEOUT_S": "20",
         "DRIFTLOOP_SENSOR_POKE_S": "5",
     }

@@ -192,6 +192,40 @@ def open_event(engine: sa.Engine, run_id: str, severity: str, features: list[str
         return int(result.inserted_primary_key[0])
 
 
+#: a drift event someone still has to answer, or whose retraining is under way
+ONGOING_EVENT_STATUSES = ("NEEDS_REVIEW", "ACTIONED")
+
+
+def ongoing_event(
+    engine: sa.Engine, reference_id: str, *, window_end_since, exclude_run_id: str
+) -> int | None:
+    """The latest ongoing drift event against the same reference whose check's window ended on
+    or after ``window_end_since``: the drift a new critical check sees is most likely that one."""
+    query = (
+        sa.select(drift_events.c.id)
+        .join(drift_checks, drift_checks.c.run_id == drift_events.c.run_id)
+        .where(
+            drift_events.c.status.in_(ONGOING_EVENT_STATUSES),
+            drift_events.c.run_id != exclude_run_id,
+            drift_checks.c.reference_id == reference_id,
+            drift_checks.c.window_end >= window_end_since,
+        )
+        .order_by(drift_events.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        found = conn.execute(query).scalar()
+    return None if found is None else int(found)
+
+
+def event_of_run(engine: sa.Engine, run_id: str) -> int | None:
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(drift_events.c.id).where(drift_events.c.run_id == run_id)
+        ).scalar()
+    return None if found is None else int(found)
+
+
 def set_event_status(
     engine: sa.Engine, event_id: int, status: str, *, actor: str | None, note: str | None = None
 ) -> None:

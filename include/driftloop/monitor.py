@@ -548,13 +548,36 @@ def warning_summary(decision: Mapping[str, Any]) -> dict[str, Any]:
 def open_drift_event(
     settings: Settings, decision: Mapping[str, Any], run_id: str
 ) -> dict[str, Any]:
-    """Open the drift event of a critical check (idempotent per DAG run) and put it in the ledger."""
+    """Open the drift event of a critical check (idempotent per DAG run) and put it in the ledger.
+
+    A sustained drift is critical day after day: while an event against the same reference,
+    from a window that overlaps this one, still waits for an answer or for its retraining, the
+    check is attached to that event (``already_open``) instead of opening another one — one
+    drift, one approval request, one retraining."""
     import hashlib
+    from datetime import timedelta
 
     from driftloop import history
     from driftloop.ledger import Ledger
 
     engine = history.engine_for(settings.database_url)
+    if history.event_of_run(engine, run_id) is None:
+        window_end = parse_day(decision["window"]["end"])
+        length = int(decision["policy"]["windows"]["length_days"])
+        ongoing = history.ongoing_event(
+            engine,
+            decision["reference"]["reference_id"],
+            window_end_since=window_end - timedelta(days=length - 1),
+            exclude_run_id=run_id,
+        )
+        if ongoing is not None:
+            log.warning(
+                "critical drift in the window ending %s belongs to the ongoing drift event %d: "
+                "no new event, approval or retraining",
+                window_end,
+                ongoing,
+            )
+            return {"event_id": ongoing, "already_open": True, "decision": dict(decision)}
     event_id = history.open_event(
         engine, run_id, decision["severity"], decision["drifted_features"]
     )
@@ -573,7 +596,7 @@ def open_drift_event(
         input_hashes={"decision": hashlib.sha256(dumps_canonical(decision)).hexdigest()},
         idempotency_key=f"drift_monitor/{run_id}/open_drift_event",
     )
-    return {"event_id": event_id, "decision": dict(decision)}
+    return {"event_id": event_id, "already_open": False, "decision": dict(decision)}
 
 
 def record_event_answer(

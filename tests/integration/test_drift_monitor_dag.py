@@ -236,8 +236,6 @@ def test_too_few_valid_days_fails_naming_the_bad_partitions(stack, s3):
     assert states["decide"] == "upstream_failed"
 
 
-def test_no_data_ends_the_run_as_skipped(stack, s3):
-    dag_run = load_dag("drift_monitor").test(run_conf={"end_date": "2024-01-15"})
-    states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
-    assert states["wait_for_data"] == "skipped"
-    assert "failed" not in states.values()
+# No data → skipped is tested under the real scheduler (test_scheduler_e2e): dag.test() runs a
+# deferred trigger inline and never applies the sensor's timeout, so there it would wait forever.
+# (It used to "pass" here only because the trigger crashed on the missing aiobotocore.)
