@@ -158,7 +158,9 @@ def retrain_detector():
         )
         from driftloop.run_conf import check_conf_keys
 
-        trigger = resolve_trigger(params, events, str(dag_run.run_type))
+        # the Task SDK's DagRunType prints as "DagRunType.SCHEDULED": compare its value
+        run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
+        trigger = resolve_trigger(params, events, str(run_type))
         # the same "day before the run" as drift_monitor's window (see driftloop.windows)
         moment = dag_run.logical_date or dag_run.run_after
         try:

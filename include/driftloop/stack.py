@@ -1438,6 +1438,10 @@ class EmbeddedStack:
                     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self._sqlalchemy_url(),
                     "AIRFLOW__CORE__EXECUTOR": EXECUTORS[self.airflow_executor or "local"],
                     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                    # the daily check that the scheduler starts at once waits for yesterday's
+                    # data: on this stack the data comes from a person, so look every 30 s
+                    # (production: every 5 minutes)
+                    "DRIFTLOOP_SENSOR_POKE_S": "30",
                     "AIRFLOW__CORE__FERNET_KEY": self._fernet_key(),
                     "AIRFLOW__API__HOST": HOST,
                     "AIRFLOW__API__PORT": str(api.port),

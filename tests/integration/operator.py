@@ -4,7 +4,7 @@
 response is recorded from outside. This answers it in a background thread through the Airflow
 API's own handler of ``PATCH …/hitlDetails`` (validation, row locks, the resume of the parked
 task), called in-process on the same metadata DB, minus HTTP and login.
-``test_approval_flow`` does the same through the REST API of a running ``airflow standalone``.
+``test_scheduler_e2e`` does the same through the REST API of a running scheduler, as a named user.
 """
 
 from __future__ import annotations
