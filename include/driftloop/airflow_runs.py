@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from driftloop.airflow_api import AirflowAPI, AirflowAPIError
 
@@ -37,24 +38,38 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float, interval
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
+def run_path(dag_id: str, run_id: str | None = None) -> str:
+    """``dags/{dag_id}/dagRuns[/{run_id}]`` with both ids escaped (run ids hold ``+`` and ``:``)."""
+    path = f"dags/{quote(dag_id, safe='')}/dagRuns"
+    return path if run_id is None else f"{path}/{quote(run_id, safe='')}"
+
+
+def all_pages(api: AirflowAPI, path: str, key: str, page: int = 100, **params: Any) -> list[dict]:
+    """Every item of a paged REST collection (``limit``/``offset``, ``total_entries``)."""
+    items: list[dict] = []
+    while True:
+        body = api.get(path, limit=page, offset=len(items), **params)
+        items.extend(body[key])
+        if not body[key] or len(items) >= body.get("total_entries", 0):
+            return items
+
+
 def trigger(api: AirflowAPI, dag_id: str, conf: Mapping[str, Any] | None = None) -> dict:
     """A manual run with ``logical_date: null`` (what API clients send by default)."""
-    return api.post(f"dags/{dag_id}/dagRuns", {"logical_date": None, "conf": dict(conf or {})})
+    return api.post(run_path(dag_id), {"logical_date": None, "conf": dict(conf or {})})
 
 
 def dag_run(api: AirflowAPI, dag_id: str, run_id: str) -> dict:
-    return api.get(f"dags/{dag_id}/dagRuns/{run_id}")
+    return api.get(run_path(dag_id, run_id))
 
 
 def dag_runs(api: AirflowAPI, dag_id: str, **filters: Any) -> list[dict]:
     """The DAG's runs, oldest first (filters as the REST API's query parameters)."""
-    body = api.get(f"dags/{dag_id}/dagRuns", order_by="run_after", limit=100, **filters)
-    return body["dag_runs"]
+    return all_pages(api, run_path(dag_id), "dag_runs", order_by="run_after", **filters)
 
 
 def task_instances(api: AirflowAPI, dag_id: str, run_id: str) -> list[dict]:
-    body = api.get(f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=1000)
-    return body["task_instances"]
+    return all_pages(api, f"{run_path(dag_id, run_id)}/taskInstances", "task_instances")
 
 
 def task_states(api: AirflowAPI, dag_id: str, run_id: str) -> dict[str, str | None]:
@@ -104,7 +119,7 @@ def xcom(api: AirflowAPI, dag_id: str, run_id: str, task_id: str, key: str = "re
     """A task's XCom value (deserialised), or None when it pushed none."""
     try:
         entry = api.get(
-            f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            f"{run_path(dag_id, run_id)}/taskInstances/{quote(task_id)}/xcomEntries/{quote(key)}",
             deserialize="true",
         )
     except AirflowAPIError as err:
@@ -133,7 +148,7 @@ def answer_hitl(
 ) -> dict:
     """Answer a Human-in-the-loop request as the API user (recorded as the responder)."""
     return api.patch(
-        f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
+        f"{run_path(dag_id, run_id)}/taskInstances/{quote(task_id)}/{map_index}/hitlDetails",
         {"chosen_options": [option]},
     )
 

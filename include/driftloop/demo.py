@@ -9,11 +9,21 @@
 4. ``drift_monitor`` checks a day before the drift and the first daily checks after it,
    against that champion's reference, as the scheduler would run them day after day: the
    last one confirms the drift and opens a drift event;
-5. ``retrain_detector`` for that event (what the ``driftloop_drift_confirmed`` Asset triggers
-   under the scheduler): fine-tunes the champion on the drifted window, evaluates candidate
-   and champion on the same split, and the gate promotes or rejects with its reasons;
+5. ``retrain_detector`` for that event: fine-tunes the champion on the drifted window,
+   evaluates candidate and champion on the same split, and the gate promotes or rejects with
+   its reasons;
 6. prints the verdicts, the gate table, the model versions, the MLflow URLs and the audit
    ledger's verification.
+
+Two ways to run the DAGs:
+
+- **under the scheduler** when ``make up`` is running (the stack under ``--root`` has the
+  Airflow processes): every run is triggered through the REST API (``logical_date: null``),
+  runs on the executor with its task logs in the UI, and the retraining of step 5 is started
+  by the ``driftloop_drift_confirmed`` Asset event that ``confirm_drift`` emits — the demo only
+  waits for it;
+- with ``dag.test()`` in this process otherwise (the stack without Airflow's processes); step
+  5 is then triggered by hand for the drift event, as the Asset would.
 
 The stack is stopped at the end unless it was already running (``make up``) or ``--keep``
 is given, so the runs stay browsable in the Airflow and MLflow UIs.
@@ -29,6 +39,7 @@ import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from driftloop.stack import DEFAULT_REPO, EmbeddedStack, migrate_airflow_db
 
@@ -91,65 +102,137 @@ def _output_to(path: Path):
             os.close(saved[1])
 
 
-def _load_dags():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DEFAULT_REPO / "dags"))
-    if bag.import_errors:
-        raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    return bag
-
-
-def _xcom(dag_run, task_id: str):
-    ti = next((t for t in dag_run.get_task_instances() if t.task_id == task_id), None)
-    return None if ti is None else ti.xcom_pull(task_ids=task_id)
+RETRAIN_OUTPUTS = {
+    "candidate": "register_candidate",
+    "evaluation": "evaluate",
+    "decision": "gate",
+    "training": "train",
+    "promoted": "promote",
+}
 
 
-def _dag_test(dag, conf: dict, log_path: Path):
-    """One DAG run with ``dag.test()``; exits naming the failed tasks when it does not succeed."""
-    began = time.monotonic()
-    with _output_to(log_path):
-        dag_run = dag.test(run_conf=conf)
-    seconds = time.monotonic() - began
-    if str(dag_run.state) != "success":
-        failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == "failed"]
-        raise SystemExit(
-            f"{dag.dag_id} ({json.dumps(conf)}) ended {dag_run.state}; failed tasks: {failed}; "
-            f"task logs: {log_path}"
+class DagTestRunner:
+    """Runs each DAG run in this process with ``dag.test()`` (no scheduler needed)."""
+
+    mode = "dag.test()"
+
+    def __init__(self, log_path: Path):
+        from airflow.dag_processing.dagbag import DagBag
+
+        self.log_path = log_path
+        self.bag = DagBag(dag_folder=str(DEFAULT_REPO / "dags"))
+        if self.bag.import_errors:
+            raise SystemExit(f"DAG import errors: {self.bag.import_errors}")
+
+    def run(self, dag_id: str, conf: dict) -> tuple[str, float, Any]:
+        """One run that must succeed: its run id, seconds and a handle for :meth:`output`."""
+        dag = self.bag.dags[dag_id]
+        began = time.monotonic()
+        with _output_to(self.log_path):
+            dag_run = dag.test(run_conf=conf)
+        seconds = time.monotonic() - began
+        if str(dag_run.state) != "success":
+            failed = [ti.task_id for ti in dag_run.get_task_instances() if ti.state == "failed"]
+            raise SystemExit(
+                f"{dag_id} ({json.dumps(conf)}) ended {dag_run.state}; failed tasks: {failed}; "
+                f"task logs: {self.log_path}"
+            )
+        return dag_run.run_id, seconds, dag_run
+
+    def output(self, dag_id: str, handle: Any, task_id: str):
+        ti = next((t for t in handle.get_task_instances() if t.task_id == task_id), None)
+        return None if ti is None else ti.xcom_pull(task_ids=task_id)
+
+    def retrain_after_confirmed_drift(self, check: dict, conf: dict) -> tuple[str, float, Any]:
+        """What the drift-confirmed Asset starts under the scheduler, triggered by hand here."""
+        return self.run("retrain_detector", {**conf, "drift_event_id": check["event_id"]})
+
+
+class SchedulerRunner:
+    """Triggers runs through the REST API of the running Airflow and waits for them."""
+
+    mode = "the scheduler (REST API)"
+    RUN_TIMEOUT_S = 1800.0
+
+    def __init__(self, api):
+        from driftloop.airflow_runs import wait_until
+
+        self.api = api
+        wait_until(self._dags_parsed, "the DAGs to be parsed", 300)
+
+    def _dags_parsed(self) -> bool:
+        dags = {d["dag_id"]: d for d in self.api.get("dags", limit=100)["dags"]}
+        wanted = ("drift_monitor", "retrain_detector")
+        paused = [dag_id for dag_id in wanted if dags.get(dag_id, {}).get("is_paused")]
+        if paused:
+            raise SystemExit(
+                f"paused in Airflow: {', '.join(paused)}; unpause them (the toggle in the UI, "
+                "or `airflow dags unpause <dag_id>`) and run the demo again"
+            )
+        return all(dag_id in dags for dag_id in wanted)
+
+    def run(self, dag_id: str, conf: dict) -> tuple[str, float, Any]:
+        from driftloop.airflow_runs import trigger
+
+        began = time.monotonic()
+        run_id = trigger(self.api, dag_id, conf)["dag_run_id"]
+        return self._wait(dag_id, run_id, began)
+
+    def _wait(self, dag_id: str, run_id: str, began: float) -> tuple[str, float, Any]:
+        from driftloop.airflow_runs import RunError, wait_for_run
+
+        try:
+            wait_for_run(self.api, dag_id, run_id, self.RUN_TIMEOUT_S)
+        except RunError as err:
+            raise SystemExit(f"{err}; task logs: {self.api.base_url}/dags/{dag_id}") from err
+        return run_id, time.monotonic() - began, run_id
+
+    def output(self, dag_id: str, handle: Any, task_id: str):
+        from driftloop.airflow_runs import xcom
+
+        return xcom(self.api, dag_id, handle, task_id)
+
+    def retrain_after_confirmed_drift(self, check: dict, conf: dict) -> tuple[str, float, Any]:
+        """The run that the drift-confirmed Asset event of ``check`` started: waited for, never
+        triggered (``conf`` is what the dag.test() path uses; the Asset-triggered run takes
+        the DAG's defaults and the event's window and drift event)."""
+        from driftloop.airflow_runs import wait_for_run_started_by
+
+        began = time.monotonic()
+        run = wait_for_run_started_by(
+            self.api, "drift_monitor", check["run_id"], "retrain_detector", 300
         )
-    return dag_run, seconds
+        return self._wait("retrain_detector", run["run_id"], began)
 
 
-def _run_check(bag, end_day: str, log_path: Path) -> dict:
+def _run_check(runner, end_day: str) -> dict:
     from driftloop.monitor import report_prefix
     from driftloop.settings import Settings
     from driftloop.storage import get_json, s3_client
 
-    dag_run, seconds = _dag_test(bag.dags["drift_monitor"], {"end_date": end_day}, log_path)
+    run_id, seconds, handle = runner.run("drift_monitor", {"end_date": end_day})
     decision = get_json(
-        s3_client(), Settings.from_env().bucket, report_prefix(dag_run.run_id) + "decision.json"
+        s3_client(), Settings.from_env().bucket, report_prefix(run_id) + "decision.json"
     )
-    event = _xcom(dag_run, "open_drift_event")
+    event = runner.output("drift_monitor", handle, "open_drift_event")
+    logged = runner.output("drift_monitor", handle, "log_to_mlflow") or {}
     return {
-        "run_id": dag_run.run_id,
+        "run_id": run_id,
         "seconds": seconds,
         "decision": decision,
-        "mlflow_url": (_xcom(dag_run, "log_to_mlflow") or {}).get("url"),
+        "mlflow_url": logged.get("url"),
+        "report_url": logged.get("report_url"),
         "event_id": (event or {}).get("event_id"),
     }
 
 
-def _run_retrain(bag, conf: dict, log_path: Path) -> dict:
-    dag_run, seconds = _dag_test(bag.dags["retrain_detector"], conf, log_path)
-    return {
-        "run_id": dag_run.run_id,
-        "seconds": seconds,
-        "candidate": _xcom(dag_run, "register_candidate"),
-        "evaluation": _xcom(dag_run, "evaluate"),
-        "decision": _xcom(dag_run, "gate"),
-        "training": _xcom(dag_run, "train"),
-        "promoted": _xcom(dag_run, "promote"),
+def _retrain_result(runner, started: tuple[str, float, Any]) -> dict:
+    run_id, seconds, handle = started
+    outputs = {
+        name: runner.output("retrain_detector", handle, task_id)
+        for name, task_id in RETRAIN_OUTPUTS.items()
     }
+    return {"run_id": run_id, "seconds": seconds, **outputs}
 
 
 def _print_checks(rows: list[dict], truth) -> None:
@@ -184,7 +267,7 @@ def _print_checks(rows: list[dict], truth) -> None:
         else "reference: the 14 days before the window (no champion reference)"
     )
     print(f"drifted features (critical check): {', '.join(last['drifted_features']) or '-'}")
-    print(f"Evidently report: {last['report']['html_uri']}")
+    print(f"Evidently report: {rows[-1]['report_url']}")
     print(f"MLflow run:       {rows[-1]['mlflow_url']}")
 
 
@@ -214,6 +297,13 @@ def _print_retrain(title: str, run: dict) -> None:
 
 def _mlflow_model_url(tracking_uri: str, name: str, version: str) -> str:
     return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
+def _runner(stack: EmbeddedStack, log_path: Path):
+    """Under the scheduler when the stack runs Airflow's processes, else ``dag.test()``."""
+    if stack.runs_airflow:
+        return SchedulerRunner(stack.airflow_client())
+    return DagTestRunner(log_path)
 
 
 def main(argv=None) -> int:
@@ -247,7 +337,8 @@ def main(argv=None) -> int:
             labeled_per_day=args.labeled_per_day,
         )
         phases["world"] = time.monotonic() - mark
-        bag = _load_dags()
+        runner = _runner(stack, log_path)
+        print(f"running the DAGs with {runner.mode}", flush=True)
         drift_start = date.fromisoformat(truth.drift_start_date)
         before_drift = (drift_start - timedelta(days=1)).isoformat()
         training = {"imgsz": 160, "batch": 16}
@@ -257,16 +348,18 @@ def main(argv=None) -> int:
             f"retrain_detector: the first champion, {args.epochs} epochs on the 14 days up to {before_drift} ...",
             flush=True,
         )
-        first = _run_retrain(
-            bag,
-            {
-                **training,
-                "epochs": args.epochs,
-                "reason": "first champion: the 14 days before the drift",
-                "end_date": before_drift,
-                "base": "yolo11n.yaml",
-            },
-            log_path,
+        first = _retrain_result(
+            runner,
+            runner.run(
+                "retrain_detector",
+                {
+                    **training,
+                    "epochs": args.epochs,
+                    "reason": "first champion: the 14 days before the drift",
+                    "end_date": before_drift,
+                    "base": "yolo11n.yaml",
+                },
+            ),
         )
         phases["first_champion"] = time.monotonic() - mark
 
@@ -274,7 +367,7 @@ def main(argv=None) -> int:
         rows = []
         for day, expected in _check_days(drift_start):
             print(f"drift_monitor: checking the window ending {day} ({expected}) ...", flush=True)
-            rows.append({"expected": expected, **_run_check(bag, day, log_path)})
+            rows.append({"expected": expected, **_run_check(runner, day)})
         phases["drift_checks"] = time.monotonic() - mark
         last = rows[-1]
         confirmed = last["decision"]["severity"] == "critical" and last["event_id"] is not None
@@ -284,21 +377,23 @@ def main(argv=None) -> int:
             mark = time.monotonic()
             print(
                 f"retrain_detector: drift event {last['event_id']} confirmed, fine-tuning the "
-                f"champion for {args.fine_tune_epochs} epochs on the 14 days up to {last['decision']['window']['end']} ...",
+                f"champion on the 14 days up to {last['decision']['window']['end']} "
+                f"({'started by the drift-confirmed Asset event' if isinstance(runner, SchedulerRunner) else 'as the drift-confirmed Asset would'}) ...",
                 flush=True,
             )
-            retrain = _run_retrain(
-                bag,
-                {
-                    **training,
-                    "epochs": args.fine_tune_epochs,
-                    "reason": "drift confirmed in "
-                    + ", ".join(last["decision"]["drifted_features"]),
-                    "drift_event_id": last["event_id"],
-                    "end_date": last["decision"]["window"]["end"],
-                    "base": "champion",
-                },
-                log_path,
+            retrain = _retrain_result(
+                runner,
+                runner.retrain_after_confirmed_drift(
+                    last,
+                    {
+                        **training,
+                        "epochs": args.fine_tune_epochs,
+                        "reason": "drift confirmed in "
+                        + ", ".join(last["decision"]["drifted_features"]),
+                        "end_date": last["decision"]["window"]["end"],
+                        "base": "champion",
+                    },
+                ),
             )
             phases["retrain"] = time.monotonic() - mark
         phases["total"] = time.monotonic() - began
@@ -329,11 +424,15 @@ def main(argv=None) -> int:
             f"audit ledger: {verified.rows if hasattr(verified, 'rows') else ''} rows, chain {'verified' if verified.ok else 'BROKEN'} (python -m driftloop.ledger verify)"
         )
         print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
-        print(f"task logs: {log_path}")
-        print()
-        print(
-            "Airflow and MLflow UIs: `make up` (then `make demo` again to fill them), `make down` to stop."
-        )
+        if isinstance(runner, SchedulerRunner):
+            print(f"Airflow UI:   {runner.api.base_url}/dags  (task logs of every run)")
+        else:
+            print(f"task logs: {log_path}")
+            print()
+            print(
+                "Airflow and MLflow UIs: `make up`, then `make demo` runs the DAGs under the "
+                "scheduler; `make down` to stop."
+            )
         summary = {
             "ground_truth": truth.to_dict(),
             "phases_s": phases,

@@ -197,17 +197,29 @@ ONGOING_EVENT_STATUSES = ("NEEDS_REVIEW", "ACTIONED")
 
 
 def ongoing_event(
-    engine: sa.Engine, reference_id: str, *, window_end_since, exclude_run_id: str
+    engine: sa.Engine,
+    reference_kind: str,
+    reference_id: str,
+    *,
+    window_end_since,
+    exclude_run_id: str,
 ) -> int | None:
-    """The latest ongoing drift event against the same reference whose check's window ended on
-    or after ``window_end_since``: the drift a new critical check sees is most likely that one."""
+    """The latest ongoing drift event measured against the same baseline whose check's window
+    ended on or after ``window_end_since``: the drift a new critical check sees is most likely
+    that one. The same baseline: the same champion reference, or — since a sliding reference
+    moves with every window — any sliding one."""
+    same_baseline = (
+        drift_checks.c.reference_id == reference_id
+        if reference_kind == "champion"
+        else drift_checks.c.reference_kind == reference_kind
+    )
     query = (
         sa.select(drift_events.c.id)
         .join(drift_checks, drift_checks.c.run_id == drift_events.c.run_id)
         .where(
             drift_events.c.status.in_(ONGOING_EVENT_STATUSES),
             drift_events.c.run_id != exclude_run_id,
-            drift_checks.c.reference_id == reference_id,
+            same_baseline,
             drift_checks.c.window_end >= window_end_since,
         )
         .order_by(drift_events.c.id.desc())

@@ -550,7 +550,7 @@ def open_drift_event(
 ) -> dict[str, Any]:
     """Open the drift event of a critical check (idempotent per DAG run) and put it in the ledger.
 
-    A sustained drift is critical day after day: while an event against the same reference,
+    A sustained drift is critical day after day: while an event against the same baseline,
     from a window that overlaps this one, still waits for an answer or for its retraining, the
     check is attached to that event (``already_open``) instead of opening another one — one
     drift, one approval request, one retraining."""
@@ -566,6 +566,7 @@ def open_drift_event(
         length = int(decision["policy"]["windows"]["length_days"])
         ongoing = history.ongoing_event(
             engine,
+            decision["reference"]["kind"],
             decision["reference"]["reference_id"],
             window_end_since=window_end - timedelta(days=length - 1),
             exclude_run_id=run_id,

@@ -66,6 +66,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from driftloop.airflow_api import AirflowAPI, AirflowAPIError
+from driftloop.airflow_runs import all_pages, dag_runs, task_instances
 
 CHROMIUM = "/usr/bin/chromium"
 #: the network is closed: without these Chromium keeps dialling out (and floods refused
@@ -355,24 +356,6 @@ def latest(runs: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
 # --------------------------------------------------------------------------- REST helpers
 
 
-def _all(api: AirflowAPI, path: str, key: str, page: int = 100, **params: Any) -> list[dict]:
-    items: list[dict] = []
-    while True:
-        body = api.get(path, limit=page, offset=len(items), **params)
-        items.extend(body[key])
-        if not body[key] or len(items) >= body.get("total_entries", 0):
-            return items
-
-
-def dag_runs(api: AirflowAPI, dag_id: str, **filters: Any) -> list[dict]:
-    return _all(api, f"dags/{quote(dag_id, safe='')}/dagRuns", "dag_runs", **filters)
-
-
-def task_instances(api: AirflowAPI, dag_id: str, run_id: str) -> list[dict]:
-    path = f"dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}/taskInstances"
-    return _all(api, path, "task_instances")
-
-
 def tries(api: AirflowAPI, ti: Mapping[str, Any]) -> list[dict]:
     """Every try of a task instance (the current one included)."""
     path = f"{ti_path(ti['dag_id'], ti['dag_run_id'], ti['task_id'])}/{ti['map_index']}/tries"
@@ -511,7 +494,7 @@ class _Checks:
     # 2 ----------------------------------------------------------------------------- DAG list
     def dag_list(self, check: CheckResult) -> None:
         b = self.browser
-        dag_ids = [d["dag_id"] for d in _all(self.api, "dags", "dags")]
+        dag_ids = [d["dag_id"] for d in all_pages(self.api, "dags", "dags")]
         if not dag_ids:
             raise AssertionError("the REST API lists no DAGs")
         url = ui_url(self.url)

@@ -40,6 +40,7 @@ from driftloop.airflow_runs import (
     answer_hitl,
     dag_runs,
     post_asset_event,
+    run_path,
     task_instances,
     task_states,
     trigger,
@@ -86,7 +87,7 @@ class Timeline:
                         "",
                     )
                 )
-                for ti in task_instances(api, dag_id, run["dag_run_id"]):
+                for ti in _every_try(api, dag_id, run["dag_run_id"]):
                     if not ti["start_date"]:
                         continue
                     task = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
@@ -118,6 +119,19 @@ class Timeline:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return text
+
+
+def _every_try(api, dag_id: str, run_id: str) -> list[dict]:
+    """Every try of every task instance of a run (the list endpoint shows only the latest)."""
+    out = []
+    for ti in task_instances(api, dag_id, run_id):
+        if ti["try_number"] > 1:
+            out += api.get(
+                f"{run_path(dag_id, run_id)}/taskInstances/{ti['task_id']}/{ti['map_index']}/tries"
+            )["task_instances"]
+        else:
+            out.append(ti)
+    return out
 
 
 def _ts(value: str) -> float:
@@ -405,3 +419,17 @@ def _task_log(api, dag_id: str, run_id: str, task_id: str, try_number: int = 1) 
         params={"full_content": "true"},
     )
     return json.dumps(body) if not isinstance(body, str) else body
+
+
+def test_the_operator_sees_it_in_the_ui(scheduler_stack):
+    """After the loop above, headless Chromium sees what the issue promised an operator: no
+    import errors, the Asset-triggered retraining, task logs of every run, the drift report."""
+    from driftloop.ui_check import CHROMIUM, run_ui_check
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (make system-deps installs Debian's chromium)")
+    stack = scheduler_stack
+    result = run_ui_check(
+        stack.urls["airflow"], "admin", stack.admin_password, REPO / ".stack" / "ui-check-e2e"
+    )
+    assert result.ok, {name: result.check(name).detail for name in result.failed}

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from driftloop.airflow_api import AirflowAPIError
+from driftloop.airflow_runs import wait_until
 from driftloop.stack import (
     AIRFLOW_JOBS,
     CELERY_WORKERS,
@@ -231,18 +232,6 @@ def test_cli_up_status_env_down(tmp_path):
 AIRFLOW_PARTS = ("metadatabase", "scheduler", "dag_processor", "triggerer")
 
 
-def wait_for(what: str, probe, timeout: float = 240.0, every: float = 2.0):
-    """``probe()`` until it returns something truthy; fails with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what}; last: {last!r}")
-
-
 def running_stack(root: Path, **kwargs):
     stack = EmbeddedStack(root, REPO, **kwargs)
     try:
@@ -301,7 +290,7 @@ def test_repo_dags_are_parsed_and_unpaused(airflow_stack):
         dags = airflow_stack.airflow_api("GET", "dags", params={"limit": 100})["dags"]
         return dags if files <= {Path(d["fileloc"]).name for d in dags} else None
 
-    dags = wait_for(f"the DAGs of {sorted(files)}", parsed)
+    dags = wait_until(parsed, f"the DAGs of {sorted(files)}", 240)
     assert airflow_stack.airflow_api("GET", "importErrors")["total_entries"] == 0
     assert [d["dag_id"] for d in dags if d["is_paused"]] == []
     pools = {p["name"] for p in airflow_stack.airflow_api("GET", "pools")["pools"]}
@@ -415,7 +404,7 @@ def test_mapped_tasks_run_on_both_workers_with_readable_logs(celery_stack):
                 return False
             raise
 
-    wait_for(f"{dag_id} parsed and unpaused", dag_ready)
+    wait_until(dag_ready, f"{dag_id} parsed and unpaused", 240)
     run = api.post(f"dags/{dag_id}/dagRuns", {"logical_date": None})
     run_path = f"dags/{dag_id}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
 
@@ -423,7 +412,7 @@ def test_mapped_tasks_run_on_both_workers_with_readable_logs(celery_stack):
         state = api.get(run_path)["state"]
         return state if state in ("success", "failed") else None
 
-    assert wait_for(f"run {run['dag_run_id']}", finished, timeout=300) == "success"
+    assert wait_until(finished, f"run {run['dag_run_id']}", 300) == "success"
     instances = api.get(f"{run_path}/taskInstances")["task_instances"]
     mapped = sorted(
         (ti for ti in instances if ti["task_id"] == "work"), key=lambda t: t["map_index"]

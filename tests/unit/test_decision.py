@@ -249,36 +249,36 @@ def test_history_events_lifecycle(tmp_path):
         history.set_event_status(engine, 999, "ACTIONED", actor=None)
 
 
-def _critical(run_id: str, end: str, reference_id: str = "ref") -> dict:
+def _critical(run_id: str, end: str, reference_id: str, kind: str) -> dict:
     return {
         "severity": "critical",
         "drifted_features": ["brightness"],
         "window": {"start": "2026-01-01", "end": end},
         "policy_version": "v1",
         "decision_uri": f"s3://b/reports/{run_id}/decision.json",
-        "reference": {"kind": "sliding", "reference_id": reference_id},
+        "reference": {"kind": kind, "reference_id": reference_id},
         "policy": {"windows": {"length_days": 14}},
     }
 
 
 def test_a_sustained_drift_is_one_event(tmp_path):
     """Critical day after day: the later checks attach to the ongoing event (no second
-    approval or retraining) until it is answered, the reference changes or the window moves on."""
+    approval or retraining) until it is answered, the baseline changes or the window moves on."""
     from driftloop.monitor import open_drift_event
     from driftloop.settings import Settings
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}")
     engine = history.engine_for(settings.database_url)
 
-    def check(run_id, end, reference_id="ref"):
+    def check(run_id, end, reference_id="champion-v1", kind="champion"):
         history.record_check(
             engine,
             history.CheckRecord(
-                run_id, date(2026, 1, 1), date.fromisoformat(end), "sliding", reference_id,
+                run_id, date(2026, 1, 1), date.fromisoformat(end), kind, reference_id,
                 "critical", "v1", {"brightness": "critical"}, ["brightness"],
             ),
         )  # fmt: skip
-        return open_drift_event(settings, _critical(run_id, end, reference_id), run_id)
+        return open_drift_event(settings, _critical(run_id, end, reference_id, kind), run_id)
 
     first = check("r1", "2026-02-10")
     assert first["already_open"] is False
@@ -290,7 +290,30 @@ def test_a_sustained_drift_is_one_event(tmp_path):
     assert other["already_open"] is False and other["event_id"] != first["event_id"]
     # once the opening check has left the window, a persisting drift opens a new event
     assert check("r4", "2026-02-23")["already_open"] is True
-    assert check("r5", "2026-02-25")["already_open"] is False
+    assert check("r5", "2026-02-24")["already_open"] is False
     # an answered event (ignored) is over: the next critical check asks again
     history.set_event_status(engine, other["event_id"], "IGNORED", actor="alice")
     assert check("r6", "2026-02-12", reference_id="champion-v2")["already_open"] is False
+
+
+def test_sliding_references_of_consecutive_days_are_one_baseline(tmp_path):
+    """Without a champion the reference slides with the window (another id every day): a
+    drift that persists is still the same drift."""
+    from driftloop.monitor import open_drift_event
+    from driftloop.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}")
+    engine = history.engine_for(settings.database_url)
+    opened = []
+    for run_id, end in (("a", "2026-03-01"), ("b", "2026-03-02"), ("c", "2026-03-03")):
+        history.record_check(
+            engine,
+            history.CheckRecord(
+                run_id, date(2026, 1, 1), date.fromisoformat(end), "sliding", f"sliding-{end}",
+                "critical", "v1", {"brightness": "critical"}, ["brightness"],
+            ),
+        )  # fmt: skip
+        decision = _critical(run_id, end, f"sliding-{end}", "sliding")
+        opened.append(open_drift_event(settings, decision, run_id))
+    assert [o["already_open"] for o in opened] == [False, True, True]
+    assert {o["event_id"] for o in opened} == {opened[0]["event_id"]}
