@@ -89,8 +89,8 @@ class Timeline:
                     )
                 )
                 for ti in _every_try(api, dag_id, run["dag_run_id"]):
-                    if not ti["start_date"]:
-                        continue
+                    if not ti["start_date"] or ti["try_number"] == 0:
+                        continue  # never ran: a branch not taken, or skipped downstream
                     task = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
                     took = (
                         f"{_ts(ti['end_date']) - _ts(ti['start_date']):.1f} s"
