@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help demo test up up-celery down status fixes lint lock lock-train train-env system-deps venv clean
 
 help:
-	@echo "make demo     the whole loop on the embedded stack: champion, drift, retrain, gate (~7 min)"
+	@echo "make demo     the whole loop on the embedded stack: champion, drift, retrain, gate (~9 min)"
 	@echo "make test     lint + unit, DAG and integration tests"
 	@echo "make up       start the stack with Airflow (PostgreSQL, LocalExecutor) and MLflow; prints URLs and login"
 	@echo "make up CELERY=1 (or make up-celery)  the same with the CeleryExecutor: Redis and two workers"
