@@ -145,11 +145,7 @@ def drift_monitor():
         from driftloop.monitor import announced_days, resolve_drift_run
         from driftloop.policies import PolicyError
 
-        events = (
-            (triggering_asset_events or {}).get(INFERENCE_LOGS, [])
-            if triggering_asset_events
-            else []
-        )
+        events = (triggering_asset_events or {}).get(INFERENCE_LOGS, [])
         try:
             return resolve_drift_run(
                 Settings.from_env(),

@@ -33,7 +33,7 @@ Python API::
     with EmbeddedStack(tmp_path, repo) as stack:   # start() … stop()
         stack.env["MLFLOW_TRACKING_URI"], stack.urls["s3"], stack.pids
     with EmbeddedStack(root, repo, with_airflow_ui=True, executor="celery") as stack:
-        stack.airflow_api("POST", "dags/my_dag/dagRuns", {"logical_date": None})
+        stack.airflow_client().post("dags/my_dag/dagRuns", {"logical_date": None})
 
 Command line (the processes outlive it; ``down`` stops them by the PIDs in
 ``<root>/stack.json`` after checking that each PID still runs the command it started)::
@@ -362,21 +362,17 @@ def _celery_ping(broker_url: str, node_prefix: str, timeout: float = 1.0) -> boo
     return any(node.startswith(node_prefix) for reply in replies for node in reply)
 
 
+def _first_binary(candidates: tuple[str, ...]) -> str | None:
+    return next((found for c in candidates if (found := shutil.which(c))), None)
+
+
 def pushgateway_binary() -> str | None:
-    for candidate in PUSHGATEWAY_CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
+    return _first_binary(PUSHGATEWAY_CANDIDATES)
 
 
 def redis_binary() -> str | None:
     """``redis-server`` (Debian package ``redis-server``), or None."""
-    for candidate in REDIS_CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
+    return _first_binary(REDIS_CANDIDATES)
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -776,23 +772,6 @@ class EmbeddedStack:
         if client is None or client.base_url != url:
             client = self._clients[username] = AirflowAPI(url, username, self.password(username))
         return client
-
-    def airflow_token(self) -> str:
-        """A JWT access token of the admin (``POST /auth/token``), for ``Authorization: Bearer``."""
-        return self.airflow_client().token()
-
-    def airflow_api(
-        self,
-        method: str,
-        path: str,
-        json: Any = None,
-        *,
-        params: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """One REST call as the admin: ``path`` relative to ``/api/v2/`` unless it starts with
-        ``/``; returns the parsed JSON; raises :class:`~driftloop.airflow_api.AirflowAPIError`
-        (status and body) on HTTP errors."""
-        return self.airflow_client().request(method, path, json, params=params)
 
     def start(self) -> EmbeddedStack:
         """Start what is not running yet; reuse a healthy stack recorded under ``root``."""

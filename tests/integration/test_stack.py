@@ -264,7 +264,7 @@ def test_airflow_processes_are_healthy(airflow_stack):
         assert Path(stack.components[name].log).stat().st_size > 0, name
     assert "redis" not in stack.components and not set(CELERY_WORKERS) & set(stack.components)
     assert len({stack.pids[name] for name in names}) == len(names)  # one process each
-    health = stack.airflow_api("GET", "monitor/health")
+    health = stack.airflow_client().get("monitor/health")
     assert {part: health[part]["status"] for part in AIRFLOW_PARTS} == dict.fromkeys(
         AIRFLOW_PARTS, "healthy"
     )
@@ -287,22 +287,22 @@ def test_repo_dags_are_parsed_and_unpaused(airflow_stack):
     files = {p.name for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_")}
 
     def parsed():
-        dags = airflow_stack.airflow_api("GET", "dags", params={"limit": 100})["dags"]
+        dags = airflow_stack.airflow_client().get("dags", limit=100)["dags"]
         return dags if files <= {Path(d["fileloc"]).name for d in dags} else None
 
     dags = wait_until(parsed, f"the DAGs of {sorted(files)}", 240)
-    assert airflow_stack.airflow_api("GET", "importErrors")["total_entries"] == 0
+    assert airflow_stack.airflow_client().get("importErrors")["total_entries"] == 0
     assert [d["dag_id"] for d in dags if d["is_paused"]] == []
-    pools = {p["name"] for p in airflow_stack.airflow_api("GET", "pools")["pools"]}
+    pools = {p["name"] for p in airflow_stack.airflow_client().get("pools")["pools"]}
     assert "gpu" in pools
 
 
 def test_airflow_api_helper(airflow_stack):
-    token = airflow_stack.airflow_token()
+    token = airflow_stack.airflow_client().token()
     assert token.count(".") == 2  # a JWT
-    assert airflow_stack.airflow_api("GET", "version")["version"].startswith("3.")
+    assert airflow_stack.airflow_client().get("version")["version"].startswith("3.")
     with pytest.raises(AirflowAPIError) as missing:
-        airflow_stack.airflow_api("GET", "dags/no_such_dag")
+        airflow_stack.airflow_client().get("dags/no_such_dag")
     assert missing.value.status == 404 and "no_such_dag" in missing.value.body
     # another user of extra_env's SIMPLE_AUTH_MANAGER_USERS: its generated password works
     viewer = airflow_stack.airflow_client(VIEWER)
