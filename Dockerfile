@@ -22,7 +22,7 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /opt/airf
 COPY --chown=airflow:0 pyproject.toml /opt/airflow/pyproject.toml
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 RUN pip install --no-cache-dir --no-deps -e /opt/airflow \
- && python -c "import driftloop, driftloop.settings"
+ && python -c "import driftloop, driftloop.config.settings"
 
 # 3. DAGs and plugins (also bind-mounted by docker-compose.yaml for development).
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/

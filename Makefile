@@ -21,10 +21,10 @@ help:
 
 # The Airflow-side environment: pinned requirements + this package (editable). Re-installed
 # only when requirements.txt or pyproject.toml change.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml tools/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt -e .
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt -e . -e tools
 	@touch $@
 
 venv: $(STAMP)
@@ -58,7 +58,7 @@ system-deps:
 
 # The training environment too: the demo trains its models with the local backend.
 demo: $(STAMP) $(TRAIN_STAMP) system-deps
-	$(BIN)/python -m driftloop.demo
+	$(BIN)/python -m driftloop_dev.demo
 
 # The training environment too: the local-backend training test runs the real entrypoint in it.
 test: $(STAMP) $(TRAIN_STAMP) system-deps lint
@@ -75,16 +75,16 @@ fixes: $(STAMP)
 # Airflow as in production: PostgreSQL, api-server, scheduler, dag-processor, triggerer (and with
 # CELERY=1 Redis and two Celery workers), MLflow, moto S3, Pushgateway. DAGs run unpaused.
 up: $(STAMP) system-deps
-	$(BIN)/python -m driftloop.stack up --ui $(if $(CELERY),--celery)
+	$(BIN)/python -m driftloop_dev.stack up --ui $(if $(CELERY),--celery)
 
 up-celery:
 	$(MAKE) up CELERY=1
 
 down: $(STAMP)
-	$(BIN)/python -m driftloop.stack down
+	$(BIN)/python -m driftloop_dev.stack down
 
 status: $(STAMP)
-	$(BIN)/python -m driftloop.stack status
+	$(BIN)/python -m driftloop_dev.stack status
 
 lock: $(STAMP)
 	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11 --python-platform x86_64-unknown-linux-gnu

@@ -1,6 +1,6 @@
 """End-to-end time of the whole loop (``make demo``), phase by phase.
 
-Runs ``python -m driftloop.demo`` in a fresh stack folder (a fresh embedded stack, nothing
+Runs ``python -m driftloop_dev.demo`` in a fresh stack folder (a fresh embedded stack, nothing
 reused) and prints how long each phase took — stack start, synthetic world, the first
 champion's training run, the three drift checks, the retraining for the drift event — with
 the gate's verdicts and the largest process's peak memory.
@@ -26,13 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep-output", action="store_true", help="show the demo's own output")
-    parser.add_argument("demo_args", nargs="*", help="passed to driftloop.demo (after --)")
+    parser.add_argument("demo_args", nargs="*", help="passed to driftloop_dev.demo (after --)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="driftloop-demo-bench-") as tmp:
         root = Path(tmp) / "stack"
         began = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "driftloop.demo", "--root", str(root), *args.demo_args],
+            [sys.executable, "-m", "driftloop_dev.demo", "--root", str(root), *args.demo_args],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             capture_output=not args.keep_output,

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from driftloop.drift.compare import compare_windows
 from driftloop.drift.sketch import Binning, merge_profiles, merge_samples, sketch_partition
-from driftloop.synth import inference_table, world_spec
+from driftloop_dev.synth import inference_table, world_spec
 
 
 def day_parquet(spec, day_index: int) -> bytes:

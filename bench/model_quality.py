@@ -55,12 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def train_and_fetch(args, work: Path) -> tuple[dict, Path, dict]:
     """Stack, world, snapshot, training; returns (timings, folder of fetched files, curve)."""
-    from driftloop.retrain import plan_retrain, train_local
-    from driftloop.settings import Settings
-    from driftloop.stack import EmbeddedStack
-    from driftloop.storage import s3_client
-    from driftloop.synth import S3Sink, generate_world
-    from driftloop.training.dataset import download_dataset, snapshot_dataset
+    from driftloop.config.settings import Settings
+    from driftloop.contracts.storage import s3_client
+    from driftloop.retrain.snapshot import download_dataset, snapshot_dataset
+    from driftloop.retrain.steps import plan_retrain, train_local
+    from driftloop_dev.stack import EmbeddedStack
+    from driftloop_dev.synth import S3Sink, generate_world
 
     timings = {}
     with EmbeddedStack(work / "stack", REPO) as stack:
@@ -198,7 +198,7 @@ def score(args) -> int:
     from driftloop.training import yolo_env
 
     yolo_env.configure(runs_dir=tempfile.mkdtemp(), datasets_dir=tempfile.mkdtemp())
-    from driftloop.evaluation import (
+    from driftloop.evaluation.detector import (
         image_label_pairs,
         input_size,
         onnx_runner,

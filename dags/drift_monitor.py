@@ -10,10 +10,11 @@ from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from driftloop.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
-from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator, s3_for_task
-from driftloop.settings import Settings
-from driftloop.storage import success_key
+from driftloop.airflow.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
+from driftloop.airflow.hitl import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.airflow.s3 import s3_for_task
+from driftloop.config.settings import Settings
+from driftloop.contracts.storage import success_key
 
 SETTINGS = Settings.from_env()
 # How long the sensor waits for the day's _SUCCESS marker before the run ends as skipped.
@@ -142,8 +143,8 @@ def drift_monitor():
     def resolve_run(params=None, dag=None, dag_run=None, triggering_asset_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.monitor import announced_days, resolve_drift_run
-        from driftloop.policies import PolicyError
+        from driftloop.config.policies import PolicyError
+        from driftloop.drift.steps import announced_days, resolve_drift_run
 
         events = (triggering_asset_events or {}).get(INFERENCE_LOGS, [])
         try:
@@ -176,7 +177,7 @@ def drift_monitor():
     def plan(resolved: dict, run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from driftloop.monitor import earlier_check_of_the_day, plan_windows
+        from driftloop.drift.steps import earlier_check_of_the_day, plan_windows
 
         s3, settings = s3_for_task()
         end_day = resolved["end_day"]
@@ -197,8 +198,8 @@ def drift_monitor():
     def validate(plan: dict, policy: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.monitor import validate_windows
-        from driftloop.validation import InsufficientValidData
+        from driftloop.drift.steps import validate_windows
+        from driftloop.drift.validation import InsufficientValidData
 
         s3, settings = s3_for_task()
         try:
@@ -214,28 +215,28 @@ def drift_monitor():
 
     @task
     def reference(plan: dict, validation: dict, policy: dict) -> dict:
-        from driftloop.monitor import resolve_reference
+        from driftloop.drift.steps import resolve_reference
 
         s3, settings = s3_for_task()
         return resolve_reference(s3, settings, plan, validation, _policy(policy))
 
     @task(map_index_template="{{ task.op_kwargs['partition']['day'] }}")
     def profile_partition(partition: dict, reference: dict, policy: dict) -> dict:
-        from driftloop.monitor import profile_current_partition
+        from driftloop.drift.steps import profile_current_partition
 
         s3, settings = s3_for_task()
         return profile_current_partition(s3, settings, partition, reference, _policy(policy))
 
     @task
     def statistics(reference: dict, profiles: list, policy: dict, run_id=None) -> dict:
-        from driftloop.monitor import compute_statistics
+        from driftloop.drift.steps import compute_statistics
 
         s3, settings = s3_for_task()
         return compute_statistics(s3, settings, reference, list(profiles), _policy(policy), run_id)
 
     @task
     def evidently_report(reference: dict, statistics: dict, run_id=None) -> dict:
-        from driftloop.monitor import render_evidently
+        from driftloop.drift.steps import render_evidently
 
         s3, settings = s3_for_task()
         return render_evidently(s3, settings, reference, statistics, run_id)
@@ -250,7 +251,7 @@ def drift_monitor():
         policy: dict,
         run_id=None,
     ) -> dict:
-        from driftloop.monitor import decide_and_record
+        from driftloop.drift.steps import decide_and_record
 
         s3, settings = s3_for_task()
         return decide_and_record(
@@ -273,8 +274,8 @@ def drift_monitor():
         )
     )
     def log_to_mlflow(decision: dict, report: dict, run_id=None, ti=None) -> dict:
-        from driftloop.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY
-        from driftloop.monitor import log_to_mlflow as log_run
+        from driftloop.airflow.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY
+        from driftloop.drift.steps import log_to_mlflow as log_run
 
         s3, settings = s3_for_task()
         logged = log_run(s3, settings, decision, report, run_id)
@@ -285,8 +286,8 @@ def drift_monitor():
 
     @task
     def push_metrics(decision: dict, dag_run=None) -> bool:
-        from driftloop.monitor import push_metrics as push
-        from driftloop.storage import get_json_uri
+        from driftloop.contracts.storage import get_json_uri
+        from driftloop.drift.steps import push_metrics as push
 
         s3, settings = s3_for_task()
         started = dag_run.start_date.timestamp() if dag_run and dag_run.start_date else None
@@ -294,7 +295,7 @@ def drift_monitor():
 
     @task.branch
     def route(decision: dict) -> str:
-        from driftloop.monitor import route_for_severity
+        from driftloop.drift.steps import route_for_severity
 
         return route_for_severity(decision["severity"])
 
@@ -306,7 +307,7 @@ def drift_monitor():
     def notify_warning(decision: dict) -> dict:
         import logging
 
-        from driftloop.monitor import warning_summary
+        from driftloop.drift.steps import warning_summary
 
         summary = warning_summary(decision)
         logging.getLogger("airflow.task").warning("drift warning: %s", summary["message"])
@@ -314,7 +315,7 @@ def drift_monitor():
 
     @task
     def open_drift_event(decision: dict, run_id=None) -> dict:
-        from driftloop.monitor import open_drift_event as open_event
+        from driftloop.drift.steps import open_drift_event as open_event
 
         return open_event(Settings.from_env(), decision, run_id)
 
@@ -357,7 +358,7 @@ def drift_monitor():
     def confirm_drift(event: dict, run_id=None, ti=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from driftloop.monitor import record_event_answer
+        from driftloop.drift.steps import record_event_answer
 
         if event.get("already_open"):  # its own event emits (or emitted) the Asset
             raise AirflowSkipException(f"drift event {event['event_id']} is already open")
@@ -376,7 +377,7 @@ def drift_monitor():
 
     @task
     def ignore_drift(event: dict, ti=None) -> dict:
-        from driftloop.monitor import record_event_answer
+        from driftloop.drift.steps import record_event_answer
 
         answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
         return record_event_answer(Settings.from_env(), event["event_id"], "IGNORED", answer)

@@ -9,10 +9,11 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from driftloop.assets import DRIFT_CONFIRMED
-from driftloop.operators import ANSWER_XCOM_KEY, RecordedHITLBranchOperator, s3_for_task
-from driftloop.settings import Settings
-from driftloop.training.pod import training_backend
+from driftloop.airflow.assets import DRIFT_CONFIRMED
+from driftloop.airflow.hitl import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.airflow.s3 import s3_for_task
+from driftloop.airflow.training_task import training_backend
+from driftloop.config.settings import Settings
 
 SETTINGS = Settings.from_env()
 BACKEND = training_backend()  # an environment variable: `local` here, `kubernetes` in production
@@ -46,7 +47,7 @@ month, or by hand (Params: reason, `last_n_days`, epochs, image size, base, `dry
 6. `promote` (alias `champion`, old one → `previous-champion`; or `challenger` per policy),
    after an operator's approval when the policy asks — or `reject` (reasons tagged on the
    version, champion untouched). Then the model card + `model.json`, retention, and the
-   hash-chained audit ledger (`python -m driftloop.ledger verify`).
+   hash-chained audit ledger (`python -m driftloop.audit.ledger verify`).
 
 A failed run leaves the champion untouched, records the failed tasks in the ledger and marks
 its drift event `RETRAINING_FAILED`. To undo a promotion, trigger `rollback_detector`.
@@ -56,7 +57,7 @@ default_args = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(m
 
 
 def _promotion_policy():
-    from driftloop.gate import DEFAULT_PROMOTION_POLICY_PATH, load_promotion_policy
+    from driftloop.promotion.gate import DEFAULT_PROMOTION_POLICY_PATH, load_promotion_policy
 
     return load_promotion_policy(
         os.environ.get("DRIFTLOOP_PROMOTION_POLICY_PATH", DEFAULT_PROMOTION_POLICY_PATH)
@@ -143,7 +144,7 @@ def retrain_detector():
         from airflow.sdk import Variable
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.retrain import (
+        from driftloop.retrain.steps import (
             AUTO_RETRAIN_VARIABLE,
             plan_retrain,
             resolve_auto_retrain,
@@ -156,12 +157,12 @@ def retrain_detector():
             if triggering_asset_events
             else []
         )
-        from driftloop.run_conf import check_conf_keys
+        from driftloop.airflow.run_conf import check_conf_keys
 
         # the Task SDK's DagRunType prints as "DagRunType.SCHEDULED": compare its value
         run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
         trigger = resolve_trigger(params, events, str(run_type))
-        # the same "day before the run" as drift_monitor's window (see driftloop.windows)
+        # the same "day before the run" as drift_monitor's window (see driftloop.contracts.windows)
         moment = dag_run.logical_date or dag_run.run_after
         try:
             check_conf_keys(dag_run.conf, list(dag.params), dag.dag_id)
@@ -189,7 +190,7 @@ def retrain_detector():
 
     @task
     def open_review(plan: dict, run_id=None) -> dict:
-        from driftloop.retrain import open_review as open_it
+        from driftloop.retrain.steps import open_review as open_it
 
         return open_it(Settings.from_env(), plan, run_id)
 
@@ -198,7 +199,7 @@ def retrain_detector():
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from driftloop.retrain import snapshot
-        from driftloop.training.dataset import NoFramesError
+        from driftloop.retrain.snapshot import NoFramesError
 
         s3, settings = s3_for_task()
         try:
@@ -222,7 +223,7 @@ def retrain_detector():
     @task
     def reference_profile(plan: dict) -> dict:
         from driftloop.drift.decision import load_policy
-        from driftloop.retrain import training_window_reference
+        from driftloop.retrain.steps import training_window_reference
 
         s3, settings = s3_for_task()
         return training_window_reference(
@@ -233,9 +234,9 @@ def retrain_detector():
 
         @task
         def training_arguments(plan: dict, snapshot: dict, run_id=None) -> list:
-            from driftloop.retrain import resolve_base
-            from driftloop.retrain import training_arguments as arguments
-            from driftloop.training.pod import XCOM_RETURN_PATH, pod_arguments
+            from driftloop.airflow.training_task import XCOM_RETURN_PATH, pod_arguments
+            from driftloop.retrain.steps import resolve_base
+            from driftloop.retrain.steps import training_arguments as arguments
 
             settings = Settings.from_env()
             return pod_arguments(
@@ -243,7 +244,7 @@ def retrain_detector():
             )
 
         def train_in_pod(arguments):
-            from driftloop.training.pod import training_pod_operator
+            from driftloop.airflow.training_task import training_pod_operator
 
             return training_pod_operator(
                 task_id="train",
@@ -259,7 +260,7 @@ def retrain_detector():
 
         @task(task_id="train", pool="gpu", retries=0, execution_timeout=timedelta(hours=6))
         def train_locally(plan: dict, snapshot: dict, run_id=None) -> dict:
-            from driftloop.retrain import train_local
+            from driftloop.retrain.steps import train_local
 
             return train_local(Settings.from_env(), plan, snapshot, run_id)
 
@@ -267,14 +268,14 @@ def retrain_detector():
     def register_candidate(
         plan: dict, snapshot: dict, training: dict, reference: dict, run_id=None
     ) -> dict:
-        from driftloop.retrain import register
+        from driftloop.retrain.steps import register
 
         s3, settings = s3_for_task()
         return register(s3, settings, plan, snapshot, training, reference, run_id)
 
     @task(retries=0)
     def evaluate(snapshot: dict, candidate: dict, run_id=None) -> dict:
-        from driftloop.retrain import evaluate as run_evaluation
+        from driftloop.retrain.steps import evaluate as run_evaluation
 
         s3, settings = s3_for_task()
         return run_evaluation(s3, settings, snapshot, candidate, _promotion_policy(), run_id)
@@ -285,7 +286,7 @@ def retrain_detector():
     def gate(run_id=None, ti=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from driftloop.retrain import gate as decide
+        from driftloop.retrain.steps import gate as decide
 
         candidate = ti.xcom_pull(task_ids="register_candidate")
         if not candidate:
@@ -327,21 +328,21 @@ def retrain_detector():
     # Upstream of it are only the two approval paths, so it is skipped unless one was taken.
     @task(trigger_rule="none_failed_min_one_success")
     def promote(run_id=None, ti=None) -> dict:
-        from driftloop.retrain import promote as do_promote
+        from driftloop.retrain.steps import promote as do_promote
 
         return do_promote(Settings.from_env(), *outcome_inputs(ti), run_id)
 
     # like promote: upstream only the gate's and the operator's reject paths
     @task(trigger_rule="none_failed_min_one_success")
     def reject(run_id=None, ti=None) -> dict:
-        from driftloop.retrain import reject as do_reject
+        from driftloop.retrain.steps import reject as do_reject
 
         return do_reject(Settings.from_env(), *outcome_inputs(ti), run_id)
 
     # after promote or reject, whichever ran (inputs pulled: its only upstreams are those two)
     @task(trigger_rule="none_failed_min_one_success")
     def model_record(ti=None) -> dict:
-        from driftloop.retrain import write_model_record
+        from driftloop.retrain.steps import write_model_record
 
         pull = {
             name: ti.xcom_pull(task_ids=name)
@@ -366,13 +367,13 @@ def retrain_detector():
 
     @task(trigger_rule="none_failed_min_one_success")
     def retention(run_id=None) -> dict:
-        from driftloop.retrain import apply_retention
+        from driftloop.retrain.steps import apply_retention
 
         return apply_retention(Settings.from_env(), _promotion_policy(), run_id)
 
     @task(trigger_rule="one_failed", retries=0)
     def record_failure(run_id=None, ti=None) -> dict:
-        from driftloop.retrain import record_failure as record
+        from driftloop.retrain.steps import record_failure as record
 
         # the task SDK's DagRun has no task instances: ask the API server for the run's states
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})

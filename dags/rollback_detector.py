@@ -7,7 +7,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from driftloop.settings import Settings
+from driftloop.config.settings import Settings
 
 DOC = """
 ### rollback_detector
@@ -45,8 +45,8 @@ def rollback_detector():
     def rollback(params=None, dag=None, dag_run=None, run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.retrain import rollback as roll_back
-        from driftloop.run_conf import check_conf_keys
+        from driftloop.airflow.run_conf import check_conf_keys
+        from driftloop.retrain.steps import rollback as roll_back
 
         actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{run_id}"
         try:

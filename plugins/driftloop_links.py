@@ -1,6 +1,6 @@
 """Airflow plugin: "MLflow run" and "Drift report" buttons on any task that pushes their URL.
 
-A task pushes ``mlflow_run_url`` or ``drift_report_url`` (keys in :mod:`driftloop.links`) to
+A task pushes ``mlflow_run_url`` or ``drift_report_url`` (keys in :mod:`driftloop.airflow.links`) to
 XCom; these global operator extra links read the value back and show it as a button in the
 task instance view. Tasks that never push the key get a disabled button (empty link).
 
@@ -19,7 +19,7 @@ only when it is an ``http(s)://`` URL, so XCom content cannot inject a script li
 that a browser cannot open.
 
 This file is imported by every Airflow component that loads plugins: it imports only
-``airflow`` and the dependency-free :mod:`driftloop.links`, never mlflow or pandas.
+``airflow`` and the dependency-free :mod:`driftloop.airflow.links`, never mlflow or pandas.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-from driftloop.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY, is_safe_link
+from driftloop.airflow.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY, is_safe_link
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey

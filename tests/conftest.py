@@ -57,7 +57,7 @@ def pytest_sessionfinish(session, exitstatus):
 def stack():
     """The embedded stack (moto S3, mlflow server, pushgateway) and a migrated Airflow DB,
     with its environment applied to this process for the session."""
-    from driftloop.stack import EmbeddedStack, migrate_airflow_db
+    from driftloop_dev.stack import EmbeddedStack, migrate_airflow_db
 
     saved = dict(os.environ)
     with EmbeddedStack(STACK_ROOT, REPO) as running:

@@ -142,8 +142,8 @@ def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypa
     from airflow.dag_processing.dagbag import DagBag
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    from driftloop.retrain import training_arguments
-    from driftloop.training.pod import XCOM_RETURN_PATH, pod_arguments
+    from driftloop.airflow.training_task import XCOM_RETURN_PATH, pod_arguments
+    from driftloop.retrain.steps import training_arguments
     from driftloop.training.train import build_parser
 
     monkeypatch.setenv("DRIFTLOOP_TRAINING_BACKEND", "kubernetes")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 def test_the_gpu_pool_exists_once(stack):
     from airflow.models.pool import Pool
 
-    from driftloop.stack import POOLS, ensure_pools
+    from driftloop_dev.stack import POOLS, ensure_pools
 
     pool = Pool.get_pool("gpu")
     assert pool is not None and pool.slots == POOLS["gpu"][0]

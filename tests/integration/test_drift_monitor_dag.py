@@ -21,8 +21,8 @@ DRIFT_DAY = 28
 
 
 def _write_world(s3, scenario: str, end: str, **kwargs):
-    from driftloop.settings import Settings
-    from driftloop.synth import S3Sink, generate_world
+    from driftloop.config.settings import Settings
+    from driftloop_dev.synth import S3Sink, generate_world
 
     return generate_world(
         S3Sink(s3, Settings.from_env().bucket),
@@ -52,8 +52,8 @@ def _xcom(dag_run, task_id: str, key: str = "return_value"):
 
 
 def _decision(s3, dag_run):
-    from driftloop.monitor import report_prefix
-    from driftloop.settings import Settings
+    from driftloop.config.settings import Settings
+    from driftloop.drift.steps import report_prefix
 
     key = report_prefix(dag_run.run_id) + "decision.json"
     return json.loads(s3.get_object(Bucket=Settings.from_env().bucket, Key=key)["Body"].read())
@@ -84,8 +84,8 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
-    from driftloop import history
-    from driftloop.settings import Settings
+    from driftloop.config.settings import Settings
+    from driftloop.drift import history
 
     end = "2025-06-30"
     truth = _write_world(s3, "abrupt", end)
@@ -114,7 +114,7 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     event = history.get_event(engine, event_id)
     assert (event["status"], event["actor"]) == ("ACTIONED", "policy:auto")
     assert set(event["features"]) == drifted
-    from driftloop.ledger import Ledger
+    from driftloop.audit.ledger import Ledger
 
     ledger = Ledger(Settings.from_env().database_url)
     assert [e.kind for e in ledger.entries(subject=f"drift_event:{event_id}")] == [
@@ -154,10 +154,10 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
 
 def test_rerunning_a_check_is_idempotent(stack, s3):
     """Same end date twice: same report keys, one MLflow run per DAG run, history updated."""
-    from driftloop.monitor import report_prefix
+    from driftloop.drift.steps import report_prefix
 
     end = "2025-06-30"  # the abrupt world of the test above, or written here when run alone
-    from driftloop.settings import Settings
+    from driftloop.config.settings import Settings
 
     bucket = Settings.from_env().bucket
     if not s3.list_objects_v2(Bucket=bucket, Prefix=f"inference/dt={end}/").get("KeyCount"):
@@ -179,7 +179,7 @@ def test_rerunning_a_check_is_idempotent(stack, s3):
 
 
 def test_corrupt_partitions_are_quarantined_and_the_verdict_uses_valid_days(stack, s3):
-    from driftloop.settings import Settings
+    from driftloop.config.settings import Settings
 
     end = "2025-09-30"
     truth = _write_world(s3, "corrupt", end)
@@ -223,7 +223,7 @@ def test_too_few_valid_days_fails_naming_the_bad_partitions(stack, s3):
     from airflow.utils.state import DagRunState
 
     end = "2025-09-30"  # the corrupt world: 3 of 14 current days are broken
-    from driftloop.settings import Settings
+    from driftloop.config.settings import Settings
 
     if not s3.list_objects_v2(Bucket=Settings.from_env().bucket, Prefix=f"inference/dt={end}/").get(
         "KeyCount"

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from driftloop import registry
-from driftloop.retention import plan_retention
+from driftloop.promotion import registry
+from driftloop.promotion.retention import plan_retention
 
 pytestmark = pytest.mark.integration
 

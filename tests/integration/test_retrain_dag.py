@@ -36,15 +36,15 @@ def retrain_world(stack, s3, tmp_path_factory):
         pytest.skip(
             "the training environment .venv-train is missing: `make train-env` (make test builds it)"
         )
-    from driftloop.settings import Settings
-    from driftloop.synth import S3Sink, generate_world
+    from driftloop.config.settings import Settings
+    from driftloop_dev.synth import S3Sink, generate_world
 
     generate_world(
         S3Sink(s3, Settings.from_env().bucket), "stable", days=14, end_date=END,
         rows_per_day=200, labeled_per_day=40,
     )  # fmt: skip
     # the floors of this test's policy suit a 3-epoch model on 160 px frames
-    policy = yaml.safe_load((REPO / "include/driftloop/policy/promotion_policy.yaml").read_text())
+    policy = yaml.safe_load((REPO / "include/driftloop/config/promotion_policy.yaml").read_text())
     # (the latency check itself is unit-tested; here two identical models share a busy machine)
     policy.update(
         {"min_map50": 0.2, "min_map50_95": 0.08, "max_p95_latency_ms": 1000.0,
@@ -82,9 +82,9 @@ def _xcom(dag_run, task_id: str):
 def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack, tmp_path):
     from mlflow import MlflowClient
 
-    from driftloop import registry
-    from driftloop.ledger import Ledger
-    from driftloop.settings import Settings
+    from driftloop.audit.ledger import Ledger
+    from driftloop.config.settings import Settings
+    from driftloop.promotion import registry
 
     settings = Settings.from_env()
     client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
@@ -167,9 +167,9 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     """Continues from the champion promoted above."""
     from mlflow import MlflowClient
 
-    from driftloop import registry
-    from driftloop.ledger import Ledger
-    from driftloop.settings import Settings
+    from driftloop.audit.ledger import Ledger
+    from driftloop.config.settings import Settings
+    from driftloop.promotion import registry
     from tests.integration.operator import HITLResponder, OnCallUser
 
     settings = Settings.from_env()
@@ -250,9 +250,9 @@ def run_id_of(client, name: str, version: str) -> str:
 def test_failed_retraining_for_a_drift_event_marks_it(stack):
     """No labeled frames in the window: the snapshot fails at once (no retry can help), the
     drift event it was for becomes RETRAINING_FAILED and the ledger says which tasks failed."""
-    from driftloop import history
-    from driftloop.ledger import Ledger
-    from driftloop.settings import Settings
+    from driftloop.audit.ledger import Ledger
+    from driftloop.config.settings import Settings
+    from driftloop.drift import history
 
     settings = Settings.from_env()
     engine = history.engine_for(settings.database_url)

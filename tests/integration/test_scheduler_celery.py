@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.airflow_runs import task_instances, trigger, wait_for_run, wait_until
+from driftloop_dev.airflow_runs import task_instances, trigger, wait_for_run, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -23,7 +23,7 @@ END_DAY = "2025-12-31"
 
 @pytest.fixture(scope="module")
 def celery_stack(tmp_path_factory):
-    from driftloop.stack import EmbeddedStack, airflow_celery_missing
+    from driftloop_dev.stack import EmbeddedStack, airflow_celery_missing
 
     missing = airflow_celery_missing()
     if missing:
@@ -39,7 +39,7 @@ def celery_stack(tmp_path_factory):
 def test_mapped_partitions_spread_over_both_workers(celery_stack):
     import boto3
 
-    from driftloop.synth import S3Sink, generate_world
+    from driftloop_dev.synth import S3Sink, generate_world
 
     env, api = celery_stack.env, celery_stack.airflow_client()
     s3 = boto3.client(

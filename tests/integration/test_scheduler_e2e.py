@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driftloop.airflow_runs import (
+from driftloop_dev.airflow_runs import (
     answer_hitl,
     dag_runs,
     post_asset_event,
@@ -141,7 +141,7 @@ def _ts(value: str) -> float:
 
 @pytest.fixture(scope="module")
 def world_spec():
-    from driftloop.synth.scenarios import world_spec
+    from driftloop_dev.synth.scenarios import world_spec
 
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     return world_spec(
@@ -157,10 +157,10 @@ def world_spec():
 @pytest.fixture(scope="module")
 def scheduler_stack(tmp_path_factory, world_spec):
     """The Airflow processes on PostgreSQL, their S3 through a proxy that the test controls."""
-    from driftloop.stack import EmbeddedStack
+    from driftloop_dev.stack import EmbeddedStack
 
     root = tmp_path_factory.mktemp("e2e-stack")
-    policy = yaml.safe_load((REPO / "include/driftloop/policy/drift_policy.yaml").read_text())
+    policy = yaml.safe_load((REPO / "include/driftloop/config/drift_policy.yaml").read_text())
     policy["approval"] = "required"
     policy_path = root / "drift_policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
@@ -211,7 +211,7 @@ def _s3(stack):
 
 def _write_day(s3, bucket: str, spec, index: int) -> str:
     """A day's labeled frames, Parquet parts and, last, its ``_SUCCESS`` marker."""
-    from driftloop.synth.world import day_objects
+    from driftloop_dev.synth.world import day_objects
 
     for key, data, content_type in day_objects(spec, index):
         s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
@@ -219,9 +219,9 @@ def _write_day(s3, bucket: str, spec, index: int) -> str:
 
 
 def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spec):
-    from driftloop import history
-    from driftloop.ledger import Ledger
-    from driftloop.synth.scenarios import ground_truth_of
+    from driftloop.audit.ledger import Ledger
+    from driftloop.drift import history
+    from driftloop_dev.synth.scenarios import ground_truth_of
 
     stack, timeline = scheduler_stack, Timeline()
     env, api = stack.env, stack.airflow_client()
@@ -432,7 +432,7 @@ def _task_log(api, dag_id: str, run_id: str, task_id: str, try_number: int = 1) 
 def test_the_operator_sees_it_in_the_ui(scheduler_stack):
     """After the loop above, headless Chromium sees what the issue promised an operator: no
     import errors, the Asset-triggered retraining, task logs of every run, the drift report."""
-    from driftloop.ui_check import CHROMIUM, run_ui_check
+    from driftloop_dev.ui_check import CHROMIUM, run_ui_check
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (make system-deps installs Debian's chromium)")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.airflow_api import AirflowAPIError
-from driftloop.airflow_runs import wait_until
-from driftloop.stack import (
+from driftloop_dev.airflow_api import AirflowAPIError
+from driftloop_dev.airflow_runs import wait_until
+from driftloop_dev.stack import (
     AIRFLOW_JOBS,
     CELERY_WORKERS,
     MLFLOW_BUCKET,
@@ -185,7 +185,7 @@ def test_stop_leaves_a_reused_pid_alone(tmp_path):
 
 def run_cli(*args: str, root: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "driftloop.stack", *args, "--root", str(root)],
+        [sys.executable, "-m", "driftloop_dev.stack", *args, "--root", str(root)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,4 +1,4 @@
-"""driftloop.telemetry against a real Prometheus Pushgateway on 127.0.0.1."""
+"""driftloop.drift.metrics against a real Prometheus Pushgateway on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftloop.telemetry import push_drift_metrics
+from driftloop.drift.metrics import push_drift_metrics
 
 pytestmark = pytest.mark.integration
 

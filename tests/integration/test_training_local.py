@@ -1,11 +1,11 @@
 """The training entrypoint, export and ONNX evaluation, as the local backend runs them.
 
 A synthetic labeled world goes to the stack's S3 and is snapshotted by
-:mod:`driftloop.training.dataset` (``s3://driftloop/datasets/{sha}/``, golden set in eval);
+:mod:`driftloop.retrain.snapshot` (``s3://driftloop/datasets/{sha}/``, golden set in eval);
 ``python -m driftloop.training.train`` then runs as a subprocess of ``.venv-train/bin/python``
 (torch, Ultralytics) against the real ``mlflow server``; ``python -m
 driftloop.training.export`` makes the FP32 and INT8 models; this process (the Airflow
-environment: no torch) evaluates both with :mod:`driftloop.evaluation`.
+environment: no torch) evaluates both with :mod:`driftloop.evaluation.detector`.
 
 Training from scratch (yolo11n.yaml) for 3 epochs: with ~100 images (7 batches an epoch) a
 from-scratch YOLO stays at mAP 0 for ~14 epochs, so the train split is ~400 images, batch 8,
@@ -84,9 +84,9 @@ def work(tmp_path_factory, stack):
 @pytest.fixture(scope="module")
 def snapshot(s3, work):
     """The dataset snapshot URI and a local copy (for calibration and evaluation)."""
-    from driftloop.synth.sinks import S3Sink
-    from driftloop.synth.world import generate_world
-    from driftloop.training.dataset import download_dataset, snapshot_dataset
+    from driftloop.retrain.snapshot import download_dataset, snapshot_dataset
+    from driftloop_dev.synth.sinks import S3Sink
+    from driftloop_dev.synth.world import generate_world
 
     root, _ = work
     began = time.perf_counter()
@@ -237,8 +237,12 @@ def test_training_run_is_logged_to_mlflow(trained, snapshot):
 
 
 def test_fp32_and_int8_onnx_evaluation(exported, snapshot):
-    from driftloop import bootstrap
-    from driftloop.evaluation import evaluate_model, image_label_pairs, measure_latency_interleaved
+    from driftloop.evaluation import bootstrap
+    from driftloop.evaluation.detector import (
+        evaluate_model,
+        image_label_pairs,
+        measure_latency_interleaved,
+    )
 
     _, local, _ = snapshot
     quant = exported["quantization"]

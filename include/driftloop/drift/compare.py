@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from driftloop import schema
+from driftloop.contracts import schema
 from driftloop.drift import stats
 from driftloop.drift.sketch import Profile, embedding_matrix
 

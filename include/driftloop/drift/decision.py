@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driftloop import schema
+from driftloop.config.policies import PolicyError, deep_merge
+from driftloop.contracts import schema
 from driftloop.drift.compare import FeatureComparison
 from driftloop.drift.stats import benjamini_hochberg
-from driftloop.policies import PolicyError, deep_merge
 
 LEVELS = ("none", "warn", "critical")
 RANK = {level: i for i, level in enumerate(LEVELS)}

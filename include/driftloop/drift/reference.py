@@ -17,17 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from driftloop.drift.sketch import (
-    Binning,
-    Profile,
-    iter_partition_batches,
-    merge_profiles,
-    merge_samples,
-    parquet_bytes_to_table,
-    sketch_partition,
-    table_to_parquet_bytes,
-)
-from driftloop.storage import (
+from driftloop.contracts.storage import (
     PROFILES_PREFIX,
     Partition,
     dumps_canonical,
@@ -38,6 +28,16 @@ from driftloop.storage import (
     put_once,
     s3_uri,
     split_s3_uri,
+)
+from driftloop.drift.sketch import (
+    Binning,
+    Profile,
+    iter_partition_batches,
+    merge_profiles,
+    merge_samples,
+    parquet_bytes_to_table,
+    sketch_partition,
+    table_to_parquet_bytes,
 )
 
 

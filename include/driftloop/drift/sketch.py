@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from driftloop import schema
+from driftloop.contracts import schema
 
 FINE_BINS = 200
 COARSE_BINS = 10
@@ -354,7 +354,7 @@ def iter_partition_batches(
     """Record batches of a partition's part files, one part in memory at a time."""
     import pyarrow.parquet as pq
 
-    from driftloop.storage import get_bytes
+    from driftloop.contracts.storage import get_bytes
 
     for key in keys:
         parquet = pq.ParquetFile(io.BytesIO(get_bytes(s3, bucket, key)))

@@ -2,5 +2,5 @@
 
 Runs inside the training image (include/training/Dockerfile) or the local backend's own
 virtualenv; torch and ultralytics never enter the Airflow environment. Keep this file free of
-imports: ``driftloop.training.pod`` is imported by DAG files at parse time.
+imports: ``driftloop.airflow.training_task`` is imported by DAG files at parse time.
 """

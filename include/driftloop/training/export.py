@@ -13,7 +13,7 @@
   class logits' sigmoid, are very sensitive to 8-bit steps; its decode (anchors, strides,
   concat of boxes in pixels with scores in [0, 1]) mixes ranges no single scale covers.
 - calibration feeds the exact tensors evaluation and serving feed: the letterbox of
-  :func:`driftloop.evaluation.load_input` (shared, importable without torch), on images
+  :func:`driftloop.evaluation.detector.load_input` (shared, importable without torch), on images
   from the training data (never the evaluation split).
 
 Command line::
@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from driftloop.evaluation import IMAGE_SUFFIXES, load_input
+from driftloop.evaluation.detector import IMAGE_SUFFIXES, load_input
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def calibration_images(
 
 class LetterboxCalibrationReader:
     """onnxruntime ``CalibrationDataReader``: one letterboxed image per call, exactly as
-    :func:`driftloop.evaluation.evaluate_model` preprocesses them."""
+    :func:`driftloop.evaluation.detector.evaluate_model` preprocesses them."""
 
     def __init__(self, images: Sequence[str | Path], imgsz: int, input_name: str):
         self.images = [Path(p) for p in images]

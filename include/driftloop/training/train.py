@@ -10,7 +10,7 @@ ENTRYPOINT) and in the local backend (this repository's ``.venv-train``)::
         --experiment retrain-detector --run-name retrain-2026-01-31 --tags airflow.run_id=… \\
         --out /workspace/train --xcom-path /airflow/xcom/return.json
 
-Steps: resolve the dataset (S3 → :func:`driftloop.training.dataset.download_dataset`; a local
+Steps: resolve the dataset (S3 → :func:`driftloop.retrain.snapshot.download_dataset`; a local
 folder as is; it must hold ``data.yaml`` with ``train``/``val``/``names``), resolve the base
 model (a model ``.yaml`` trains from scratch; weights fine-tune the champion), train with
 Ultralytics (seeded and deterministic, ``workers=0`` on CPU), log to MLflow (tracking URI from
@@ -165,7 +165,7 @@ class Dataset:
 
 def _download_prefix(uri: str, dest: Path) -> Path:
     """Fallback S3 download of every object under ``uri`` into ``dest``."""
-    from driftloop import storage
+    from driftloop.contracts import storage
 
     s3 = storage.s3_client()
     bucket, prefix = storage.split_s3_uri(uri)
@@ -187,13 +187,13 @@ def fetch_dataset(uri: str, work: Path) -> Path:
         dest = work / "dataset"
         dest.mkdir(parents=True, exist_ok=True)
         try:
-            from driftloop.training import dataset as dataset_module
+            from driftloop.retrain import snapshot as dataset_module
         except ImportError:
             dataset_module = None
         download = getattr(dataset_module, "download_dataset", None)
         if download is None:
             return _download_prefix(uri, dest)
-        from driftloop import storage
+        from driftloop.contracts import storage
 
         try:
             result = download(storage.s3_client(), uri, dest)
@@ -210,7 +210,7 @@ def fetch_dataset(uri: str, work: Path) -> Path:
 
 def dataset_sha256(root: Path, uri: str) -> str:
     """The snapshot's SHA-256: from its ``datasets/{sha}/`` URI, else its manifest, else the
-    snapshot hash rule of :mod:`driftloop.training.dataset` applied to the folder: sha256 of
+    snapshot hash rule of :mod:`driftloop.retrain.snapshot` applied to the folder: sha256 of
     the sorted ``"<sha256 of file>  <relative path>\\n"`` lines of every file except
     ``manifest.json``, ``requests/`` and Ultralytics' ``*.cache`` files."""
     if match := _SHA_IN_URI.search(uri.rstrip("/") + "/"):
@@ -312,7 +312,7 @@ def resolve_base(base: str, work: Path) -> tuple[Path | str, str]:
     if base.startswith("s3://"):
         from botocore.exceptions import ClientError
 
-        from driftloop import storage
+        from driftloop.contracts import storage
 
         bucket, key = storage.split_s3_uri(base)
         target = dest / Path(key).name

@@ -1,0 +1,545 @@
+"""The promotion gate: a versioned policy and a pure, fail-closed decision.
+
+``decide_promotion`` takes the candidate's and the champion's evaluation summaries (scored on
+the same images, in the same environment), the paired-bootstrap CI of the primary metric's
+delta and the policy, and returns a :class:`GateDecision` listing every check with its value
+and threshold. Rules:
+
+* no champion: the absolute floors alone decide (``min_map50``, ``min_map50_95``,
+  ``max_p95_latency_ms``);
+* with a champion, every one of: ``delta.low >= -map_tolerance``;
+  ``candidate p95 <= champion p95 × (1 + latency_tolerance)``;
+  ``map50 − map50_int8 <= int8_max_map_loss``; the floors.
+
+In both cases an ``evaluation_set`` check asks for a non-empty evaluation set and, with a
+champion, the same number of images for candidate, champion and delta (the same set).
+
+Fail closed: a missing, NaN or infinite number fails the check that needs it, with a reason;
+the gate never promotes on incomplete evidence. A delta CI of another metric than the
+policy's ``primary_metric``, or at a lower confidence than ``bootstrap.confidence``, fails
+too. Comparisons are inclusive and allow 1e-9 for floating-point representation (relative to the threshold, at least 1e-9 absolute), so that
+``0.80 − 0.79`` is a loss of exactly 1 pp rather than 0.010000000000000009.
+
+Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from driftloop.config.policies import PolicyError, deep_merge
+from driftloop.evaluation.bootstrap import METRICS, DeltaCI
+
+DEFAULT_PROMOTION_POLICY_PATH = (
+    Path(__file__).resolve().parents[1] / "config" / "promotion_policy.yaml"
+)
+PROMOTE_TARGETS = ("champion", "challenger")
+APPROVAL_MODES = ("none", "required")
+ARCHIVE_MODES = ("tag", "delete")
+EPS = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# policy
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    version: str
+    min_map50: float
+    min_map50_95: float
+    max_p95_latency_ms: float
+    map_tolerance: float = 0.02
+    latency_tolerance: float = 0.10
+    int8_max_map_loss: float = 0.01
+    primary_metric: str = "map50_95"
+    promote_to: str = "champion"
+    approval: str = "none"
+    auto_retrain: bool = True
+    retention_keep_last: int = 10
+    retention_archive: str = "tag"
+    bootstrap_n_resamples: int = 1000
+    bootstrap_confidence: float = 0.95
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "primary_metric": self.primary_metric,
+            "map_tolerance": self.map_tolerance,
+            "latency_tolerance": self.latency_tolerance,
+            "int8_max_map_loss": self.int8_max_map_loss,
+            "min_map50": self.min_map50,
+            "min_map50_95": self.min_map50_95,
+            "max_p95_latency_ms": self.max_p95_latency_ms,
+            "promote_to": self.promote_to,
+            "approval": self.approval,
+            "auto_retrain": self.auto_retrain,
+            "retention": {"keep_last": self.retention_keep_last, "archive": self.retention_archive},
+            "bootstrap": {
+                "n_resamples": self.bootstrap_n_resamples,
+                "confidence": self.bootstrap_confidence,
+            },
+        }
+
+
+_TOP_KEYS = {
+    "version",
+    "primary_metric",
+    "map_tolerance",
+    "latency_tolerance",
+    "int8_max_map_loss",
+    "min_map50",
+    "min_map50_95",
+    "max_p95_latency_ms",
+    "promote_to",
+    "approval",
+    "auto_retrain",
+    "retention",
+    "bootstrap",
+}
+_SECTION_KEYS = {"retention": {"keep_last", "archive"}, "bootstrap": {"n_resamples", "confidence"}}
+_MISSING = object()
+
+
+def parse_promotion_policy(raw: Mapping[str, Any], source: str = "<dict>") -> PromotionPolicy:
+    """Validate a policy mapping; every error names the offending key."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{source}: promotion policy must be a mapping")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise PolicyError(f"{source}: unknown key {unknown[0]!r} (known: {sorted(_TOP_KEYS)})")
+    for section, keys in _SECTION_KEYS.items():
+        value = raw.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise PolicyError(f"{source}: {section!r} must be a mapping, got {value!r}")
+        extra = sorted(set(value) - keys)
+        if extra:
+            raise PolicyError(f"{source}: unknown key '{section}.{extra[0]}'")
+
+    def get(path: str, default: Any = _MISSING) -> Any:
+        node: Any = raw
+        for part in path.split("."):
+            if not isinstance(node, Mapping) or node.get(part) is None:
+                if default is _MISSING:
+                    raise PolicyError(f"{source}: missing key {path!r}")
+                return default
+            node = node[part]
+        return node
+
+    def number(path: str, default: Any = _MISSING, *, low=None, high=None, low_open=False):
+        value = get(path, default)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise PolicyError(f"{source}: {path!r} must be a number, got {value!r}")
+        try:
+            x = float(value)
+        except ValueError:
+            raise PolicyError(f"{source}: {path!r} must be a number, got {value!r}") from None
+        if not math.isfinite(x):
+            raise PolicyError(f"{source}: {path!r} must be finite, got {value!r}")
+        if low is not None and (x <= low if low_open else x < low):
+            bound = f"> {low}" if low_open else f">= {low}"
+            raise PolicyError(f"{source}: {path!r} must be {bound}, got {x}")
+        if high is not None and x > high:
+            raise PolicyError(f"{source}: {path!r} must be <= {high}, got {x}")
+        return x
+
+    def integer(path: str, default: Any, *, low: int) -> int:
+        x = number(path, default, low=low)
+        if x != int(x):
+            raise PolicyError(f"{source}: {path!r} must be an integer, got {x}")
+        return int(x)
+
+    def choice(path: str, default: Any, options: tuple[str, ...]) -> str:
+        value = get(path, default)
+        if value not in options:
+            raise PolicyError(f"{source}: {path!r} must be one of {options}, got {value!r}")
+        return str(value)
+
+    def flag(path: str, default: bool) -> bool:
+        value = get(path, default)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise PolicyError(f"{source}: {path!r} must be true or false, got {value!r}")
+
+    version = get("version")
+    if not isinstance(version, str | int | float) or str(version).strip() == "":
+        raise PolicyError(f"{source}: 'version' must be a non-empty string, got {version!r}")
+    return PromotionPolicy(
+        version=str(version),
+        min_map50=number("min_map50", low=0.0, high=1.0),
+        min_map50_95=number("min_map50_95", low=0.0, high=1.0),
+        max_p95_latency_ms=number("max_p95_latency_ms", low=0.0, low_open=True),
+        map_tolerance=number("map_tolerance", 0.02, low=0.0, high=1.0),
+        latency_tolerance=number("latency_tolerance", 0.10, low=0.0),
+        int8_max_map_loss=number("int8_max_map_loss", 0.01, low=0.0, high=1.0),
+        primary_metric=choice("primary_metric", "map50_95", METRICS),
+        promote_to=choice("promote_to", "champion", PROMOTE_TARGETS),
+        approval=choice("approval", "none", APPROVAL_MODES),
+        auto_retrain=flag("auto_retrain", True),
+        retention_keep_last=integer("retention.keep_last", 10, low=1),
+        retention_archive=choice("retention.archive", "tag", ARCHIVE_MODES),
+        bootstrap_n_resamples=integer("bootstrap.n_resamples", 1000, low=100),
+        bootstrap_confidence=_confidence(number("bootstrap.confidence", 0.95), source),
+        source=source,
+    )
+
+
+def _confidence(x: float, source: str) -> float:
+    if not 0.5 <= x < 1.0:
+        raise PolicyError(f"{source}: 'bootstrap.confidence' must be in [0.5, 1), got {x}")
+    return x
+
+
+def load_promotion_policy(
+    path: str | Path = DEFAULT_PROMOTION_POLICY_PATH,
+    overrides: Mapping[str, Any] | None = None,
+) -> PromotionPolicy:
+    """Read the versioned policy file and apply run-time overrides (e.g. trigger Params).
+
+    An override changes the effective version to ``<version>+override`` so that the ledger
+    shows which decisions ran under a non-standard policy.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise PolicyError(f"promotion policy file not found: {path}") from err
+    except yaml.YAMLError as err:
+        raise PolicyError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{path}: promotion policy must be a mapping")
+    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, {}, "")}
+    if overrides:
+        raw = deep_merge(raw, overrides)
+        raw["version"] = f"{raw.get('version')}+override"
+    return parse_promotion_policy(raw, source=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# evidence and decision
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None for anything missing, NaN, infinite or not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _json_num(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """One model on the evaluation set. mAPs are FP32 unless named int8; latencies are of the
+    serving artifact (INT8 ONNX)."""
+
+    map50: float | None
+    map50_95: float | None
+    map50_int8: float | None
+    p95_latency_ms: float | None
+    p50_latency_ms: float | None
+    n_images: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _json_num(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EvalSummary:
+        return cls(**{f.name: raw.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+    op: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "value": _json_num(self.value),
+            "threshold": _json_num(self.threshold),
+            "op": self.op,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    target_alias: str | None
+    checks: list[Check]
+    reasons: list[str]
+    policy_version: str = ""
+    primary_metric: str = ""
+    has_champion: bool = False
+    requires_approval: bool = False
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return "promote" if self.promote else "reject"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "promote": self.promote,
+            "target_alias": self.target_alias,
+            "requires_approval": self.requires_approval,
+            "policy_version": self.policy_version,
+            "primary_metric": self.primary_metric,
+            "has_champion": self.has_champion,
+            "checks": [c.to_dict() for c in self.checks],
+            "reasons": list(self.reasons),
+            "evidence": copy.deepcopy(self.evidence),
+        }
+
+    def table(self) -> str:
+        """The checks as a fixed-width text table, with the verdict underneath."""
+
+        def fmt(x: float | None) -> str:
+            if x is None or (isinstance(x, float) and not math.isfinite(x)):
+                return "n/a"
+            if isinstance(x, int):
+                return str(x)
+            return f"{x:.4f}"
+
+        header = ("check", "result", "value", "rule", "threshold", "detail")
+        rows = [
+            (c.name, "PASS" if c.passed else "FAIL", fmt(c.value), c.op, fmt(c.threshold), c.detail)
+            for c in self.checks
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+
+        def line(cells: tuple[str, ...]) -> str:
+            head = "  ".join(
+                cell.rjust(w) if i in (2, 4) else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(cells[:-1], widths, strict=True))
+            )
+            return f"{head}  {cells[-1]}".rstrip()
+
+        out = [line(header), line(tuple("-" * w for w in widths) + ("-" * 6,))]
+        out += [line(r) for r in rows]
+        if self.promote:
+            tail = f"PROMOTE -> {self.target_alias}"
+            if self.requires_approval:
+                tail += " (after approval)"
+        else:
+            tail = f"REJECT ({len(self.reasons)} failed)"
+        out.append(f"decision: {tail}; policy {self.policy_version}")
+        return "\n".join(out)
+
+
+def _slack(threshold: float) -> float:
+    return EPS * max(1.0, abs(threshold))
+
+
+def _at_least(value: float, threshold: float) -> bool:
+    return value >= threshold - _slack(threshold)
+
+
+def _at_most(value: float, threshold: float) -> bool:
+    return value <= threshold + _slack(threshold)
+
+
+def _floor_checks(c: EvalSummary, policy: PromotionPolicy) -> list[Check]:
+    out = []
+    for name, attr, floor in (
+        ("floor_map50", "map50", policy.min_map50),
+        ("floor_map50_95", "map50_95", policy.min_map50_95),
+    ):
+        v = _num(getattr(c, attr))
+        if v is None:
+            out.append(Check(name, False, None, floor, f"candidate {attr} missing or NaN", ">="))
+        else:
+            ok = _at_least(v, floor)
+            out.append(
+                Check(name, ok, v, floor, f"candidate {attr} {v:.4f} vs floor {floor}", ">=")
+            )
+    limit = policy.max_p95_latency_ms
+    v = _num(c.p95_latency_ms)
+    if v is None:
+        out.append(
+            Check(
+                "floor_p95_latency_ms",
+                False,
+                None,
+                limit,
+                "candidate p95 latency missing or NaN",
+                "<=",
+            )
+        )
+    else:
+        out.append(
+            Check(
+                "floor_p95_latency_ms",
+                _at_most(v, limit),
+                v,
+                limit,
+                f"candidate p95 {v:.2f} ms vs limit {limit} ms",
+                "<=",
+            )
+        )
+    return out
+
+
+def _count(value: Any) -> int | None:
+    x = _num(value)
+    return int(x) if x is not None and x == int(x) else None
+
+
+def _evaluation_set_check(
+    candidate: EvalSummary, champion: EvalSummary | None, delta: DeltaCI | None
+) -> Check:
+    n = _count(candidate.n_images)
+    if n is None or n < 1:
+        return Check(
+            "evaluation_set", False, n, 1, "candidate evaluated on no images (n_images)", ">="
+        )
+    if champion is None:
+        return Check("evaluation_set", True, n, 1, f"{n} images", ">=")
+    others = {"champion": _count(champion.n_images)}
+    if delta is not None:
+        others["delta"] = _count(delta.n_images)
+    bad = {k: v for k, v in others.items() if v != n}
+    if bad:
+        said = ", ".join(f"{k} {'n/a' if v is None else v}" for k, v in bad.items())
+        return Check(
+            "evaluation_set",
+            False,
+            n,
+            n,
+            f"not the same evaluation set: candidate {n} images, {said}",
+            "==",
+        )
+    return Check("evaluation_set", True, n, n, f"{n} images, same for all", "==")
+
+
+def _delta_check(delta: DeltaCI | None, policy: PromotionPolicy) -> Check:
+    threshold = -policy.map_tolerance
+    metric = policy.primary_metric
+    if delta is None:
+        return Check("map_delta", False, None, threshold, f"no paired {metric} delta CI", ">=")
+    if delta.metric and delta.metric != metric:
+        return Check(
+            "map_delta",
+            False,
+            _num(delta.low),
+            threshold,
+            f"delta is of {delta.metric}, the policy decides on {metric}",
+            ">=",
+        )
+    if _num(delta.confidence) is None or delta.confidence < policy.bootstrap_confidence - EPS:
+        return Check(
+            "map_delta",
+            False,
+            _num(delta.low),
+            threshold,
+            f"CI confidence {delta.confidence} below the policy's {policy.bootstrap_confidence}",
+            ">=",
+        )
+    low = _num(delta.low)
+    if low is None:
+        return Check(
+            "map_delta", False, None, threshold, f"{metric} delta lower bound missing or NaN", ">="
+        )
+    point, high = _num(delta.point), _num(delta.high)
+    ci = f"[{low:+.4f}, {'n/a' if high is None else f'{high:+.4f}'}]"
+    pt = "n/a" if point is None else f"{point:+.4f}"
+    detail = (
+        f"{metric} delta {pt}, {delta.confidence:.0%} CI {ci} "
+        f"({delta.n_resamples} resamples); low vs -tolerance {threshold:+.4f}"
+    )
+    return Check("map_delta", _at_least(low, threshold), low, threshold, detail, ">=")
+
+
+def _latency_check(candidate: EvalSummary, champion: EvalSummary, policy: PromotionPolicy) -> Check:
+    cand, champ = _num(candidate.p95_latency_ms), _num(champion.p95_latency_ms)
+    if champ is None or champ <= 0:
+        return Check(
+            "p95_latency",
+            False,
+            cand,
+            None,
+            "champion p95 latency missing, NaN or not positive",
+            "<=",
+        )
+    limit = champ * (1.0 + policy.latency_tolerance)
+    if cand is None:
+        return Check(
+            "p95_latency", False, None, limit, "candidate p95 latency missing or NaN", "<="
+        )
+    detail = (
+        f"candidate p95 {cand:.2f} ms vs champion {champ:.2f} ms x (1 + {policy.latency_tolerance})"
+    )
+    return Check("p95_latency", _at_most(cand, limit), cand, limit, detail, "<=")
+
+
+def _int8_check(candidate: EvalSummary, policy: PromotionPolicy) -> Check:
+    fp32, int8 = _num(candidate.map50), _num(candidate.map50_int8)
+    limit = policy.int8_max_map_loss
+    if fp32 is None or int8 is None:
+        missing = "map50" if fp32 is None else "map50_int8"
+        return Check("int8_loss", False, None, limit, f"candidate {missing} missing or NaN", "<=")
+    loss = fp32 - int8
+    detail = f"mAP@0.5 FP32 {fp32:.4f} - INT8 {int8:.4f}"
+    return Check("int8_loss", _at_most(loss, limit), loss, limit, detail, "<=")
+
+
+def decide_promotion(
+    candidate: EvalSummary,
+    champion: EvalSummary | None,
+    delta: DeltaCI | None,
+    policy: PromotionPolicy,
+) -> GateDecision:
+    """Promote or reject the candidate; every check, passed or not, is listed."""
+    checks = [_evaluation_set_check(candidate, champion, delta)]
+    if champion is not None:
+        checks += [
+            _delta_check(delta, policy),
+            _latency_check(candidate, champion, policy),
+            _int8_check(candidate, policy),
+        ]
+    checks += _floor_checks(candidate, policy)
+    reasons = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
+    promote = not reasons
+    return GateDecision(
+        promote=promote,
+        target_alias=policy.promote_to if promote else None,
+        checks=checks,
+        reasons=reasons,
+        policy_version=policy.version,
+        primary_metric=policy.primary_metric,
+        has_champion=champion is not None,
+        requires_approval=promote and policy.approval == "required",
+        evidence={
+            "candidate": candidate.to_dict(),
+            "champion": None if champion is None else champion.to_dict(),
+            "delta": None if delta is None else delta.to_dict(),
+            "policy": policy.to_dict(),
+        },
+    )

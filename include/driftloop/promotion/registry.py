@@ -1,0 +1,160 @@
+"""The MLflow model registry: candidate versions, aliases, rejection tags, retention.
+
+Promotion is an alias change, never a stage (stages are deprecated in MLflow): ``champion``
+serves, ``previous-champion`` is the one-step rollback, ``challenger`` is a candidate that a
+rollout guard still has to confirm. Every function takes an ``MlflowClient`` so it works the
+same against the embedded server and a production one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous-champion"
+PROTECTED_ALIASES = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER)
+#: tag that makes registration idempotent: one version per retrain DAG run
+RUN_TAG = "airflow.run_id"
+ARCHIVED_TAG = "archived"
+
+
+def ensure_registered_model(client, name: str, description: str = "") -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=description or None)
+
+
+def aliases(client, name: str) -> dict[str, str]:
+    """``{alias: version}`` of a registered model ({} when it does not exist yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return {}
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def version_with_alias(client, name: str, alias: str):
+    version = aliases(client, name).get(alias)
+    return None if version is None else client.get_model_version(name, version)
+
+
+def find_version(client, name: str, tag: str, value: str):
+    found = client.search_model_versions(f"name='{name}' and tags.`{tag}` = '{value}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def register_candidate(
+    client,
+    name: str,
+    *,
+    run_id: str,
+    airflow_run_id: str,
+    tags: Mapping[str, str],
+    description: str,
+) -> tuple[Any, bool]:
+    """Register the training run's artifacts as a new version, once per retrain DAG run.
+
+    Returns ``(version, created)``; a re-run of the same DAG run finds its version again.
+    """
+    ensure_registered_model(client, name, "YOLO detector (ball, player) kept healthy by driftloop")
+    existing = find_version(client, name, RUN_TAG, airflow_run_id)
+    if existing is not None:
+        return existing, False
+    version = client.create_model_version(
+        name,
+        source=f"runs:/{run_id}",
+        run_id=run_id,
+        tags={**{k: str(v) for k, v in tags.items()}, RUN_TAG: airflow_run_id},
+        description=description,
+    )
+    return version, True
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    before: dict[str, str]
+    after: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"before": self.before, "after": self.after}
+
+
+def promote(client, name: str, version: str, *, target: str = CHAMPION) -> AliasChange:
+    """Point ``target`` at ``version``. Promoting to champion keeps the old champion as
+    ``previous-champion`` (one-step rollback) and clears a ``challenger`` alias on it."""
+    if target not in (CHAMPION, CHALLENGER):
+        raise ValueError(f"promotion target must be {CHAMPION!r} or {CHALLENGER!r}, got {target!r}")
+    version = str(version)
+    before = aliases(client, name)
+    if target == CHAMPION:
+        old = before.get(CHAMPION)
+        if old is not None and old != version:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, old)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if before.get(CHALLENGER) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    return AliasChange(before, aliases(client, name))
+
+
+def rollback(client, name: str) -> AliasChange:
+    """Champion back to ``previous-champion`` (which is then cleared)."""
+    before = aliases(client, name)
+    previous = before.get(PREVIOUS_CHAMPION)
+    if previous is None:
+        raise LookupError(f"{name} has no {PREVIOUS_CHAMPION!r} version to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+    return AliasChange(before, aliases(client, name))
+
+
+def set_tags(client, name: str, version: str, tags: Mapping[str, Any]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def version_infos(client, name: str):
+    """All versions as :class:`driftloop.promotion.retention.VersionInfo` (with their aliases)."""
+    from driftloop.promotion.retention import VersionInfo
+
+    by_version: dict[str, set[str]] = {}
+    for alias, version in aliases(client, name).items():
+        by_version.setdefault(version, set()).add(alias)
+    return [
+        VersionInfo(
+            version=int(v.version),
+            aliases=by_version.get(str(v.version), set()),
+            created_ms=int(v.creation_timestamp or 0),
+            archived=(v.tags or {}).get(ARCHIVED_TAG) == "true",
+        )
+        for v in client.search_model_versions(f"name='{name}'")
+    ]
+
+
+def apply_retention(client, name: str, plan, *, mode: str = "tag") -> list[int]:
+    """Archive the plan's versions: tag them ``archived=true`` or delete them (policy ``mode``).
+
+    Versions holding a protected alias are refused here too, whatever the plan says.
+    """
+    if mode not in ("tag", "delete"):
+        raise ValueError(f"retention archive mode must be 'tag' or 'delete', got {mode!r}")
+    protected = {int(v) for a, v in aliases(client, name).items() if a in PROTECTED_ALIASES}
+    done = []
+    for version in plan.archive:
+        if int(version) in protected:
+            raise ValueError(f"{name} v{version} holds a protected alias and cannot be archived")
+        if mode == "delete":
+            client.delete_model_version(name, str(version))
+        else:
+            client.set_model_version_tag(name, str(version), ARCHIVED_TAG, "true")
+        done.append(int(version))
+    return done

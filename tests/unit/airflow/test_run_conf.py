@@ -1,0 +1,135 @@
+"""What a trigger's conf may say, checked before anything runs (pure functions)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from driftloop.airflow.run_conf import RunConfError, check_conf_keys, check_drift_params
+from driftloop.config.policies import PolicyError
+from driftloop.config.settings import Settings
+from driftloop.drift.decision import load_policy
+from driftloop.drift.steps import announced_days, drift_param_defaults, resolve_drift_run
+
+DECLARED = [
+    "end_date",
+    "window_days",
+    "psi_warn",
+    "psi_critical",
+    "hysteresis_k",
+    "hysteresis_n",
+    "fdr_alpha",
+    "approval",
+]
+DEFAULTS = {"k": 2, "n": 3, "psi_warn": 0.1, "psi_critical": 0.25}
+
+
+def test_unknown_conf_keys_are_named_with_the_accepted_ones():
+    check_conf_keys({"end_date": "2026-11-28"}, DECLARED, "drift_monitor")
+    check_conf_keys(None, DECLARED, "drift_monitor")
+    with pytest.raises(RunConfError) as err:
+        check_conf_keys({"end_day": "x", "hysteresis-k": 3, "window_days": 7}, DECLARED, "d")
+    message = str(err.value)
+    assert "'end_day'" in message and "'hysteresis-k'" in message
+    assert "window_days" in message.split("are:")[1]  # the list of what is accepted
+    assert "'window_days'" not in message.split("are:")[0]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"hysteresis_k": 4, "hysteresis_n": 3}, ["hysteresis_k=4", "hysteresis_n=3"]),
+        # only k given: the policy's n is what it contradicts, and the message says so
+        ({"hysteresis_k": 5}, ["hysteresis_k=5", "the policy's 3"]),
+        ({"hysteresis_n": 1}, ["hysteresis_n=1", "the policy's 2"]),
+        ({"psi_warn": 0.3, "psi_critical": 0.2}, ["psi_warn=0.3", "psi_critical=0.2"]),
+        ({"psi_critical": 0.05}, ["psi_critical=0.05", "the policy's 0.1"]),
+    ],
+)
+def test_contradictory_params_are_refused_naming_them(params, named):
+    with pytest.raises(RunConfError) as err:
+        check_drift_params(params, DEFAULTS)
+    for part in named:
+        assert part in str(err.value)
+    assert "drift_policy" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"hysteresis_k": 3},
+        {"hysteresis_k": 1, "hysteresis_n": 1},
+        {"psi_warn": 0.2},
+        {"psi_warn": 0.2, "psi_critical": 0.2},
+    ],
+)
+def test_consistent_params_pass(params):
+    check_drift_params(params, DEFAULTS)
+
+
+def test_defaults_come_from_the_strictest_kind():
+    policy = load_policy(
+        Settings().policy_path,
+        {"defaults": {"categorical": {"warn": 0.05, "critical": 0.2}}},
+    )
+    assert drift_param_defaults(policy) == {"k": 2, "n": 3, "psi_warn": 0.1, "psi_critical": 0.2}
+
+
+def _resolve(params, **kwargs):
+    base = {
+        "conf": dict(params),
+        "declared_params": DECLARED,
+        "announced_days": [],
+        "logical_date": None,
+        "run_after": datetime(2026, 11, 29, 2, 30, tzinfo=UTC),
+    }
+    return resolve_drift_run(Settings(), params, **{**base, **kwargs})
+
+
+def test_resolve_run_fixes_the_end_day_and_the_policy():
+    resolved = _resolve({"hysteresis_k": 3, "hysteresis_n": 4})
+    assert resolved["end_day"] == "2026-11-28"
+    assert resolved["end_day_from"] == "run_after"
+    assert resolved["policy"]["hysteresis"] == {"k": 3, "n": 4}
+    assert resolved["policy"]["version"].endswith("+override")
+    cron = datetime(2026, 11, 29, 2, 30, tzinfo=UTC)
+    scheduled = _resolve({}, logical_date=cron)
+    assert (scheduled["end_day"], scheduled["end_day_from"]) == ("2026-11-28", "logical_date")
+    asset = _resolve({}, announced_days=["2026-11-20", "2026-11-21"])
+    assert (asset["end_day"], asset["end_day_from"]) == ("2026-11-21", "asset_event")
+    manual = _resolve({"end_date": "2026-10-01"}, announced_days=["2026-11-21"])
+    assert (manual["end_day"], manual["end_day_from"]) == ("2026-10-01", "end_date")
+
+
+def test_resolve_run_refuses_bad_params_before_anything_else():
+    with pytest.raises(RunConfError, match="hysteresis_k"):
+        _resolve({"hysteresis_k": 5, "hysteresis_n": 2})
+    with pytest.raises(RunConfError, match="unknown conf key"):
+        _resolve({"hysteresis": 2})
+    with pytest.raises(RunConfError, match="end_date"):
+        _resolve({"end_date": "29/11/2026"})
+    # anything else the overridden policy rejects still names the run's Params
+    with pytest.raises(RunConfError, match=r"Params \(approval=sometimes\)"):
+        _resolve({"approval": "sometimes"})
+
+
+def test_a_broken_policy_file_is_named_as_the_file(tmp_path):
+    broken = tmp_path / "drift_policy.yaml"
+    broken.write_text("version: x\n")
+    with pytest.raises(PolicyError, match="drift_policy.yaml"):
+        resolve_drift_run(
+            Settings(policy_path=str(broken)),
+            {},
+            conf={},
+            declared_params=DECLARED,
+            announced_days=[],
+            logical_date=None,
+            run_after=datetime(2026, 11, 29, tzinfo=UTC),
+        )
+
+
+def test_announced_days_read_the_asset_events_extra():
+    extras = [{"day": "2026-11-28"}, None, {}, {"day": "2026-11-27"}, {"day": "2026-11-28"}]
+    assert announced_days(extras) == ["2026-11-27", "2026-11-28"]
