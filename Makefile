@@ -8,16 +8,31 @@ UV := $(BIN)/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test up up-celery down status fixes lint lock lock-train train-env system-deps venv clean
+LOCK_ARGS := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+LOCK_TRAIN_ARGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
+.PHONY: help demo test unit up up-celery down status fixes lint lock-check lock lock-train train-env system-deps venv clean
+
+# Every target, one line each (`make help`); test_makefile_help checks that none is missing.
 help:
-	@echo "make demo     the whole loop on the embedded stack: champion, drift, retrain, gate (~9 min)"
-	@echo "make test     lint + unit, DAG and integration tests"
-	@echo "make up       start the stack with Airflow (PostgreSQL, LocalExecutor) and MLflow; prints URLs and login"
-	@echo "make up CELERY=1 (or make up-celery)  the same with the CeleryExecutor: Redis and two workers"
-	@echo "make down     stop it"
-	@echo "make fixes    ruff: fix lint and format"
-	@echo "make lock     recompile requirements.txt from requirements.in"
+	@echo "make demo        the whole loop on the embedded stack: champion, drift, retrain, gate (~9 min)"
+	@echo "make test        lint + unit, DAG and integration tests (starts the embedded stack)"
+	@echo "make unit        unit and DAG tests only: no servers, no embedded stack"
+	@echo "make up          start the stack with Airflow (PostgreSQL, LocalExecutor) and MLflow; prints the UIs' URLs and login"
+	@echo "make up-celery   the same with the CeleryExecutor: Redis and two workers (also: make up CELERY=1)"
+	@echo "make down        stop it"
+	@echo "make status      the stack's components: health, memory, startup time"
+	@echo "make lint        ruff check + format check + lock-check"
+	@echo "make lock-check  fail when requirements.txt or include/training/requirements.txt is not what its .in compiles to"
+	@echo "make fixes       ruff: fix lint and format"
+	@echo "make lock        recompile requirements.txt from requirements.in"
+	@echo "make lock-train  recompile include/training/requirements.txt from its requirements.in"
+	@echo "make venv        the Airflow-side virtualenv .venv (requirements.txt + driftloop + tools/, editable)"
+	@echo "make train-env   the training virtualenv .venv-train (torch, ultralytics) for the local backend"
+	@echo "make system-deps Debian packages: Pushgateway, promtool, amtool, chromium, redis, PostgreSQL (as root)"
+	@echo "make clean       remove .venv, .stack and the caches"
+	@echo "make help        this list"
+	@echo "the command line: .venv/bin/driftloop --help (stack, demo, synth, ui-check, ledger, settings)"
 
 # The Airflow-side environment: pinned requirements + this package (editable). Re-installed
 # only when requirements.txt or pyproject.toml change.
@@ -58,15 +73,26 @@ system-deps:
 
 # The training environment too: the demo trains its models with the local backend.
 demo: $(STAMP) $(TRAIN_STAMP) system-deps
-	$(BIN)/python -m driftloop_dev.demo
+	$(BIN)/driftloop demo
 
 # The training environment too: the local-backend training test runs the real entrypoint in it.
 test: $(STAMP) $(TRAIN_STAMP) system-deps lint
 	$(BIN)/python -m pytest tests
 
-lint: $(STAMP)
+# Unit and DAG tests: no embedded stack (the `stack` fixture refuses to start under
+# DRIFTLOOP_TESTS_NO_SERVICES), no integration tests.
+unit: $(STAMP)
+	DRIFTLOOP_TESTS_NO_SERVICES=1 $(BIN)/python -m pytest tests/unit tests/dags -m "not integration"
+
+lint: $(STAMP) lock-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The lock files are what `make lock` / `make lock-train` would write (offline from uv's cache
+# when it can, else from the package index).
+lock-check: $(STAMP)
+	tools/check-lock.sh $(UV) requirements.in requirements.txt $(LOCK_ARGS)
+	tools/check-lock.sh $(UV) include/training/requirements.in include/training/requirements.txt $(LOCK_TRAIN_ARGS)
 
 fixes: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -75,22 +101,22 @@ fixes: $(STAMP)
 # Airflow as in production: PostgreSQL, api-server, scheduler, dag-processor, triggerer (and with
 # CELERY=1 Redis and two Celery workers), MLflow, moto S3, Pushgateway. DAGs run unpaused.
 up: $(STAMP) system-deps
-	$(BIN)/python -m driftloop_dev.stack up --ui $(if $(CELERY),--celery)
+	$(BIN)/driftloop stack up --ui $(if $(CELERY),--celery)
 
 up-celery:
 	$(MAKE) up CELERY=1
 
 down: $(STAMP)
-	$(BIN)/python -m driftloop_dev.stack down
+	$(BIN)/driftloop stack down
 
 status: $(STAMP)
-	$(BIN)/python -m driftloop_dev.stack status
+	$(BIN)/driftloop stack status
 
 lock: $(STAMP)
-	$(UV) pip compile requirements.in -o requirements.txt --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+	$(UV) pip compile requirements.in -o requirements.txt $(LOCK_ARGS)
 
 lock-train: $(STAMP)
-	$(UV) pip compile include/training/requirements.in -o include/training/requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28
+	$(UV) pip compile include/training/requirements.in -o include/training/requirements.txt $(LOCK_TRAIN_ARGS)
 
 
 clean:

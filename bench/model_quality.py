@@ -57,8 +57,10 @@ def train_and_fetch(args, work: Path) -> tuple[dict, Path, dict]:
     """Stack, world, snapshot, training; returns (timings, folder of fetched files, curve)."""
     from driftloop.config.settings import Settings
     from driftloop.contracts.storage import s3_client
-    from driftloop.retrain.snapshot import download_dataset, snapshot_dataset
-    from driftloop.retrain.steps import plan_retrain, train_local
+    from driftloop.retrain.local_training import train_local
+    from driftloop.retrain.plan import plan_retrain
+    from driftloop.retrain.snapshot import snapshot_dataset
+    from driftloop.retrain.snapshot_io import download_dataset
     from driftloop_dev.stack import EmbeddedStack
     from driftloop_dev.synth import S3Sink, generate_world
 
@@ -204,8 +206,8 @@ def score(args) -> int:
         onnx_runner,
         score_runner,
         session,
-        time_runners_interleaved,
     )
+    from driftloop.evaluation.latency import time_runners_interleaved
 
     weights, fp32, int8, data = (Path(p) for p in args.score)
     runners = {"pytorch": (torch_runner(weights), (args.imgsz, args.imgsz))}

@@ -1,30 +1,5 @@
-"""drift_monitor: is the detector in production still seeing the world it was trained on?"""
+"""drift_monitor: is the detector in production still seeing the world it was trained on?
 
-from __future__ import annotations
-
-import os
-from datetime import timedelta
-
-import pendulum
-from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-
-from driftloop.airflow.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
-from driftloop.airflow.hitl import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
-from driftloop.airflow.s3 import s3_for_task
-from driftloop.config.settings import Settings
-from driftloop.contracts.storage import success_key
-
-SETTINGS = Settings.from_env()
-# How long the sensor waits for the day's _SUCCESS marker before the run ends as skipped.
-# An environment variable, not an Airflow Variable: it is read when the file is parsed.
-SENSOR_TIMEOUT_S = int(os.environ.get("DRIFTLOOP_SENSOR_TIMEOUT_S", str(6 * 3600)))
-SENSOR_POKE_S = int(os.environ.get("DRIFTLOOP_SENSOR_POKE_S", "300"))
-# The daily check's time (UTC cron); the inference-logs Asset can start a check any time.
-DRIFT_CRON = os.environ.get("DRIFTLOOP_DRIFT_CRON", "30 2 * * *")
-
-DOC = """
 ### drift_monitor
 
 Every day (02:30 UTC, or as soon as new inference data is announced through the
@@ -50,11 +25,14 @@ day before the run's logical date (the 02:30 run on the 29th checks the 28th), o
 4. `reference` / `profile_partition` (mapped, one per day) / `statistics` — mergeable sketches,
    cached per partition: PSI, Jensen–Shannon, normalised Wasserstein, KS, KL, chi-square,
    embedding MMD and PCA components, on the **full** windows.
-5. `evidently_report` — Evidently HTML + JSON on a bounded sample, in `reports/drift/<run>/`.
-6. `decide` — effect-size thresholds, Benjamini–Hochberg, k-of-n hysteresis over the stored
-   history → `none` / `warn` / `critical`; `log_to_mlflow` (experiment `drift-monitor`) and
-   `push_metrics` (Pushgateway) record it. `log_to_mlflow`'s Details tab has the
-   **MLflow run** and **Drift report** links (the report opens in the MLflow UI).
+5. `decide` — effect-size thresholds, Benjamini–Hochberg, k-of-n hysteresis over the stored
+   history → `none` / `warn` / `critical`, recorded in the drift history.
+6. `evidently_report` — Evidently HTML + JSON on a bounded sample, in `reports/drift/<run>/`,
+   showing the verdict: per feature (the embedding included) the policy's statistic and
+   threshold, drifted exactly where `decide` alerts; its headline is the severity.
+   `log_to_mlflow` (experiment `drift-monitor`) and `push_metrics` (Pushgateway) record the
+   check. `log_to_mlflow`'s Details tab has the **MLflow run** and **Drift report** links (the
+   report opens in the MLflow UI); the warning and the approval form link the same page.
 7. critical → a drift event is opened; with `approval: required` an operator chooses
    **Retrain** or **Ignore** in the *Required actions* view; `confirm_drift` emits the
    `driftloop_drift_confirmed` Asset that triggers `retrain_detector`.
@@ -62,6 +40,32 @@ day before the run's logical date (the 02:30 run on the 29th checks the 28th), o
 **Manual trigger**: set `end_date` to check another day; the threshold Params override the policy
 for this run only (the run's policy version is then recorded as `<version>+override`).
 """
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, dag, task
+
+from driftloop.airflow.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
+from driftloop.airflow.hitl import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.airflow.params import drift_monitor_params
+from driftloop.airflow.s3 import s3_for_task
+from driftloop.config.settings import Settings
+from driftloop.contracts.storage import success_key
+
+SETTINGS = Settings.from_env()
+# How long the sensor waits for the day's _SUCCESS marker before the run ends as skipped.
+# An environment variable, not an Airflow Variable: it is read when the file is parsed.
+SENSOR_TIMEOUT_S = int(os.environ.get("DRIFTLOOP_SENSOR_TIMEOUT_S", str(6 * 3600)))
+SENSOR_POKE_S = int(os.environ.get("DRIFTLOOP_SENSOR_POKE_S", "300"))
+# The daily check's time (UTC cron); the inference-logs Asset can start a check any time.
+DRIFT_CRON = os.environ.get("DRIFTLOOP_DRIFT_CRON", "30 2 * * *")
+
 
 default_args = {
     "owner": "ml-platform",
@@ -73,7 +77,7 @@ default_args = {
 
 
 def _policy(document):
-    from driftloop.drift.decision import parse_policy
+    from driftloop.config.drift_policy import parse_policy
 
     return parse_policy(document, source="run policy")
 
@@ -87,54 +91,9 @@ def _policy(document):
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
-    doc_md=DOC,
+    doc_md=__doc__,
     tags=["driftloop", "drift", "monitoring"],
-    params={
-        "end_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            description="Last day of the current window (YYYY-MM-DD). Empty: the day an Asset event announced, else the day before the run's logical date (or run_after).",
-        ),
-        "window_days": Param(
-            None,
-            type=["null", "integer"],
-            minimum=3,
-            maximum=90,
-            description="Window length in days (policy default: 14).",
-        ),
-        "psi_warn": Param(
-            None,
-            type=["null", "number"],
-            minimum=0,
-            description="Override the PSI warn threshold of numeric and categorical features.",
-        ),
-        "psi_critical": Param(
-            None,
-            type=["null", "number"],
-            minimum=0,
-            description="Override the PSI critical threshold of numeric and categorical features.",
-        ),
-        "hysteresis_k": Param(
-            None, type=["null", "integer"], minimum=1, description="Override k of the k-of-n rule."
-        ),
-        "hysteresis_n": Param(
-            None, type=["null", "integer"], minimum=1, description="Override n of the k-of-n rule."
-        ),
-        "fdr_alpha": Param(
-            None,
-            type=["null", "number"],
-            exclusiveMinimum=0,
-            exclusiveMaximum=1,
-            description="Override the Benjamini–Hochberg false discovery rate.",
-        ),
-        "approval": Param(
-            None,
-            type=["null", "string"],
-            enum=[None, "none", "required"],
-            description="Override whether critical drift waits for an operator.",
-        ),
-    },
+    params=drift_monitor_params(),
 )
 def drift_monitor():
     # No retries: what it refuses (unknown conf keys, contradictory Params, a broken policy
@@ -144,7 +103,7 @@ def drift_monitor():
         from airflow.sdk.exceptions import AirflowFailException
 
         from driftloop.config.policies import PolicyError
-        from driftloop.drift.steps import announced_days, resolve_drift_run
+        from driftloop.drift.run import announced_days, resolve_drift_run
 
         events = (triggering_asset_events or {}).get(INFERENCE_LOGS, [])
         try:
@@ -177,7 +136,7 @@ def drift_monitor():
     def plan(resolved: dict, run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from driftloop.drift.steps import earlier_check_of_the_day, plan_windows
+        from driftloop.drift.run import earlier_check_of_the_day, plan_windows
 
         s3, settings = s3_for_task()
         end_day = resolved["end_day"]
@@ -198,8 +157,7 @@ def drift_monitor():
     def validate(plan: dict, policy: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.drift.steps import validate_windows
-        from driftloop.drift.validation import InsufficientValidData
+        from driftloop.drift.validation import InsufficientValidData, validate_windows
 
         s3, settings = s3_for_task()
         try:
@@ -215,43 +173,42 @@ def drift_monitor():
 
     @task
     def reference(plan: dict, validation: dict, policy: dict) -> dict:
-        from driftloop.drift.steps import resolve_reference
+        from driftloop.drift.profiling import resolve_reference
 
         s3, settings = s3_for_task()
         return resolve_reference(s3, settings, plan, validation, _policy(policy))
 
     @task(map_index_template="{{ task.op_kwargs['partition']['day'] }}")
     def profile_partition(partition: dict, reference: dict, policy: dict) -> dict:
-        from driftloop.drift.steps import profile_current_partition
+        from driftloop.drift.profiling import profile_current_partition
 
         s3, settings = s3_for_task()
         return profile_current_partition(s3, settings, partition, reference, _policy(policy))
 
     @task
     def statistics(reference: dict, profiles: list, policy: dict, run_id=None) -> dict:
-        from driftloop.drift.steps import compute_statistics
+        from driftloop.drift.profiling import compute_statistics
 
         s3, settings = s3_for_task()
         return compute_statistics(s3, settings, reference, list(profiles), _policy(policy), run_id)
 
     @task
-    def evidently_report(reference: dict, statistics: dict, run_id=None) -> dict:
-        from driftloop.drift.steps import render_evidently
+    def evidently_report(reference: dict, statistics: dict, decision: dict, run_id=None) -> dict:
+        from driftloop.drift.publish import render_evidently
 
         s3, settings = s3_for_task()
-        return render_evidently(s3, settings, reference, statistics, run_id)
+        return render_evidently(s3, settings, reference, statistics, decision, run_id)
 
     @task
     def decide(
         plan: dict,
         reference: dict,
         statistics: dict,
-        report: dict,
         validation: dict,
         policy: dict,
         run_id=None,
     ) -> dict:
-        from driftloop.drift.steps import decide_and_record
+        from driftloop.drift.verdict import decide_and_record
 
         s3, settings = s3_for_task()
         return decide_and_record(
@@ -260,7 +217,6 @@ def drift_monitor():
             plan=plan,
             reference=reference,
             statistics=statistics,
-            report=report,
             validated=validation,
             policy=_policy(policy),
             run_id=run_id,
@@ -275,7 +231,7 @@ def drift_monitor():
     )
     def log_to_mlflow(decision: dict, report: dict, run_id=None, ti=None) -> dict:
         from driftloop.airflow.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY
-        from driftloop.drift.steps import log_to_mlflow as log_run
+        from driftloop.drift.publish import log_to_mlflow as log_run
 
         s3, settings = s3_for_task()
         logged = log_run(s3, settings, decision, report, run_id)
@@ -287,7 +243,7 @@ def drift_monitor():
     @task
     def push_metrics(decision: dict, dag_run=None) -> bool:
         from driftloop.contracts.storage import get_json_uri
-        from driftloop.drift.steps import push_metrics as push
+        from driftloop.drift.publish import push_metrics as push
 
         s3, settings = s3_for_task()
         started = dag_run.start_date.timestamp() if dag_run and dag_run.start_date else None
@@ -295,7 +251,7 @@ def drift_monitor():
 
     @task.branch
     def route(decision: dict) -> str:
-        from driftloop.drift.steps import route_for_severity
+        from driftloop.drift.events import route_for_severity
 
         return route_for_severity(decision["severity"])
 
@@ -304,27 +260,26 @@ def drift_monitor():
     )
 
     @task
-    def notify_warning(decision: dict) -> dict:
+    def notify_warning(decision: dict, logged: dict) -> dict:
         import logging
 
-        from driftloop.drift.steps import warning_summary
+        from driftloop.drift.events import warning_summary
 
-        summary = warning_summary(decision)
+        summary = warning_summary(decision, logged["report_url"])
         logging.getLogger("airflow.task").warning("drift warning: %s", summary["message"])
         return summary
 
     @task
     def open_drift_event(decision: dict, run_id=None) -> dict:
-        from driftloop.drift.steps import open_drift_event as open_event
+        from driftloop.drift.events import open_drift_event as open_event
 
         return open_event(Settings.from_env(), decision, run_id)
 
     @task.branch
     def approval_gate(event: dict) -> str:
-        if event.get("already_open"):
-            return "drift_event_already_open"
-        required = event["decision"]["policy"]["approval"] == "required"
-        return "await_approval" if required else "approved_by_policy"
+        from driftloop.drift.events import approval_route
+
+        return approval_route(event)
 
     drift_event_already_open = EmptyOperator(
         task_id="drift_event_already_open",
@@ -338,7 +293,8 @@ def drift_monitor():
 
     await_approval = RecordedHITLBranchOperator(
         task_id="await_approval",
-        subject="Critical drift in {{ ti.xcom_pull(task_ids='decide')['window']['end'] }}: retrain the detector?",
+        subject="Critical drift in the window ending "
+        "{{ ti.xcom_pull(task_ids='decide')['window']['end'] }}: retrain the detector?",
         body=(
             "Drifted features: **{{ ti.xcom_pull(task_ids='decide')['drifted_features'] | join(', ') }}**\n\n"
             "Policy version `{{ ti.xcom_pull(task_ids='decide')['policy_version'] }}`. "
@@ -358,7 +314,7 @@ def drift_monitor():
     def confirm_drift(event: dict, run_id=None, ti=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from driftloop.drift.steps import record_event_answer
+        from driftloop.drift.events import record_event_answer
 
         if event.get("already_open"):  # its own event emits (or emitted) the Asset
             raise AirflowSkipException(f"drift event {event['event_id']} is already open")
@@ -377,33 +333,37 @@ def drift_monitor():
 
     @task
     def ignore_drift(event: dict, ti=None) -> dict:
-        from driftloop.drift.steps import record_event_answer
+        from driftloop.drift.events import record_event_answer
 
         answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
         return record_event_answer(Settings.from_env(), event["event_id"], "IGNORED", answer)
 
     resolved = resolve_run()
-    checked = plan(resolved)
-    validated = validate(checked["plan"], checked["policy"])
-    ref = reference(checked["plan"], validated, checked["policy"])
-    profiles = profile_partition.partial(reference=ref, policy=checked["policy"]).expand(
-        partition=valid_current_partitions(validated)
-    )
-    stats = statistics(ref, profiles, checked["policy"])
-    report = evidently_report(ref, stats)
-    decision = decide(checked["plan"], ref, stats, report, validated, checked["policy"])
-    logged = log_to_mlflow(decision, report)
-    push_metrics(decision)
-
+    with TaskGroup("data", prefix_group_id=False, tooltip="windows, validation, quarantine"):
+        checked = plan(resolved)
+        validated = validate(checked["plan"], checked["policy"])
     resolved >> wait_for_data >> checked
-    event = open_drift_event(decision)
-    logged >> event  # the approval form links the report that log_to_mlflow published
-    confirmed = confirm_drift(event)
-    ignored = ignore_drift(event)
-    route(decision) >> [no_drift, notify_warning(decision), event]
-    event >> approval_gate(event) >> [await_approval, approved_by_policy, drift_event_already_open]
-    approved_by_policy >> confirmed
-    await_approval >> [confirmed, ignored]
+    with TaskGroup("statistics_on_full_windows", prefix_group_id=False, tooltip="sketches"):
+        ref = reference(checked["plan"], validated, checked["policy"])
+        profiles = profile_partition.partial(reference=ref, policy=checked["policy"]).expand(
+            partition=valid_current_partitions(validated)
+        )
+        stats = statistics(ref, profiles, checked["policy"])
+    decision = decide(checked["plan"], ref, stats, validated, checked["policy"])
+    with TaskGroup("publish", prefix_group_id=False, tooltip="report, MLflow, metrics"):
+        report = evidently_report(ref, stats, decision)
+        logged = log_to_mlflow(decision, report)
+        push_metrics(decision)
+    with TaskGroup("act", prefix_group_id=False, tooltip="warning, drift event, approval"):
+        event = open_drift_event(decision)
+        logged >> event  # the approval form links the report that log_to_mlflow published
+        confirmed = confirm_drift(event)
+        ignored = ignore_drift(event)
+        route(decision) >> [no_drift, notify_warning(decision, logged), event]
+        gate = approval_gate(event)
+        event >> gate >> [await_approval, approved_by_policy, drift_event_already_open]
+        approved_by_policy >> confirmed
+        await_approval >> [confirmed, ignored]
 
 
 drift_monitor()

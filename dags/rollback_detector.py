@@ -1,15 +1,5 @@
-"""rollback_detector: put the previous champion back, by hand, with a reason on the record."""
+"""rollback_detector: put the previous champion back, by hand, with a reason on the record.
 
-from __future__ import annotations
-
-from datetime import timedelta
-
-import pendulum
-from airflow.sdk import Param, dag, task
-
-from driftloop.config.settings import Settings
-
-DOC = """
 ### rollback_detector
 
 The on-call operator's undo for a promotion: **Trigger** with a reason. The MLflow alias
@@ -22,6 +12,15 @@ Fails with a clear message when there is no `previous-champion` to go back to. R
 same DAG run does not roll back twice.
 """
 
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from driftloop.config.settings import Settings
+
 
 @dag(
     dag_id="rollback_detector",
@@ -30,7 +29,7 @@ same DAG run does not roll back twice.
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "ml-platform", "retries": 0, "retry_delay": timedelta(minutes=1)},
-    doc_md=DOC,
+    doc_md=__doc__,
     tags=["driftloop", "registry", "operations"],
     params={
         "reason": Param(
@@ -46,7 +45,7 @@ def rollback_detector():
         from airflow.sdk.exceptions import AirflowFailException
 
         from driftloop.airflow.run_conf import check_conf_keys
-        from driftloop.retrain.steps import rollback as roll_back
+        from driftloop.promotion.rollback import rollback as roll_back
 
         actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{run_id}"
         try:

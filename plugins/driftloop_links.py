@@ -1,6 +1,8 @@
-"""Airflow plugin: "MLflow run" and "Drift report" buttons on any task that pushes their URL.
+"""Airflow plugin: "MLflow run", "Drift report" and "Registered model" buttons on any task that
+pushes their URL.
 
-A task pushes ``mlflow_run_url`` or ``drift_report_url`` (keys in :mod:`driftloop.airflow.links`) to
+A task pushes ``mlflow_run_url``, ``drift_report_url`` or ``registered_model_url`` (keys in
+:mod:`driftloop.airflow.links`) to
 XCom; these global operator extra links read the value back and show it as a button in the
 task instance view. Tasks that never push the key get a disabled button (empty link).
 
@@ -27,12 +29,17 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-from driftloop.airflow.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY, is_safe_link
+from driftloop.airflow.links import (
+    DRIFT_REPORT_URL_KEY,
+    MLFLOW_RUN_URL_KEY,
+    REGISTERED_MODEL_URL_KEY,
+    is_safe_link,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
@@ -122,8 +129,19 @@ class DriftReportLink(XComUrlLink):
     url_key = DRIFT_REPORT_URL_KEY
 
 
+class RegisteredModelLink(XComUrlLink):
+    """Opens the model version a task registered (XCom key ``registered_model_url``)."""
+
+    name = "Registered model"
+    url_key = REGISTERED_MODEL_URL_KEY
+
+
 class DriftloopLinksPlugin(AirflowPlugin):
     """Registers the driftloop links on every operator (global operator extra links)."""
 
     name = "driftloop_links"
-    global_operator_extra_links = [MlflowRunLink(), DriftReportLink()]
+    global_operator_extra_links: ClassVar[list[BaseOperatorLink]] = [
+        MlflowRunLink(),
+        DriftReportLink(),
+        RegisteredModelLink(),
+    ]

@@ -59,6 +59,9 @@ def stack():
     with its environment applied to this process for the session."""
     from driftloop_dev.stack import EmbeddedStack, migrate_airflow_db
 
+    if os.environ.get("DRIFTLOOP_TESTS_NO_SERVICES"):
+        pytest.fail("this test needs the embedded stack; `make unit` runs without services")
+
     saved = dict(os.environ)
     with EmbeddedStack(STACK_ROOT, REPO) as running:
         os.environ.update(running.env)

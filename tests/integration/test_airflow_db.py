@@ -15,6 +15,7 @@ def test_the_gpu_pool_exists_once(stack):
     from driftloop_dev.stack import POOLS, ensure_pools
 
     pool = Pool.get_pool("gpu")
-    assert pool is not None and pool.slots == POOLS["gpu"][0]
+    assert pool is not None
+    assert pool.slots == POOLS["gpu"][0]
     conn = stack.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     assert ensure_pools(stack.env, Path(conn.removeprefix("sqlite:///"))) == []  # idempotent

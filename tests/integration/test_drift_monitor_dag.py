@@ -53,7 +53,7 @@ def _xcom(dag_run, task_id: str, key: str = "return_value"):
 
 def _decision(s3, dag_run):
     from driftloop.config.settings import Settings
-    from driftloop.drift.steps import report_prefix
+    from driftloop.drift.run import report_prefix
 
     key = report_prefix(dag_run.run_id) + "decision.json"
     return json.loads(s3.get_object(Bucket=Settings.from_env().bucket, Key=key)["Body"].read())
@@ -75,9 +75,13 @@ def test_stable_world_has_no_drift_even_without_hysteresis(stack, s3):
     ]
     assert all(f["level_now"] == "none" for f in decision["features"])
     assert states["no_drift"] == "success"
-    assert states["notify_warning"] == "skipped" and states["open_drift_event"] == "skipped"
+    assert states["notify_warning"] == "skipped"
+    assert states["open_drift_event"] == "skipped"
     assert decision["reference"]["kind"] == "sliding"
     assert decision["policy_version"].endswith("+override")
+    report = _xcom(dag_run, "evidently_report")
+    assert report["drifted_columns"] == []
+    assert report["dataset_drift"] is False
 
 
 def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
@@ -96,6 +100,7 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     brightness = next(f for f in pending["features"] if f["feature"] == "brightness")
     assert brightness["level_now"] == "critical"
     assert pending["severity"] == "none"  # one breach of k=2: hysteresis holds the alert back
+    assert _xcom(first, "evidently_report")["drifted_columns"] == []  # the report agrees
 
     second, states = _run({"end_date": _day(first_end, 1)})
     decision = _decision(s3, second)
@@ -105,8 +110,10 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     assert drifted <= set(truth.drifted_columns) | {f"embedding_pc{i}" for i in range(1, 6)}, (
         drifted
     )
-    assert states["open_drift_event"] == "success" and states["confirm_drift"] == "success"
-    assert states["await_approval"] == "skipped" and states["no_drift"] == "skipped"
+    assert states["open_drift_event"] == "success"
+    assert states["confirm_drift"] == "success"
+    assert states["await_approval"] == "skipped"
+    assert states["no_drift"] == "skipped"
 
     # the drift event is recorded and actioned by policy, and the Asset event carries it
     engine = history.engine_for(Settings.from_env().database_url)
@@ -126,8 +133,11 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
         events = session.query(AssetEvent).filter(AssetEvent.source_run_id == second.run_id).all()
     assert [e.extra["event_id"] for e in events] == [event_id]
 
-    # the Evidently report is in S3 and, with every statistic, in MLflow
-    report = decision["report"]
+    # the Evidently report is in S3 and, with every statistic, in MLflow; it names the columns
+    # decide named, and its headline is the verdict
+    report = _xcom(second, "evidently_report")
+    assert set(report["drifted_columns"]) == drifted
+    assert report["dataset_drift"] is True
     bucket = Settings.from_env().bucket
     for uri in (report["html_uri"], report["json_uri"]):
         key = uri.removeprefix(f"s3://{bucket}/")
@@ -150,11 +160,17 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evidently")}
     assert {"evidently/evidently.html", "evidently/evidently.json"} <= artifacts
     assert logged["url"].startswith(stack.env["MLFLOW_TRACKING_URI"])
+    assert logged["report_url"].startswith(stack.env["MLFLOW_TRACKING_URI"])
+    assert run.data.tags["drift_report_url"] == logged["report_url"]
+    assert not any(str(v).startswith("s3://") for v in run.data.tags.values())
+    # MLflow 3 opens it in the model-training view, not the GenAI one
+    experiment = client.get_experiment(logged["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_rerunning_a_check_is_idempotent(stack, s3):
     """Same end date twice: same report keys, one MLflow run per DAG run, history updated."""
-    from driftloop.drift.steps import report_prefix
+    from driftloop.drift.run import report_prefix
 
     end = "2025-06-30"  # the abrupt world of the test above, or written here when run alone
     from driftloop.config.settings import Settings
@@ -173,7 +189,7 @@ def test_rerunning_a_check_is_idempotent(stack, s3):
         "evidently.html",
     }
     profiles_before = s3.list_objects_v2(Bucket=bucket, Prefix="profiles/")["KeyCount"]
-    again, _ = _run({"end_date": end, "hysteresis_k": 1, "hysteresis_n": 1})
+    _again, _ = _run({"end_date": end, "hysteresis_k": 1, "hysteresis_n": 1})
     # the second run found every partition sketch in the cache: nothing new was profiled
     assert s3.list_objects_v2(Bucket=bucket, Prefix="profiles/")["KeyCount"] == profiles_before
 

@@ -25,19 +25,24 @@ def model(client):
     return f"test-detector-{uuid.uuid4().hex[:8]}"
 
 
-def _run(client) -> str:
+def _run(client) -> tuple[str, str]:
+    """A run with a logged model of its own (what the training run logs with mlflow.onnx)."""
     experiment = client.get_experiment_by_name("registry-tests")
     exp_id = experiment.experiment_id if experiment else client.create_experiment("registry-tests")
-    return client.create_run(exp_id).info.run_id
+    run_id = client.create_run(exp_id).info.run_id
+    logged = client.create_logged_model(exp_id, name="detector-int8", source_run_id=run_id)
+    return run_id, f"models:/{logged.model_id}"
 
 
 def _register(client, model, airflow_run):
+    run_id, model_uri = _run(client)
     return registry.register_candidate(
         client,
         model,
-        run_id=_run(client),
+        model_uri=model_uri,
+        run_id=run_id,
         airflow_run_id=airflow_run,
-        tags={"dataset_sha256": "abc"},
+        tags={"dataset_sha256": "abc", registry.FP32_MODEL_TAG: "models:/m-0123"},
         description="t",
     )
 
@@ -45,10 +50,30 @@ def _register(client, model, airflow_run):
 def test_registration_is_idempotent_per_dag_run(client, model):
     first, created = _register(client, model, "run-1")
     again, created_again = _register(client, model, "run-1")
-    assert created and not created_again
+    assert created
+    assert not created_again
     assert again.version == first.version
     assert len(client.search_model_versions(f"name='{model}'")) == 1
-    assert client.get_model_version(model, first.version).tags["dataset_sha256"] == "abc"
+    version = client.get_model_version(model, first.version)
+    assert version.tags["dataset_sha256"] == "abc"
+    # the version is the logged model, not the run folder
+    assert version.source.startswith("models:/m-")
+    assert version.run_id
+    assert registry.onnx_model_uris(version) == {"int8": version.source, "fp32": "models:/m-0123"}
+
+
+def test_a_run_folder_is_not_registered(client, model):
+    run_id, _ = _run(client)
+    with pytest.raises(ValueError, match=r"model_uri 'runs:/.*expected a logged MLflow model"):
+        registry.register_candidate(
+            client,
+            model,
+            model_uri=f"runs:/{run_id}",
+            run_id=run_id,
+            airflow_run_id="x",
+            tags={},
+            description="t",
+        )
 
 
 def test_promotion_keeps_the_previous_champion_and_rollback_restores_it(client, model):
@@ -80,6 +105,7 @@ def test_retention_archives_old_versions_but_never_protected_ones(client, model)
         v.version: (v.tags or {}).get("archived")
         for v in client.search_model_versions(f"name='{model}'")
     }
-    assert tags[versions[0].version] is None and tags[versions[1].version] is None
+    assert tags[versions[0].version] is None
+    assert tags[versions[1].version] is None
     again = plan_retention(registry.version_infos(client, model), keep_last=2)
     assert registry.apply_retention(client, model, again) == []

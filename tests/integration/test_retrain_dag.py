@@ -102,36 +102,59 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack,
     first_date = datetime(2031, 7, 1, tzinfo=UTC)
     first, states = _run({**common, "epochs": 3, "base": "yolo11n.yaml"}, first_date)
     assert states["promote"] == "success", states
-    assert states["reject"] == "skipped" and states["record_failure"] == "skipped"
+    assert states["reject"] == "skipped"
+    assert states["record_failure"] == "skipped"
     candidate = _xcom(first, "register_candidate")
     decision = _xcom(first, "gate")
-    assert decision["promote"] is True and "floor" in decision["table"].lower()
+    assert decision["promote"] is True
+    assert "floor" in decision["table"].lower()
     assert registry.aliases(client, name)["champion"] == candidate["version"]
 
     version = client.get_model_version(name, candidate["version"])
     tags = version.tags
     snapshot = _xcom(first, "snapshot_dataset")
     assert tags["dataset_sha256"] == snapshot["sha256"]
-    assert tags["trigger"] == "manual" and tags["code_version"]
+    assert tags["trigger"] == "manual"
+    assert tags["code_version"]
     assert tags["drift_reference_uri"].startswith(f"s3://{settings.bucket}/profiles/reference/")
     artifacts = {a.path for a in client.list_artifacts(version.run_id)}
-    assert {"weights", "onnx", "model_card.md", "model.json"} <= artifacts
+    assert {"weights", "plots", "model_card.md", "model.json", "training_result.json"} <= artifacts
+    assert "xcom.json" not in artifacts
     record = json.loads(
         Path(client.download_artifacts(version.run_id, "model.json", str(tmp_path))).read_text()
     )
     assert record["dataset_sha256"] == snapshot["sha256"]
     assert record["hyper_parameters"]["resolved_base"] == "yolo11n.yaml"
     assert record["hyper_parameters"]["ultralytics"]["lr0"] == 0.005  # from scratch
-    assert (
-        "weights/best.pt" in record["artifacts"] and "onnx/model_int8.onnx" in record["artifacts"]
+    assert {"weights/best.pt", "models/int8/model.onnx", "models/fp32/MLmodel"} <= set(
+        record["artifacts"]
     )
     assert "drift_reference/profile.json" in record["artifacts"]
-    onnx = {a.path for a in client.list_artifacts(version.run_id, "onnx")}
-    assert {"onnx/model_fp32.onnx", "onnx/model_int8.onnx"} <= onnx
+    # the version is the run's INT8 MLflow model; its FP32 twin is named by a tag
+    assert version.source == candidate["model_uri"]
+    assert version.source.startswith("models:/m-")
+    assert tags["fp32_model_uri"] == candidate["models"]["fp32"] != version.source
+    assert len(tags["code_version"]) == 40  # the git commit the training ran from
+    # the evaluation is linked to the logged models (MLflow 3 model metrics)
+    int8_metrics = {
+        m.key for m in client.get_logged_model(registry.logged_model_id(version.source)).metrics
+    }
+    assert {"eval/mAP50", "eval/p95_latency_ms"} <= int8_metrics
+    # the task's extra links: the training run and the version in the MLflow UI
+    mlflow_ui = stack.env["MLFLOW_TRACKING_URI"].rstrip("/")
+    register_ti = next(t for t in first.get_task_instances() if t.task_id == "register_candidate")
+    run_url = register_ti.xcom_pull(task_ids="register_candidate", key="mlflow_run_url")
+    model_url = register_ti.xcom_pull(task_ids="register_candidate", key="registered_model_url")
+    assert run_url.startswith(f"{mlflow_ui}/#/experiments/")
+    assert run_url.endswith(version.run_id)
+    assert model_url == f"{mlflow_ui}/#/models/{name}/versions/{candidate['version']}"
+    train_ti = next(t for t in first.get_task_instances() if t.task_id == "train")
+    assert train_ti.xcom_pull(task_ids="train", key="mlflow_run_url") == run_url
     evaluation = _xcom(first, "evaluate")
     assert evaluation["champion"] is None
     cand = evaluation["candidate"]
-    assert cand["map50"] > 0.2 and cand["p95_latency_ms"] > 0
+    assert cand["map50"] > 0.2
+    assert cand["p95_latency_ms"] > 0
     assert abs(cand["map50"] - cand["map50_int8"]) <= 0.01  # INT8 costs at most 1 pp
     rows_after_first = ledger.count()
     kinds = [e.kind for e in ledger.entries(subject=f"model:{name}/v{candidate['version']}")]
@@ -151,16 +174,77 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack,
     second, states = _run(
         {**common, "epochs": 0, "base": "yolo11n.yaml"}, datetime(2031, 7, 2, tzinfo=UTC)
     )
-    assert states["reject"] == "success" and states["promote"] == "skipped", states
+    assert states["reject"] == "success", states
+    assert states["promote"] == "skipped", states
     useless = _xcom(second, "register_candidate")
     decision = _xcom(second, "gate")
-    assert decision["promote"] is False and decision["reasons"]
+    assert decision["promote"] is False
+    assert decision["reasons"]
     assert registry.aliases(client, name)["champion"] == candidate["version"]  # untouched
     rejected = client.get_model_version(name, useless["version"])
-    assert rejected.tags["gate"] == "rejected" and rejected.tags["gate_reasons"]
+    assert rejected.tags["gate"] == "rejected"
+    assert rejected.tags["gate_reasons"]
     evaluation = _xcom(second, "evaluate")
     assert evaluation["delta"]["high"] < 0  # clearly worse, with a paired bootstrap CI
     assert ledger.verify().ok
+
+
+SCORE_WITH_MLFLOW = """
+import json, sys
+import mlflow, mlflow.onnx, mlflow.pyfunc
+from driftloop.evaluation.detector import decode, load_input
+mlflow.set_tracking_uri(sys.argv[1])
+uri = f"models:/{sys.argv[2]}@champion"
+graph = mlflow.onnx.load_model(uri).graph
+model = mlflow.pyfunc.load_model(uri)
+size = graph.input[0].type.tensor_type.shape.dim[2].dim_value
+results = []
+for path in sys.argv[3:]:
+    tensor, _ = load_input(path, size)
+    output = model.predict(tensor)[graph.output[0].name]
+    found = decode(output)
+    results.append({"shape": list(output.shape), "n": len(found),
+                    "classes": sorted({int(c) for c in found.classes})})
+print(json.dumps({"size": size, "results": results, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_the_champion_loads_by_alias_in_a_fresh_process(retrain_world, stack, s3, tmp_path):
+    """What serving does: ``models:/<name>@champion`` with MLflow's own API (``mlflow.onnx``
+    for the graph, ``mlflow.pyfunc`` to score), in a process of its own; evaluation images of
+    the champion's dataset get detections of the known classes."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from driftloop.config.settings import Settings
+    from driftloop.contracts.storage import split_s3_uri
+
+    settings = Settings.from_env()
+    client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias(settings.registered_model, "champion")
+    bucket, prefix = split_s3_uri(
+        f"s3://{settings.bucket}/datasets/{champion.tags['dataset_sha256']}/images/eval/"
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]][:8]
+    images = []
+    for key in keys:
+        images.append(tmp_path / key.rsplit("/", 1)[-1])
+        s3.download_file(bucket, key, str(images[-1]))
+    done = subprocess.run(
+        [sys.executable, "-c", SCORE_WITH_MLFLOW, stack.env["MLFLOW_TRACKING_URI"],
+         settings.registered_model, *map(str, images)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = json.loads(done.stdout.strip().splitlines()[-1])
+    assert scored["size"] == 160
+    assert scored["torch"] is False
+    # 4 box rows + 2 classes (ball, player); 20² + 10² + 5² anchors at 160 px
+    assert all(r["shape"] == [1, 6, 525] for r in scored["results"])
+    assert sum(r["n"] for r in scored["results"]) >= len(images)  # a trained champion finds things
+    assert set().union(*(r["classes"] for r in scored["results"])) <= {0, 1}
 
 
 def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, monkeypatch):
@@ -197,21 +281,25 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     assert responder.error is None, responder.error
     assert responder.answered_run_id == run.run_id
     assert states["await_promotion_approval"] == "success", states
-    assert states["promote"] == "success" and states["reject"] == "skipped", states
+    assert states["promote"] == "success", states
+    assert states["reject"] == "skipped", states
     assert states["approved_by_policy"] == "skipped"
     decision = _xcom(run, "gate")
-    assert decision["promote"] and decision["requires_approval"]
+    assert decision["promote"]
+    assert decision["requires_approval"]
     candidate = _xcom(run, "register_candidate")["version"]
     assert _xcom(run, "evaluate")["delta"]["point"] == 0.0
     aliases = registry.aliases(client, name)
-    assert aliases["champion"] == candidate and aliases["previous-champion"] == champion
+    assert aliases["champion"] == candidate
+    assert aliases["previous-champion"] == champion
     assert client.get_model_version(name, candidate).tags["promoted_by"] == "oncall-alice"
     kinds = [e.kind for e in ledger.entries(subject=f"model:{name}/v{candidate}")]
     assert kinds == ["training_run", "evaluation", "gate_decision", "approval", "promotion"]
     promotion = ledger.entries(kind="promotion", subject=f"model:{name}/v{candidate}")[0]
     assert promotion.actor == "oncall-alice"
     approval = ledger.entries(kind="approval", subject=f"model:{name}/v{candidate}")[0]
-    assert approval.actor == "oncall-alice" and approval.payload["chosen_options"] == ["Promote"]
+    assert approval.actor == "oncall-alice"
+    assert approval.payload["chosen_options"] == ["Promote"]
     assert promotion.payload["approval"]["chosen_options"] == ["Promote"]
     # the registered version carries the reference profile of its training window
     reference = {
@@ -224,18 +312,20 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
 
     # the operator rolls back: champion returns to the previous one, once
     rollback_date = datetime(2031, 7, 4, tzinfo=UTC)
-    rolled, states = _run({"reason": "INC-42: false alarms"}, rollback_date, "rollback_detector")
+    _, states = _run({"reason": "INC-42: false alarms"}, rollback_date, "rollback_detector")
     assert states == {"rollback": "success"}
     assert registry.aliases(client, name) == {"champion": champion}
     assert client.get_model_version(name, candidate).tags["rolled_back"] == "INC-42: false alarms"
     entry = ledger.entries(kind="rollback")[-1]
-    assert entry.payload["withdrawn"] == candidate and entry.payload["restored"] == champion
+    assert entry.payload["withdrawn"] == candidate
+    assert entry.payload["restored"] == champion
     again, states = _run({"reason": "INC-42: false alarms"}, rollback_date, "rollback_detector")
-    assert states == {"rollback": "success"} and _xcom(again, "rollback")["already_done"]
+    assert states == {"rollback": "success"}
+    assert _xcom(again, "rollback")["already_done"]
     assert registry.aliases(client, name) == {"champion": champion}
     assert len(ledger.entries(kind="rollback")) == 1
     # nothing left to roll back to: a clear failure, nothing moves
-    failed, states = _run(
+    _, states = _run(
         {"reason": "second thoughts"}, datetime(2031, 7, 5, tzinfo=UTC), "rollback_detector"
     )
     assert states == {"rollback": "failed"}
@@ -265,10 +355,13 @@ def test_failed_retraining_for_a_drift_event_marks_it(stack):
         datetime(2035, 2, 1, tzinfo=UTC),
     )  # fmt: skip
     assert str(run.state) == "failed"
-    assert states["snapshot_dataset"] == "failed" and states["record_failure"] == "success"
-    assert states["train"] == "upstream_failed" and states["promote"] != "success"
+    assert states["snapshot_dataset"] == "failed"
+    assert states["record_failure"] == "success"
+    assert states["train"] == "upstream_failed"
+    assert states["promote"] != "success"
     event = history.get_event(engine, event_id)
-    assert event["status"] == "RETRAINING_FAILED" and "snapshot_dataset" in event["note"]
+    assert event["status"] == "RETRAINING_FAILED"
+    assert "snapshot_dataset" in event["note"]
     entry = Ledger(settings.database_url).entries(subject=f"drift_event:{event_id}")[-1]
     assert entry.payload == {"status": "failed", "failed_tasks": ["snapshot_dataset"]}
     # an unknown event is refused up front, naming the Param
@@ -276,4 +369,5 @@ def test_failed_retraining_for_a_drift_event_marks_it(stack):
         {"end_date": "2035-01-31", "drift_event_id": 999999, "reason": "typo"},
         datetime(2035, 2, 2, tzinfo=UTC),
     )
-    assert states["plan"] == "failed" and str(run.state) == "failed"
+    assert states["plan"] == "failed"
+    assert str(run.state) == "failed"

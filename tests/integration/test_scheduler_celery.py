@@ -82,5 +82,6 @@ def test_mapped_partitions_spread_over_both_workers(celery_stack):
         )
         events = [str(line.get("event", "")) for line in body["content"]]
         text = "\n".join(events)
-        assert "Log file not found" not in text and "Could not read served logs" not in text, ti
+        assert "Log file not found" not in text, ti
+        assert "Could not read served logs" not in text, ti
         assert len(events) >= 2, (ti["task_id"], ti["map_index"], events)

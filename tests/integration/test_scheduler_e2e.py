@@ -254,12 +254,14 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
         wait_for_task_state(api, DRIFT, scheduled["dag_run_id"], "wait_for_data", ["deferred"], 300)
         wait_for_run(api, DRIFT, scheduled["dag_run_id"], 900)
         states = task_states(api, DRIFT, scheduled["dag_run_id"])
-        assert states["wait_for_data"] == "skipped" and states["plan"] == "skipped", states
+        assert states["wait_for_data"] == "skipped", states
+        assert states["plan"] == "skipped", states
         timeline.note("the scheduled check gave up waiting for yesterday: skipped")
         (monthly,) = dag_runs(api, RETRAIN, run_type="scheduled")
         wait_for_run(api, RETRAIN, monthly["dag_run_id"], 900)
         states = task_states(api, RETRAIN, monthly["dag_run_id"])
-        assert states["snapshot_dataset"] == "skipped" and states["train"] == "skipped", states
+        assert states["snapshot_dataset"] == "skipped", states
+        assert states["train"] == "skipped", states
         assert states["record_failure"] == "skipped", states
 
         # 2. a day lands: the serving side announces it, the Asset starts the check
@@ -312,7 +314,8 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
             f"dags/{DRIFT}/dagRuns/{check}/taskInstances/await_approval/-1/hitlDetails"
         )
         report_url = xcom(api, DRIFT, check, "log_to_mlflow")["report_url"]
-        assert report_url.startswith(env["MLFLOW_TRACKING_URI"]) and report_url in request["body"]
+        assert report_url.startswith(env["MLFLOW_TRACKING_URI"])
+        assert report_url in request["body"]
         # A person reads the request first. An answer within a second or so of the request
         # races the scheduler's bookkeeping of the parked task in Airflow 3.3 (the executor's
         # "finished" event then finds the resumed task queued and fails it, "state changed
@@ -323,10 +326,12 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
         assert answer["responded_by"]["name"] == OPERATOR
         wait_for_run(api, DRIFT, check, 600)
         decision = xcom(api, DRIFT, check, "decide")
-        assert decision["severity"] == "critical" and decision["window"]["end"] == yesterday
+        assert decision["severity"] == "critical"
+        assert decision["window"]["end"] == yesterday
         states = task_states(api, DRIFT, check)
-        assert states["confirm_drift"] == "success" and states["ignore_drift"] == "skipped"
-        validate = [t for t in task_instances(api, DRIFT, check) if t["task_id"] == "validate"][0]
+        assert states["confirm_drift"] == "success"
+        assert states["ignore_drift"] == "skipped"
+        validate = next(t for t in task_instances(api, DRIFT, check) if t["task_id"] == "validate")
         assert validate["try_number"] >= 2, "validate never met the outage"
         assert "Could not connect to the endpoint URL" in _task_log(api, DRIFT, check, "validate")
 
@@ -334,11 +339,13 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
         timeline.note(f"drift-confirmed Asset event started {RETRAIN} {retrain['run_id']}")
         wait_for_run(api, RETRAIN, retrain["run_id"], 1800)
         gate = xcom(api, RETRAIN, retrain["run_id"], "gate")
-        assert isinstance(gate["promote"], bool) and gate["table"]
+        assert isinstance(gate["promote"], bool)
+        assert gate["table"]
         outcome = "promote" if gate["promote"] else "reject"
         assert task_states(api, RETRAIN, retrain["run_id"])[outcome] == "success"
         plan = xcom(api, RETRAIN, retrain["run_id"], "plan")
-        assert plan["trigger"]["kind"] == "drift" and plan["days"][-1] == yesterday
+        assert plan["trigger"]["kind"] == "drift"
+        assert plan["days"][-1] == yesterday
 
         # 6. the same drift again: the queued Asset runs and a UI-form trigger
         form_defaults = {name: None for name in _params(api, DRIFT)}
@@ -368,7 +375,8 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
                 assert states["confirm_drift"] == "skipped", states
         # Airflow keeps one queue entry per DAG: an event that lands before the scheduler made
         # the run waits for the next Asset-triggered run — deferred, never dropped
-        assert announced and announced <= {world_spec.date_of(last - 1).isoformat(), yesterday}
+        assert announced
+        assert announced <= {world_spec.date_of(last - 1).isoformat(), yesterday}
 
         # 7. what no retry can fix fails the first task at once
         for conf, named in (
@@ -383,7 +391,8 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
             ]
             assert (first["state"], first["try_number"]) == ("failed", 1)
             log = _task_log(api, DRIFT, run_id, "resolve_run")
-            assert named in log and "drift_policy.yaml" not in log
+            assert named in log
+            assert "drift_policy.yaml" not in log
             assert task_states(api, DRIFT, run_id)["wait_for_data"] in ("upstream_failed", None)
 
         # nothing duplicated, nothing lost
@@ -394,8 +403,10 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
         ends = [str(c["window_end"]) for c in checks]
         assert len(ends) == len(set(ends)), f"a day was checked twice: {ends}"
         assert {first_decision["window"]["end"], yesterday} <= set(ends)
-        assert len(events) == 1 and events[0]["status"] == "ACTIONED"
-        assert events[0]["actor"] == OPERATOR and "Retrain" in events[0]["note"]
+        assert len(events) == 1
+        assert events[0]["status"] == "ACTIONED"
+        assert events[0]["actor"] == OPERATOR
+        assert "Retrain" in events[0]["note"]
         truth = ground_truth_of(world_spec)
         assert set(json.loads(events[0]["features"])) <= set(truth.drifted_columns) | {
             f"embedding_pc{i}" for i in range(1, 6)

@@ -94,7 +94,8 @@ def test_env_points_at_the_stack(stack):
     assert conn["extra"]["endpoint_url"] == stack.urls["s3"]
     assert json.loads(stack.passwords_file.read_text())["admin"] == stack.admin_password
     state = json.loads(stack.state_path.read_text())
-    assert state["pids"] == stack.pids and state["urls"] == stack.urls
+    assert state["pids"] == stack.pids
+    assert state["urls"] == stack.urls
     if "pushgateway" in stack.skipped:
         assert "DRIFTLOOP_PUSHGATEWAY_URL" not in env
     else:
@@ -214,7 +215,8 @@ def test_cli_up_status_env_down(tmp_path):
 
         status = run_cli("status", root=root)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert urls["mlflow"] in status.stdout and "healthy" in status.stdout
+        assert urls["mlflow"] in status.stdout
+        assert "healthy" in status.stdout
 
         env = run_cli("env", root=root)
         assert env.returncode == 0
@@ -262,7 +264,8 @@ def test_airflow_processes_are_healthy(airflow_stack):
     for name in names:
         assert report[name]["healthy"], (name, report[name])
         assert Path(stack.components[name].log).stat().st_size > 0, name
-    assert "redis" not in stack.components and not set(CELERY_WORKERS) & set(stack.components)
+    assert "redis" not in stack.components
+    assert not set(CELERY_WORKERS) & set(stack.components)
     assert len({stack.pids[name] for name in names}) == len(names)  # one process each
     health = stack.airflow_client().get("monitor/health")
     assert {part: health[part]["status"] for part in AIRFLOW_PARTS} == dict.fromkeys(
@@ -303,7 +306,8 @@ def test_airflow_api_helper(airflow_stack):
     assert airflow_stack.airflow_client().get("version")["version"].startswith("3.")
     with pytest.raises(AirflowAPIError) as missing:
         airflow_stack.airflow_client().get("dags/no_such_dag")
-    assert missing.value.status == 404 and "no_such_dag" in missing.value.body
+    assert missing.value.status == 404
+    assert "no_such_dag" in missing.value.body
     # another user of extra_env's SIMPLE_AUTH_MANAGER_USERS: its generated password works
     viewer = airflow_stack.airflow_client(VIEWER)
     assert viewer.get("dags")["total_entries"] >= 0
@@ -324,7 +328,8 @@ def test_cli_finds_the_airflow_stack_again(airflow_stack):
     root, pids = airflow_stack.root, dict(airflow_stack.pids)
     again = run_cli("up", "--ui", root=root, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "already running" in again.stdout and "Airflow UI:" in again.stdout
+    assert "already running" in again.stdout
+    assert "Airflow UI:" in again.stdout
     assert json.loads((root / "stack.json").read_text())["pids"] == pids
     status = run_cli("status", root=root, timeout=120)
     assert status.returncode == 0, status.stdout + status.stderr

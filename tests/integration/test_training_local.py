@@ -84,7 +84,8 @@ def work(tmp_path_factory, stack):
 @pytest.fixture(scope="module")
 def snapshot(s3, work):
     """The dataset snapshot URI and a local copy (for calibration and evaluation)."""
-    from driftloop.retrain.snapshot import download_dataset, snapshot_dataset
+    from driftloop.retrain.snapshot import snapshot_dataset
+    from driftloop.retrain.snapshot_io import download_dataset
     from driftloop_dev.synth.sinks import S3Sink
     from driftloop_dev.synth.world import generate_world
 
@@ -190,20 +191,25 @@ def test_training_run_is_logged_to_mlflow(trained, snapshot):
 
     payload, out = trained
     _, _, sha = snapshot
+    log_text = (out.parent / "train.log").read_text(errors="replace")
     client = MlflowClient()
     run = client.get_run(payload["run_id"])
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "it-train-3ep"
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.name == "retrain-detector"
-    assert run.data.tags["airflow.run_id"] == "it-local" and run.data.tags["trigger"] == "test"
+    assert run.data.tags["airflow.run_id"] == "it-local"
+    assert run.data.tags["trigger"] == "test"
 
     params = run.data.params
     assert params["dataset_sha256"] == sha
     assert params["base"] == "yolo11n.yaml"
-    assert params["epochs"] == str(EPOCHS) and params["imgsz"] == "160"
-    assert params["batch"] == "8" and params["seed"] == "0"
-    assert params["optimizer"] == "AdamW" and params["lr0"] == "0.005"
+    assert params["epochs"] == str(EPOCHS)
+    assert params["imgsz"] == "160"
+    assert params["batch"] == "8"
+    assert params["seed"] == "0"
+    assert params["optimizer"] == "AdamW"
+    assert params["lr0"] == "0.005"
     assert {"momentum", "weight_decay", "mosaic", "ultralytics_version"} <= set(params)
 
     for name in ("train/box_loss", "train/cls_loss", "metrics/mAP50", "metrics/mAP50-95"):
@@ -217,37 +223,60 @@ def test_training_run_is_logged_to_mlflow(trained, snapshot):
 
     artifacts = set(listing())
     assert {"weights/best.pt", "weights/last.pt", "results.csv", "args.yaml"} <= artifacts
-    assert {"onnx/model_fp32.onnx", "onnx/model_int8.onnx", "onnx/export.json"} <= artifacts
+    assert {"onnx_export.json", "training_result.json", "plots/results.png"} <= artifacts
+    assert "xcom.json" not in artifacts
+    assert not any(a.endswith(".onnx") for a in artifacts)
+    # the code version and the dataset snapshot as the run's input
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == sha[:36]
+    assert sha in dataset_input.dataset.source
+    # one progress line per epoch in the output (the task log of the local backend)
+    progress = [line for line in log_text.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in progress] == [
+        f"epoch {i}/{EPOCHS}" for i in range(1, EPOCHS + 1)
+    ]
+    assert all("box_loss" in line and "mAP50" in line for line in progress)
 
     # the xcom payload: the KubernetesPodOperator contract
     assert payload["mlflow_run_id"] == payload["run_id"] == run.info.run_id
     assert payload["weights_uri"] == f"{run.info.artifact_uri}/weights/best.pt"
-    assert payload["dataset_sha256"] == sha and payload["epochs"] == EPOCHS
+    assert payload["dataset_sha256"] == sha
+    assert payload["epochs"] == EPOCHS
     assert {"mAP50", "mAP50-95", "precision", "recall"} <= set(payload["metrics"])
     import mlflow.artifacts
 
     fetched = Path(mlflow.artifacts.download_artifacts(artifact_uri=payload["weights_uri"]))
     assert fetched.read_bytes() == (out / "train" / "weights" / "best.pt").read_bytes()
-    # the run's own ONNX models (what the retrain DAG evaluates)
+    # the run's ONNX models, logged as MLflow models (what the retrain DAG registers)
     onnx = payload["onnx"]
-    assert onnx["fp32_uri"] == f"{run.info.artifact_uri}/onnx/model_fp32.onnx"
     assert onnx["quantization"]["quantized_in_head"] == []
-    int8 = Path(mlflow.artifacts.download_artifacts(artifact_uri=onnx["int8_uri"]))
-    assert hashlib.sha256(int8.read_bytes()).hexdigest() == onnx["int8_sha256"]
+    for kind in ("fp32", "int8"):
+        model = client.get_logged_model(onnx[f"{kind}_model_id"])
+        assert onnx[f"{kind}_model_uri"] == f"models:/{model.model_id}"
+        assert model.source_run_id == run.info.run_id
+        assert model.tags["precision"] == kind
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=onnx[f"{kind}_model_uri"]))
+        data = (folder / "model.onnx").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == onnx[f"{kind}_sha256"]
+        mlmodel = (folder / "MLmodel").read_text()
+        assert "onnx:" in mlmodel
+        assert "signature:" in mlmodel
+        assert (folder / "input_example.json").is_file()
+    fp32_metrics = {m.key for m in client.get_logged_model(onnx["fp32_model_id"]).metrics}
+    assert "best/mAP50" in fp32_metrics
 
 
 def test_fp32_and_int8_onnx_evaluation(exported, snapshot):
     from driftloop.evaluation import bootstrap
-    from driftloop.evaluation.detector import (
-        evaluate_model,
-        image_label_pairs,
-        measure_latency_interleaved,
-    )
+    from driftloop.evaluation.detector import evaluate_model, image_label_pairs
+    from driftloop.evaluation.latency import measure_latency_interleaved
 
     _, local, _ = snapshot
     quant = exported["quantization"]
     assert quant["head_prefix"] == "/model.23/"  # yolo11n's Detect module
-    assert quant["quantized_in_head"] == [] and quant["quantized_nodes"] > 30
+    assert quant["quantized_in_head"] == []
+    assert quant["quantized_nodes"] > 30
 
     began = time.perf_counter()
     fp32 = evaluate_model(exported["fp32"]["path"], local)
@@ -313,10 +342,11 @@ def test_epochs_zero_fine_tunes_nothing(work, snapshot, trained):
     TIMINGS["train_epochs0"] = seconds
     assert rc == 0, f"training exited {rc}:\n{text[-6000:]}"
     result = json.loads(xcom.read_text())
-    assert result["epochs"] == 0 and result["run_id"] != payload["run_id"]
+    assert result["epochs"] == 0
+    assert result["run_id"] != payload["run_id"]
     candidate = root / "train0" / "train" / "weights" / "best.pt"
     assert candidate.read_bytes() == (out / "train" / "weights" / "best.pt").read_bytes()
-    assert result["onnx"]["int8_uri"].endswith("/onnx/model_int8.onnx")
+    assert result["onnx"]["int8_model_uri"].startswith("models:/m-")
 
 
 @pytest.mark.parametrize(

@@ -44,18 +44,19 @@ def check_drift_params(params: Mapping[str, Any], policy_defaults: Mapping[str, 
     errors = []
     k, k_from = _effective(params, "hysteresis_k", policy_defaults["k"])
     n, n_from = _effective(params, "hysteresis_n", policy_defaults["n"])
-    if params.get("hysteresis_k") is not None or params.get("hysteresis_n") is not None:
-        if not 1 <= int(k) <= int(n):
-            errors.append(
-                f"hysteresis_k must be between 1 and hysteresis_n: k ({k_from}) > n ({n_from})"
-            )
+    hysteresis_overridden = (
+        params.get("hysteresis_k") is not None or params.get("hysteresis_n") is not None
+    )
+    if hysteresis_overridden and not 1 <= int(k) <= int(n):
+        errors.append(
+            f"hysteresis_k must be between 1 and hysteresis_n: k ({k_from}) > n ({n_from})"
+        )
     warn, warn_from = _effective(params, "psi_warn", policy_defaults["psi_warn"])
     critical, critical_from = _effective(params, "psi_critical", policy_defaults["psi_critical"])
-    if params.get("psi_warn") is not None or params.get("psi_critical") is not None:
-        if float(warn) > float(critical):
-            errors.append(
-                f"psi_warn must not exceed psi_critical: warn ({warn_from}) > "
-                f"critical ({critical_from})"
-            )
+    psi_overridden = params.get("psi_warn") is not None or params.get("psi_critical") is not None
+    if psi_overridden and float(warn) > float(critical):
+        errors.append(
+            f"psi_warn must not exceed psi_critical: warn ({warn_from}) > critical ({critical_from})"
+        )
     if errors:
         raise RunConfError("invalid Params: " + "; ".join(errors))

@@ -55,10 +55,11 @@ integrity test (tests/dags/test_dag_integrity.py) forbids ``kubernetes`` at pars
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from driftloop.config.settings import TRAINING_BACKENDS, Settings  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -86,7 +87,6 @@ MLFLOW_SECRET = "driftloop-mlflow"
 MLFLOW_TOKEN_KEY = "MLFLOW_TRACKING_TOKEN"
 
 TRAINING_BACKEND_ENV = "DRIFTLOOP_TRAINING_BACKEND"
-TRAINING_BACKENDS = ("local", "kubernetes")
 
 _SECRET_NAME = re.compile(
     r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY|SESSION_KEY|AUTH",
@@ -98,16 +98,12 @@ _URL_WITH_CREDENTIALS = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 def training_backend(environ: Mapping[str, str] | None = None) -> str:
     """The configured training backend: ``local`` (default) or ``kubernetes``.
 
-    Read from ``DRIFTLOOP_TRAINING_BACKEND`` (an environment variable, so reading it at parse
-    time touches neither the metadata DB nor the network).
+    :attr:`Settings.training_backend <driftloop.config.settings.Settings.training_backend>`,
+    read from ``DRIFTLOOP_TRAINING_BACKEND`` (an environment variable, so reading it at parse
+    time touches neither the metadata DB nor the network); a bad value raises
+    :class:`~driftloop.config.settings.SettingsError` naming the variable.
     """
-    env = os.environ if environ is None else environ
-    backend = (env.get(TRAINING_BACKEND_ENV) or "local").strip().lower()
-    if backend not in TRAINING_BACKENDS:
-        raise ValueError(
-            f"{TRAINING_BACKEND_ENV}={backend!r}: expected one of {', '.join(TRAINING_BACKENDS)}"
-        )
-    return backend
+    return Settings.from_env(environ).training_backend
 
 
 def training_pod_operator(

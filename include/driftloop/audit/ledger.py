@@ -3,20 +3,10 @@
 Every consequential step of the loop — drift events, approvals, training runs, gate
 decisions, promotions, rejections, rollbacks, retention — appends one row. It lives in the
 same SQL database as the drift history (``DRIFTLOOP_DATABASE_URL``: SQLite on the embedded
-stack, PostgreSQL in production).
-
-Row hash. ``row_hash = sha256(utf-8(canonical_json(doc)))`` where ``doc`` is the object
-``{"id", "recorded_at", "kind", "actor", "subject", "idempotency_key", "payload",
-"input_hashes", "prev_hash"}`` with ``payload`` and ``input_hashes`` as their stored JSON
-*text*, and canonical JSON is ``json.dumps(sort_keys=True, separators=(",", ":"),
-ensure_ascii=False, allow_nan=False)``. ``recorded_at`` is stored as ISO-8601 text (UTC) so
-that the hash is reproducible from the row alone. ``prev_hash`` is the previous row's
-``row_hash`` (64 zeros for the first row), ids are consecutive from 1. ``verify`` recomputes
-the chain in id order and names the first row whose content, link or id does not fit: an
-edited row fails its own hash; a deleted row makes the next row's ``prev_hash`` (or id)
-mismatch; swapped rows fail their hashes (the id is hashed). Deleting the newest rows
-leaves a valid, shorter chain: pass the head hash recorded elsewhere (a model card, an
-MLflow tag) as ``expected_head`` to detect truncation.
+stack, PostgreSQL in production). What a row holds and how rows chain is
+:mod:`driftloop.audit.chain`; how things are hashed, :mod:`driftloop.audit.hashing`.
+``verify`` recomputes the chain in id order and names the first row that does not fit; pass
+the head hash recorded elsewhere as ``expected_head`` to detect truncation.
 
 Idempotency. ``idempotency_key`` is unique: a re-run of the same DAG task writes the same
 key, and ``append`` returns the row already there instead of adding a second one.
@@ -36,32 +26,57 @@ Whatever the dialect, ``id``, ``prev_hash`` and ``row_hash`` are UNIQUE, so two 
 never claim the same predecessor even if the lock were bypassed; a writer that loses such a
 race gets an integrity error and retries on the new head.
 
-CLI::
+Command line (:mod:`driftloop.cli`; this module's ``-m`` form is kept for runbooks)::
 
-    python -m driftloop.audit.ledger verify [--database-url URL] [--expect-head HASH]
-    python -m driftloop.audit.ledger show [--database-url URL] [--subject S] [--kind K] [--limit N] [--json]
+    driftloop ledger verify [--database-url URL] [--expect-head HASH] [--json]
+    driftloop ledger show [--database-url URL] [--subject S] [--kind K] [--limit N] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import hashlib
-import json
 import random
 import re
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-GENESIS_HASH = "0" * 64
+from driftloop.audit.chain import (
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    LedgerEntry,
+    VerifyResult,
+    audit_ledger,
+    chain_problem,
+    compute_row_hash,
+    metadata,
+)
+from driftloop.audit.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
+
+__all__ = [
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "KINDS",
+    "Ledger",
+    "LedgerEntry",
+    "LedgerError",
+    "VerifyResult",
+    "audit_ledger",
+    "canonical_json",
+    "compute_row_hash",
+    "engine_for",
+    "metadata",
+    "model_subject",
+    "sha256_bytes",
+    "sha256_file",
+    "sha256_json",
+    "task_key",
+]
+
 KINDS = (
     "drift_event",
     "approval",
@@ -82,98 +97,9 @@ PG_LOCK_KEY = int.from_bytes(
 )
 MAX_ATTEMPTS = 20
 
-metadata = sa.MetaData()
-
-audit_ledger = sa.Table(
-    "audit_ledger",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("recorded_at", sa.String(40), nullable=False),  # ISO-8601 UTC text
-    sa.Column("kind", sa.String(64), nullable=False, index=True),
-    sa.Column("actor", sa.String(250), nullable=False),
-    sa.Column("subject", sa.String(500), nullable=False, index=True),
-    sa.Column("idempotency_key", sa.String(500), nullable=False, unique=True),
-    sa.Column("payload", sa.Text, nullable=False),  # canonical JSON
-    sa.Column("input_hashes", sa.Text, nullable=False),  # canonical JSON {name: sha256}
-    sa.Column("prev_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("row_hash", sa.String(64), nullable=False, unique=True),
-)
-
-HASHED_FIELDS = (
-    "id",
-    "recorded_at",
-    "kind",
-    "actor",
-    "subject",
-    "idempotency_key",
-    "payload",
-    "input_hashes",
-    "prev_hash",
-)
-
 
 class LedgerError(RuntimeError):
     """An append could not be completed (e.g. the database stayed locked)."""
-
-
-# --------------------------------------------------------------------------------------------
-# canonical serialisation and hashes
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return obj.to_dict()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, datetime | date):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, set | frozenset):
-        return sorted(obj)
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON text: sorted keys, no whitespace, UTF-8, no NaN/Infinity (an audit
-    record holds null where a number is missing)."""
-    try:
-        return json.dumps(
-            obj,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-            default=_json_default,
-        )
-    except ValueError as err:
-        raise ValueError(f"not canonical JSON (NaN or Infinity present?): {err}") from err
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_json(obj: Any) -> str:
-    """Hash of an object's canonical JSON (e.g. a policy dict or an evaluation summary)."""
-    return sha256_bytes(canonical_json(obj).encode("utf-8"))
-
-
-def compute_row_hash(row: Mapping[str, Any]) -> str:
-    """The row hash from the stored column values (``payload``/``input_hashes`` as text)."""
-    doc = {name: row[name] for name in HASHED_FIELDS}
-    doc["id"] = int(doc["id"])
-    return sha256_bytes(canonical_json(doc).encode("utf-8"))
 
 
 def model_subject(model_name: str, version: int | str) -> str:
@@ -185,62 +111,6 @@ def task_key(dag_id: str, run_id: str, task_id: str, map_index: int = -1, *extra
     """Idempotency key of a DAG task instance: the same on every retry of that task."""
     parts = [dag_id, run_id, task_id] + ([str(map_index)] if map_index >= 0 else [])
     return "/".join([*parts, *map(str, extra)])
-
-
-# --------------------------------------------------------------------------------------------
-# rows
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    id: int
-    recorded_at: str
-    kind: str
-    actor: str
-    subject: str
-    idempotency_key: str
-    payload: Any
-    input_hashes: dict[str, str]
-    prev_hash: str
-    row_hash: str
-    inserted: bool = field(default=False, compare=False)  # False: an earlier append's row
-
-    @property
-    def recorded_at_dt(self) -> datetime:
-        return datetime.fromisoformat(self.recorded_at)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("inserted")
-        return out
-
-    @classmethod
-    def _from_row(cls, row: Mapping[str, Any], inserted: bool = False) -> LedgerEntry:
-        return cls(
-            id=int(row["id"]),
-            recorded_at=row["recorded_at"],
-            kind=row["kind"],
-            actor=row["actor"],
-            subject=row["subject"],
-            idempotency_key=row["idempotency_key"],
-            payload=json.loads(row["payload"]),
-            input_hashes=json.loads(row["input_hashes"]),
-            prev_hash=row["prev_hash"],
-            row_hash=row["row_hash"],
-            inserted=inserted,
-        )
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool
-    rows: int  # rows checked (up to and including the first bad one)
-    first_bad_id: int | None
-    reason: str
-    head: str = GENESIS_HASH  # row_hash of the last good row
-
-    def __bool__(self) -> bool:
-        return self.ok
 
 
 def engine_for(url: str) -> sa.Engine:
@@ -440,7 +310,7 @@ class Ledger:
         with self.engine.connect() as conn:
             for row in conn.execute(query).mappings():
                 rows += 1
-                problem = _row_problem(row, prev_hash, prev_id)
+                problem = chain_problem(row, prev_hash, prev_id)
                 if problem is not None:
                     return VerifyResult(False, rows, int(row["id"]), problem, prev_hash)
                 prev_hash, prev_id = row["row_hash"], int(row["id"])
@@ -454,34 +324,6 @@ class Ledger:
                 prev_hash,
             )
         return VerifyResult(True, rows, None, "", prev_hash)
-
-
-def _row_problem(row: Mapping[str, Any], prev_hash: str, prev_id: int | None) -> str | None:
-    """Why a row does not continue the chain after (prev_id, prev_hash), or None."""
-    row_id = int(row["id"])
-    try:
-        recomputed = compute_row_hash(row)
-    except (TypeError, ValueError) as err:
-        return f"cannot be hashed: {err}"
-    if row["row_hash"] != recomputed:
-        return (
-            "row_hash does not match the row's content "
-            "(a field was changed, or the row was moved to another id)"
-        )
-    if row["prev_hash"] != prev_hash:
-        if prev_id is None:
-            return (
-                "prev_hash is not the genesis hash although it is the first "
-                "row (earlier rows were deleted)"
-            )
-        return (
-            f"prev_hash does not match the row_hash of row {prev_id} "
-            "(a row in between was deleted, or rows were altered or reordered)"
-        )
-    expected_id = 1 if prev_id is None else prev_id + 1
-    if row_id != expected_id:
-        return f"expected id {expected_id} (a row was deleted)"
-    return None
 
 
 def _plain_engine(url: str) -> sa.Engine:
@@ -504,96 +346,9 @@ def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-
-
-def _default_url() -> str:
-    from driftloop.config.settings import Settings
-
-    return Settings.from_env().database_url
-
-
-def _shown_url(engine: sa.Engine) -> str:
-    return engine.url.render_as_string(hide_password=True)
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _print_rows(entries: Sequence[LedgerEntry], as_json: bool) -> None:
-    if as_json:
-        for e in entries:
-            print(canonical_json(e.to_dict()))
-        return
-    header = ("id", "recorded_at", "kind", "actor", "subject", "row_hash", "payload")
-    rows = [
-        (
-            str(e.id),
-            e.recorded_at[:19] + "Z",
-            e.kind,
-            _short(e.actor, 24),
-            _short(e.subject, 40),
-            e.row_hash[:12],
-            _short(canonical_json(e.payload), 80),
-        )
-        for e in entries
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for r in [header, *rows]:
-        cells = [
-            c.rjust(w) if i == 0 else c.ljust(w)
-            for i, (c, w) in enumerate(zip(r[:-1], widths, strict=True))
-        ]
-        print("  ".join([*cells, r[-1]]).rstrip())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--database-url",
-        default=None,
-        help="SQLAlchemy URL (default: DRIFTLOOP_DATABASE_URL / driftloop settings)",
-    )
-    parser = argparse.ArgumentParser(
-        prog="python -m driftloop.audit.ledger",
-        description="Audit ledger: verify the chain, show rows.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_verify = sub.add_parser("verify", parents=[common], help="recompute the hash chain")
-    p_verify.add_argument(
-        "--expect-head", default=None, help="head row_hash recorded elsewhere (detects truncation)"
-    )
-    p_show = sub.add_parser("show", parents=[common], help="print rows, oldest first")
-    p_show.add_argument("--subject", default=None)
-    p_show.add_argument("--kind", default=None)
-    p_show.add_argument("--limit", type=int, default=50, help="newest N rows (0: all)")
-    p_show.add_argument("--json", action="store_true", help="one canonical JSON object a row")
-    args = parser.parse_args(argv)
-
-    url = args.database_url or _default_url()
-    try:
-        ledger = Ledger(url, create=False)
-        where = _shown_url(ledger.engine)
-        if not ledger.exists():
-            print(f"no audit ledger (table {audit_ledger.name}) at {where}", file=sys.stderr)
-            return 1
-        if args.command == "verify":
-            result = ledger.verify(expected_head=args.expect_head)
-            if result.ok:
-                print(f"ledger OK: {result.rows} rows, head {result.head}")
-                return 0
-            where_bad = "" if result.first_bad_id is None else f" row {result.first_bad_id}:"
-            print(f"ledger TAMPERED:{where_bad} {result.reason}")
-            return 1
-        entries = ledger.entries(args.subject, args.kind, limit=args.limit or None)
-        _print_rows(entries, args.json)
-        return 0
-    except sa.exc.SQLAlchemyError as err:
-        print(f"ledger: database error: {err}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    import sys
+
+    from driftloop.cli import ledger_main
+
+    sys.exit(ledger_main())

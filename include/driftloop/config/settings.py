@@ -1,50 +1,183 @@
-"""Runtime settings, read from ``DRIFTLOOP_*`` environment variables.
+"""Runtime settings: every ``DRIFTLOOP_*`` environment variable the runtime reads, in one model.
 
 The embedded stack (``driftloop_dev.stack``) exports these into every process it starts; in
-production ``docker-compose.yaml`` (or the Helm values) set them. S3 credentials never come
-from here: tasks use the Airflow connection named by ``aws_conn_id``, command-line tools use
-boto3's own environment (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID`` …).
+production ``docker-compose.yaml`` (or the Helm values) set them. A field ``name`` is read from
+``DRIFTLOOP_<NAME>``; an unset or empty variable means the default. A bad value fails with an
+error naming the variable (:class:`SettingsError`). ``driftloop settings`` prints the
+effective values, secrets redacted.
+
+S3 credentials never come from here: tasks use the Airflow connection named by
+``aws_conn_id``, command-line tools use boto3's own environment (``AWS_ENDPOINT_URL_S3``,
+``AWS_ACCESS_KEY_ID`` …).
+
+A plain pydantic model, not pydantic-settings: DAG files import this at parse time, Airflow has
+already loaded pydantic there, and pydantic-settings would add ~45 ms (290 ms cold) to every
+parse; reading the variables by hand also lets the error name the variable, not the field.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = CONFIG_DIR.parent
+REPO_ROOT = PACKAGE_DIR.parents[1]
 DEFAULT_POLICY_PATH = CONFIG_DIR / "drift_policy.yaml"
+DEFAULT_PROMOTION_POLICY_PATH = CONFIG_DIR / "promotion_policy.yaml"
+#: the local training backend's interpreter: the training virtualenv of a checkout (make train-env)
+DEFAULT_TRAINING_PYTHON = REPO_ROOT / ".venv-train" / "bin" / "python"
+ENV_PREFIX = "DRIFTLOOP_"
+TrainingBackend = Literal["local", "kubernetes"]
+TRAINING_BACKENDS: tuple[str, ...] = get_args(TrainingBackend)
+
+_URL_CREDENTIALS = re.compile(r"(://[^/@\s:]+:)[^/@\s]+@")
 
 
-@dataclass(frozen=True)
-class Settings:
-    bucket: str = "driftloop"
-    aws_conn_id: str = "aws_default"
-    mlflow_tracking_uri: str | None = None
-    database_url: str = "sqlite:///driftloop.db"
-    pushgateway_url: str | None = None
-    policy_path: str = str(DEFAULT_POLICY_PATH)
-    registered_model: str = "driftloop-detector"
-    drift_experiment: str = "drift-monitor"
+class SettingsError(ValueError):
+    """A ``DRIFTLOOP_*`` variable has a bad value; the message names the variable. (Keywords
+    given to ``Settings(...)`` directly fail with pydantic's ValidationError, naming the field.)"""
+
+
+def env_var(field_name: str) -> str:
+    """The environment variable of a :class:`Settings` field: ``DRIFTLOOP_<NAME>``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def redact(value: Any) -> Any:
+    """``value`` with the password of a URL (``scheme://user:password@host``) masked."""
+    return _URL_CREDENTIALS.sub(r"\1***@", value) if isinstance(value, str) else value
+
+
+class Settings(BaseModel):
+    """The effective runtime settings. Build them with :meth:`from_env`; ``Settings()`` gives
+    the defaults, keywords override (tests)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # -- stores
+    bucket: str = Field("driftloop", min_length=1, description="the data bucket (S3 layout)")
+    aws_conn_id: str = Field(
+        "aws_default", min_length=1, description="Airflow connection the tasks use for S3"
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow server (falls back to MLFLOW_TRACKING_URI)"
+    )
+    database_url: str = Field(
+        "sqlite:///driftloop.db",
+        min_length=1,
+        description="SQLAlchemy URL of the drift history and the audit ledger",
+    )
+    pushgateway_url: str | None = Field(
+        None, description="Prometheus Pushgateway; unset: no metrics pushed"
+    )
+    registered_model: str = Field(
+        "driftloop-detector", min_length=1, description="MLflow registered model"
+    )
+    drift_experiment: str = Field(
+        "drift-monitor", min_length=1, description="MLflow experiment of the drift checks"
+    )
+    # -- policies
+    policy_path: str = Field(
+        str(DEFAULT_POLICY_PATH), min_length=1, description="drift policy YAML"
+    )
+    promotion_policy_path: str = Field(
+        str(DEFAULT_PROMOTION_POLICY_PATH), min_length=1, description="promotion policy YAML"
+    )
+    # -- schedules and sensors (read when a DAG file is parsed)
+    drift_cron: str = Field("30 2 * * *", description="drift_monitor's daily check (UTC cron)")
+    retrain_cron: str = Field("0 4 1 * *", description="retrain_detector's schedule (UTC cron)")
+    sensor_poke_s: int = Field(
+        300, gt=0, description="seconds between looks for the day's _SUCCESS marker"
+    )
+    sensor_timeout_s: int = Field(
+        6 * 3600, gt=0, description="seconds the sensor waits before the run ends skipped"
+    )
+    retry_delay_s: int = Field(120, ge=0, description="drift_monitor's retry delay in seconds")
+    # -- training
+    training_backend: TrainingBackend = Field(
+        "local", description="local: the training virtualenv; kubernetes: a GPU pod"
+    )
+    training_image: str = Field(
+        "ghcr.io/driftloop/training:latest",
+        min_length=1,
+        description="the training image (kubernetes backend)",
+    )
+    training_namespace: str = Field(
+        "driftloop", min_length=1, description="namespace of the training pods"
+    )
+    training_python: str = Field(
+        str(DEFAULT_TRAINING_PYTHON),
+        min_length=1,
+        description="interpreter of the local training backend",
+    )
+    git_sha: str | None = Field(
+        None, description="the code version the image was built from (recorded with runs)"
+    )
+
+    @field_validator("training_backend", mode="before")
+    @classmethod
+    def _normalise_backend(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("drift_cron", "retrain_cron")
+    @classmethod
+    def _cron_shape(cls, value: str) -> str:
+        # A preset (@daily …) or 5 fields; Airflow parses the expression itself later, this only
+        # catches a value that is plainly not a cron line at parse time, with the variable named.
+        value = value.strip()
+        if value.startswith("@") or len(value.split()) == 5:
+            return value
+        raise ValueError("expected a cron expression of 5 fields or an @preset")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings from ``environ`` (default: ``os.environ``)."""
         env = os.environ if environ is None else environ
-        defaults = cls()
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(env_var(name))
+            if raw not in (None, ""):
+                values[name] = raw
+        if "mlflow_tracking_uri" not in values and env.get("MLFLOW_TRACKING_URI"):
+            values["mlflow_tracking_uri"] = env["MLFLOW_TRACKING_URI"]
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            raise SettingsError(_describe(err, values)) from None
 
-        def get(name: str, default):
-            value = env.get(f"DRIFTLOOP_{name.upper()}")
-            return default if value in (None, "") else value
+    def redacted(self) -> dict[str, Any]:
+        """The values, passwords in URLs masked: what ``driftloop settings`` prints."""
+        return {name: redact(value) for name, value in self.model_dump().items()}
 
-        return cls(
-            bucket=get("bucket", defaults.bucket),
-            aws_conn_id=get("aws_conn_id", defaults.aws_conn_id),
-            mlflow_tracking_uri=get("mlflow_tracking_uri", env.get("MLFLOW_TRACKING_URI")),
-            database_url=get("database_url", defaults.database_url),
-            pushgateway_url=get("pushgateway_url", defaults.pushgateway_url),
-            policy_path=get("policy_path", defaults.policy_path),
-            registered_model=get("registered_model", defaults.registered_model),
-            drift_experiment=get("drift_experiment", defaults.drift_experiment),
-        )
+    def describe(self, environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Per field: its variable, the value (redacted), the default, whether the environment
+        set it, and what it is for."""
+        env = os.environ if environ is None else environ
+        rows = []
+        for name, field in type(self).model_fields.items():
+            rows.append(
+                {
+                    "name": name,
+                    "variable": env_var(name),
+                    "value": redact(getattr(self, name)),
+                    "default": redact(field.default),
+                    "from_environment": env.get(env_var(name)) not in (None, ""),
+                    "description": field.description or "",
+                }
+            )
+        return rows
+
+
+def _describe(err: ValidationError, values: Mapping[str, Any]) -> str:
+    problems = []
+    for item in err.errors(include_url=False):
+        name = str(item["loc"][0]) if item["loc"] else "?"
+        shown = redact(values.get(name, item.get("input")))
+        problems.append(f"{env_var(name)}={shown!r}: {item['msg']}")
+    return "bad driftloop setting: " + "; ".join(problems)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any
@@ -115,15 +117,7 @@ def list_partition(s3, bucket: str, day: date | str) -> Partition:
 
 
 def exists(s3, bucket: str, key: str) -> bool:
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    return True
+    return _head_or_none(s3, bucket, key) is not None
 
 
 def get_bytes(s3, bucket: str, key: str) -> bytes:
@@ -141,26 +135,87 @@ def put_bytes(
     return s3_uri(bucket, key)
 
 
+#: S3 answers 409 ConditionalRequestConflict when another conditional write of the same key
+#: is in flight; the write is retried (it then succeeds or meets the winner's object)
+CONDITIONAL_WRITE_ATTEMPTS = 5
+
+
+def _error_code(err) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _http_status(err) -> int | None:
+    return err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
 def put_once(
     s3, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
 ) -> str:
-    """Write ``data`` to a write-once key.
+    """Write ``data`` to a write-once key. The key is created with S3's conditional write
+    (``If-None-Match: *``), which succeeds only if no object holds the key, so of two
+    writers racing for one key exactly one creates it; the other sees the winner's object.
 
-    Re-running a step writes the same bytes to the same key, which is a no-op; different
-    bytes under an existing key mean two runs disagree, and that is an error rather than a
-    silent overwrite.
+    Re-running a step writes the same bytes to the same key, which is a no-op (one HEAD,
+    nothing uploaded); different bytes under an existing key mean two runs disagree, and
+    that raises :class:`WriteOnceViolation` rather than overwriting. The existing object is
+    compared by size and ETag (the MD5 of a single-part, unencrypted upload) and, when the
+    ETag is no MD5 (a multipart upload, SSE-KMS), by its bytes.
+
+    The store must honour conditional writes (AWS S3 since August 2024, current MinIO, the
+    moto server of the tests): one that ignored the header would let a racing writer
+    overwrite silently.
     """
+    head = _head_or_none(s3, bucket, key)
+    if head is None:
+        if _create(s3, bucket, key, data, content_type):
+            return s3_uri(bucket, key)
+        head = s3.head_object(Bucket=bucket, Key=key)  # another writer created it meanwhile
+    if not _same_content(s3, bucket, key, data, head):
+        raise WriteOnceViolation(f"s3://{bucket}/{key} already exists with different content")
+    return s3_uri(bucket, key)
+
+
+def _head_or_none(s3, bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's metadata, or None when S3 says it does not exist (and only then)."""
     from botocore.exceptions import ClientError
 
     try:
-        head = s3.head_object(Bucket=bucket, Key=key)
+        return s3.head_object(Bucket=bucket, Key=key)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-            raise
-        return put_bytes(s3, bucket, key, data, content_type)
-    if head["ETag"].strip('"') != hashlib.md5(data, usedforsecurity=False).hexdigest():
-        raise WriteOnceViolation(f"s3://{bucket}/{key} already exists with different content")
-    return s3_uri(bucket, key)
+        if _error_code(err) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def _create(s3, bucket: str, key: str, data: bytes, content_type: str) -> bool:
+    """Conditional write: True when this call created the key, False when it exists."""
+    from botocore.exceptions import ClientError
+
+    attempt = 1
+    while True:
+        try:
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
+            )
+            return True
+        except ClientError as err:
+            code = _error_code(err)
+            if code == "PreconditionFailed" or _http_status(err) == 412:
+                return False
+            if code != "ConditionalRequestConflict" or attempt >= CONDITIONAL_WRITE_ATTEMPTS:
+                raise
+        time.sleep(0.05 * 2**attempt)
+        attempt += 1
+
+
+def _same_content(s3, bucket: str, key: str, data: bytes, head: Mapping[str, Any]) -> bool:
+    """Whether the object at an existing key (``head``: its metadata) holds exactly ``data``."""
+    if int(head.get("ContentLength", -1)) != len(data):
+        return False
+    if head["ETag"].strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest():
+        return True
+    # an ETag that is not the MD5 of the bytes (multipart, SSE-KMS) decides nothing
+    return get_bytes(s3, bucket, key) == data
 
 
 def dumps_canonical(obj: Any) -> bytes:

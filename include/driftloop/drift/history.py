@@ -146,12 +146,16 @@ def check_of_window_end(engine: sa.Engine, window_end, *, exclude_run_id: str) -
         return conn.execute(query).scalar()
 
 
-def set_check_mlflow_run(engine: sa.Engine, run_id: str, mlflow_run_id: str) -> None:
+def set_check_links(
+    engine: sa.Engine, run_id: str, *, mlflow_run_id: str, report_uri: str | None
+) -> None:
+    """Where the check was published (its MLflow run, its Evidently report): known only after
+    ``record_check``, since the report shows the recorded verdict."""
     with engine.begin() as conn:
         conn.execute(
             sa.update(drift_checks)
             .where(drift_checks.c.run_id == run_id)
-            .values(mlflow_run_id=mlflow_run_id)
+            .values(mlflow_run_id=mlflow_run_id, report_uri=report_uri)
         )
 
 

@@ -8,9 +8,9 @@ the gateway is replaced by exactly this check's metrics:
     gauge, one sample per drift statistic (PSI, JS, Wasserstein, ... per feature);
     NaN/inf values are skipped.
 ``driftloop_drift_check_duration_seconds``
-    histogram (buckets 1 s .. 1 h) holding this check's duration. Because every push
-    replaces the group, it holds one observation: ``_sum`` is the last check's duration;
-    do not ``rate()`` it across pushes.
+    gauge, this check's duration. Every push replaces the group, so each push carries
+    exactly one value: a gauge, not a histogram of one observation. The distribution over
+    checks is ``quantile_over_time(q, ...[7d])`` in Prometheus.
 ``driftloop_drift_detected_total{severity}``
     counter of drift detections by severity (``warn``, ``critical``). A Pushgateway keeps
     only the last push of a group, so an in-process ``inc()`` would restart from 0 on every
@@ -49,10 +49,6 @@ CHECK_TIMESTAMP = "driftloop_drift_check_timestamp_seconds"
 SEVERITY_LEVELS: dict[str, int] = {"none": 0, "warn": 1, "critical": 2}
 #: severities that count as a detection; always exported (0 when the caller has none)
 DETECTION_SEVERITIES: tuple[str, ...] = ("warn", "critical")
-#: 1 s .. 1 h (a check is a few seconds on a sample, up to tens of minutes on full data)
-DURATION_BUCKETS: tuple[float, ...] = (
-    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
-)  # fmt: skip
 
 
 class _DriftCheckCollector:
@@ -73,11 +69,7 @@ class _DriftCheckCollector:
         self.timestamp_s = timestamp_s
 
     def collect(self):
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         score = GaugeMetricFamily(
             DRIFT_SCORE,
@@ -88,15 +80,10 @@ class _DriftCheckCollector:
             score.add_metric([feature, method], value)
         yield score
 
-        buckets = [
-            (_bucket_label(b), 1.0 if self.duration_s <= b else 0.0) for b in DURATION_BUCKETS
-        ]
-        buckets.append(("+Inf", 1.0))
-        yield HistogramMetricFamily(
+        yield GaugeMetricFamily(
             CHECK_DURATION,
-            "Duration of the drift check in seconds (one observation per push).",
-            buckets=buckets,
-            sum_value=self.duration_s,
+            "Duration of the last drift check in seconds.",
+            value=self.duration_s,
         )
 
         detected = CounterMetricFamily(
@@ -118,12 +105,6 @@ class _DriftCheckCollector:
             "Unix time of the last drift check.",
             value=self.timestamp_s,
         )
-
-
-def _bucket_label(bound: float) -> str:
-    from prometheus_client.utils import floatToGoString
-
-    return floatToGoString(bound)  # the ``le`` formatting of prometheus_client's Histogram
 
 
 def build_registry(

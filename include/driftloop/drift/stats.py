@@ -6,6 +6,11 @@ across any number of partitions without holding rows in memory.
 
 At large n every p-value is tiny; p-values are reported for the multiple-testing correction
 (Benjamini–Hochberg) while the verdict rests on effect sizes (see ``driftloop.drift.decision``).
+
+Where scipy has the statistic on plain histograms (Jensen–Shannon, KL, Benjamini–Hochberg,
+chi-square, the KS distribution, Wasserstein) it is used; what scipy computes only from raw
+samples (KS and Wasserstein from binned sketches, PSI with Evidently's empty-bin rule, MMD
+with all permutations at once) is written here.
 """
 
 from __future__ import annotations
@@ -43,26 +48,48 @@ def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
     return float(np.sum((r - c) * np.log(r / c)))
 
 
+def _normalised(name: str, shares_or_counts: np.ndarray) -> np.ndarray:
+    values = np.asarray(shares_or_counts, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D histogram, got shape {values.shape}")
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(f"{name} must hold finite, non-negative shares or counts")
+    total = values.sum()
+    if total <= 0:
+        raise ValueError(f"{name} is an empty histogram (its shares sum to {total})")
+    return values / total
+
+
 def js_distance(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
-    """Jensen–Shannon distance (natural log; in [0, sqrt(ln 2)])."""
-    r = np.asarray(reference_shares, dtype=float)
-    c = np.asarray(current_shares, dtype=float)
-    r, c = r / r.sum(), c / c.sum()
-    m = 0.5 * (r + c)
+    """Jensen–Shannon distance (natural log; in [0, sqrt(ln 2)]): scipy's ``jensenshannon``
+    on the two histograms (counts or shares: both are normalised)."""
+    from scipy.spatial.distance import jensenshannon
 
-    def kl(p: np.ndarray, q: np.ndarray) -> float:
-        mask = p > 0
-        return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
-
-    return math.sqrt(max(0.5 * kl(r, m) + 0.5 * kl(c, m), 0.0))
+    r = _normalised("reference histogram", reference_shares)
+    c = _normalised("current histogram", current_shares)
+    if r.shape != c.shape:
+        raise ValueError(f"histograms differ in bins: {r.size} reference vs {c.size} current")
+    # scipy takes the square root of the divergence as summed: on (nearly) identical
+    # histograms rounding can leave it at -1e-17, whose root is NaN; the distance is 0 there.
+    with np.errstate(invalid="ignore"):
+        distance = float(jensenshannon(r, c))
+    return 0.0 if math.isnan(distance) else distance
 
 
 def kl_divergence(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
-    """KL(current || reference) with empty bins filled (used on colour histograms)."""
+    """KL(current || reference) with empty bins filled (used on colour histograms): scipy's
+    ``entropy(current, reference)`` (natural log) after :func:`fill_empty`, so an empty
+    reference bin costs a large but finite amount instead of infinity."""
+    from scipy.stats import entropy
+
+    _normalised("reference histogram", reference_shares)  # validation only
+    _normalised("current histogram", current_shares)
+    # filled as given (before normalising): fill_empty's rule depends on the smallest share
     r = fill_empty(reference_shares)
     c = fill_empty(current_shares)
-    r, c = r / r.sum(), c / c.sum()
-    return float(np.sum(c * np.log(c / r)))
+    if r.shape != c.shape:
+        raise ValueError(f"histograms differ in bins: {r.size} reference vs {c.size} current")
+    return float(entropy(c, r))
 
 
 def ks_from_counts(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float]:
@@ -141,17 +168,20 @@ def align_categories(
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values), in the input order."""
-    p = np.asarray(p_values, dtype=float)
-    n = p.size
-    if n == 0:
+    """Benjamini–Hochberg adjusted p-values (q-values), in the input order: scipy's
+    ``false_discovery_control(method="bh")``. A p-value that is not a number in [0, 1] is
+    an error (a NaN would otherwise silently pass as "not significant")."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(p_values, dtype=float).reshape(-1)
+    if p.size == 0:
         return p
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    adjusted_sorted = np.minimum.accumulate(ranked[::-1])[::-1]
-    adjusted = np.empty(n)
-    adjusted[order] = np.clip(adjusted_sorted, 0.0, 1.0)
-    return adjusted
+    bad = np.flatnonzero(~((p >= 0.0) & (p <= 1.0)))
+    if bad.size:
+        raise ValueError(
+            f"p-values must be numbers in [0, 1]; position {int(bad[0])} holds {p[bad[0]]!r}"
+        )
+    return np.asarray(false_discovery_control(p, method="bh"), dtype=float)
 
 
 def median_heuristic_bandwidth(x: np.ndarray, y: np.ndarray, max_points: int = 1000) -> float:

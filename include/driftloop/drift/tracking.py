@@ -20,6 +20,12 @@ CHAMPION_ALIAS = "champion"
 #: model-version tag holding the s3:// URI of the reference bundle of its training window
 REFERENCE_TAG = "drift_reference_uri"
 RUN_ID_TAG = "airflow.run_id"
+#: MLflow 3's UI opens an experiment in the GenAI view (traces) unless this tag says it holds
+#: model-training runs; the drift checks are runs with metrics and artifacts, not traces
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: run tag holding the browser link to the run's drift report
+REPORT_URL_TAG = "drift_report_url"
 
 
 def client(tracking_uri: str | None):
@@ -54,10 +60,16 @@ def champion_reference(tracking_uri: str | None, model_name: str) -> dict | None
 
 
 def experiment_id(mlflow_client, name: str) -> str:
+    """The experiment ``name``, created when absent, tagged as a model-training experiment
+    (an existing one without the tag gets it, so the MLflow UI opens its runs view)."""
     experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow_client.create_experiment(name)
+    if experiment is None:
+        return mlflow_client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if (experiment.tags or {}).get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow_client.set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+        )
+    return experiment.experiment_id
 
 
 def log_drift_check(
@@ -70,9 +82,15 @@ def log_drift_check(
     metrics: Mapping[str, float],
     tags: Mapping[str, str],
     artifacts: Mapping[str, bytes],
+    report_artifact: str | None = None,
 ) -> tuple[str, str]:
-    """Log (or re-log) one drift check; returns (experiment id, MLflow run id)."""
+    """Log (or re-log) one drift check; returns (experiment id, MLflow run id).
+
+    ``report_artifact``: the artifact path of the drift report; its browser link (the MLflow
+    UI's artifact page) is set as the run's ``drift_report_url`` tag."""
     from mlflow.entities import Metric, Param, RunTag
+
+    from driftloop.airflow.links import mlflow_artifact_url
 
     mlflow_client = client(tracking_uri)
     exp_id = experiment_id(mlflow_client, experiment)
@@ -89,11 +107,16 @@ def log_drift_check(
         run_id = run.info.run_id
     stamp = int(datetime.fromisoformat(window_end).replace(tzinfo=UTC).timestamp() * 1000)
     logged_params = {} if existing else params  # MLflow params are immutable once logged
+    run_tags = dict(tags)
+    if report_artifact:
+        run_tags[REPORT_URL_TAG] = mlflow_artifact_url(
+            tracking_uri, exp_id, run_id, report_artifact
+        )
     mlflow_client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), stamp, 0) for k, v in sorted(metrics.items())],
         params=[Param(k, str(v)) for k, v in sorted(logged_params.items())],
-        tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())],
+        tags=[RunTag(k, str(v)) for k, v in sorted(run_tags.items())],
     )
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in artifacts.items():

@@ -13,24 +13,24 @@ Pipeline, one image at a time:
 3. :func:`decode` — confidence threshold, best class per anchor (or every class above the
    threshold with ``multi_label``), class-aware :func:`nms`, ``max_det``;
 4. :func:`scale_boxes` — back to original image pixels;
-5. :func:`match_image` — COCO-style greedy matching per IoU threshold 0.50:0.05:0.95, giving
-   one record per image in :mod:`driftloop.evaluation.bootstrap`'s format (``ImageRecord.to_dict``)::
+5. :func:`driftloop.evaluation.matching.match_image` — COCO-style greedy matching per IoU
+   threshold 0.50:0.05:0.95, giving one record per image in
+   :mod:`driftloop.evaluation.coco_map`'s format (``ImageRecord.to_dict``)::
 
        {"image_id": stem, "gt_counts": {"<class id>": n_boxes},
         "predictions": [[confidence, [tp@0.50, tp@0.55, …, tp@0.95], class_id], …]}
 
-:func:`evaluate_model` returns the records plus mAP@0.5 and mAP@0.5:0.95, computed by
-:mod:`driftloop.evaluation.bootstrap` (pycocotools' 101-point interpolated AP averaged over classes with
-ground truth), the same definition the gate's paired bootstrap uses. :func:`measure_latency_interleaved`
-times several models image by image in turn, single-threaded, so machine noise hits all of
-them alike.
+:func:`evaluate_model` returns the records plus mAP@0.5 and mAP@0.5:0.95 from
+:mod:`driftloop.evaluation.coco_map` (pycocotools' 101-point interpolated AP averaged over
+classes with ground truth), the definition the gate's paired bootstrap uses, and logs its
+progress ("scored 120/480 images"). Latency is measured by :mod:`driftloop.evaluation.latency`.
 """
 
 from __future__ import annotations
 
-import statistics
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+from driftloop.evaluation.coco_map import map_scores, per_class_scores
+from driftloop.evaluation.matching import image_record
+from driftloop.evaluation.progress import ProgressLog
+
+log = logging.getLogger(__name__)
+
 PAD_VALUE = 114
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 #: defaults of an mAP evaluation (Ultralytics' ``val``): keep nearly everything, NMS at 0.7
@@ -107,19 +112,6 @@ def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
     half = xywh[:, 2:] / 2
     return np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: ``[len(a), len(b)]``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clip(0).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -247,93 +239,6 @@ def image_label_pairs(eval_dir: str | Path, split: str | None = "eval") -> list[
     return [(p, labels_dir / f"{p.stem}.txt") for p in images]
 
 
-# --------------------------------------------------------------------------- matching
-
-
-def match_image(
-    pred_boxes: np.ndarray,
-    pred_scores: np.ndarray,
-    pred_classes: np.ndarray,
-    gt_boxes: np.ndarray,
-    gt_classes: np.ndarray,
-    iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
-) -> list[list[bool]]:
-    """COCO-style greedy matching, separately at each IoU threshold: predictions in order of
-    decreasing confidence each take the unmatched ground-truth box of their class with the
-    highest IoU, if that IoU ≥ the threshold (a true positive); otherwise they are false
-    positives. Returns, per prediction (in the input order), one flag per threshold."""
-    n_pred = len(pred_scores)
-    tp = np.zeros((n_pred, len(iou_thresholds)), dtype=bool)
-    if n_pred == 0 or len(gt_classes) == 0:
-        return tp.tolist()
-    ious = box_iou(pred_boxes, gt_boxes)
-    same = np.asarray(pred_classes)[:, None] == np.asarray(gt_classes)[None, :]
-    ious = np.where(same, ious, -1.0)
-    order = np.argsort(-np.asarray(pred_scores, dtype=np.float64), kind="stable")
-    for t, threshold in enumerate(iou_thresholds):
-        taken = np.zeros(len(gt_classes), dtype=bool)
-        for i in order:
-            candidates = np.where(taken, -1.0, ious[i])
-            j = int(candidates.argmax())
-            if candidates[j] >= threshold - 1e-12:
-                taken[j] = True
-                tp[i, t] = True
-    return tp.tolist()
-
-
-def image_record(
-    image_id: str, detections: Detections, gt_boxes: np.ndarray, gt_classes: np.ndarray
-) -> dict[str, Any]:
-    """The per-image record of :mod:`driftloop.evaluation.bootstrap` (``ImageRecord.to_dict`` format,
-    JSON-serialisable): ``{"image_id", "gt_counts": {"class": n}, "predictions":
-    [[confidence, [tp@0.50, …, tp@0.95], class], …]}``, predictions by decreasing confidence."""
-    flags = match_image(
-        detections.boxes, detections.scores, detections.classes, gt_boxes, gt_classes
-    )
-    classes, counts = np.unique(np.asarray(gt_classes, dtype=np.int64), return_counts=True)
-    return {
-        "image_id": image_id,
-        "gt_counts": {str(int(c)): int(n) for c, n in zip(classes, counts, strict=True)},
-        "predictions": [
-            [float(s), [bool(f) for f in tp], int(c)]
-            for s, tp, c in zip(detections.scores, flags, detections.classes, strict=True)
-        ],
-    }
-
-
-# --------------------------------------------------------------------------- mAP
-
-
-def map_scores(records: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
-    """(mAP@0.5, mAP@0.5:0.95) of scored records: pycocotools' 101-point AP, averaged over
-    the classes with ground truth — :mod:`driftloop.evaluation.bootstrap`'s definition, so these are
-    the numbers the promotion gate's bootstrap CI is centred on. NaN when no class has GT."""
-    from driftloop.evaluation import bootstrap
-
-    return (
-        bootstrap.metric_from_records(records, "map50"),
-        bootstrap.metric_from_records(records, "map50_95"),
-    )
-
-
-def per_class_scores(records: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, float]]:
-    """AP@0.5 and AP@0.5:0.95 of each class with ground truth (records restricted to it)."""
-    classes = sorted({int(k) for r in records for k, n in r["gt_counts"].items() if int(n) > 0})
-    out = {}
-    for c in classes:
-        only = [
-            {
-                "image_id": r["image_id"],
-                "gt_counts": {k: n for k, n in r["gt_counts"].items() if int(k) == c},
-                "predictions": [p for p in r["predictions"] if int(p[2]) == c],
-            }
-            for r in records
-        ]
-        ap50, ap50_95 = map_scores(only)
-        out[c] = {"ap50": ap50, "ap50_95": ap50_95}
-    return out
-
-
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -404,18 +309,25 @@ def score_runner(
     conf: float = EVAL_CONF,
     iou: float = EVAL_IOU,
     max_det: int = MAX_DET,
+    label: str = "detector",
 ) -> EvalResult:
     """Run a detector on every labeled image of ``eval_dir`` (see :func:`image_label_pairs`)
-    at input size ``size`` (H, W) and score it: per-image records, mAP@0.5, mAP@0.5:0.95."""
+    at input size ``size`` (H, W) and score it: per-image records, mAP@0.5, mAP@0.5:0.95.
+    Progress goes to this module's logger, the lines named by ``label``."""
     began = time.perf_counter()
+    pairs = image_label_pairs(eval_dir, split)
+    log.info("%s: scoring %d images of %s at %dx%d", label, len(pairs), eval_dir, *size)
+    progress = ProgressLog(log, f"{label}: scored", len(pairs), "images")
     records = []
-    for image_path, label_path in image_label_pairs(eval_dir, split):
+    for done, (image_path, label_path) in enumerate(pairs, start=1):
         det = predict(run, image_path, size, conf=conf, iou=iou, max_det=max_det)
         with Image.open(image_path) as image:
             width, height = image.size
         gt_boxes, gt_classes = read_labels(label_path, width, height)
         records.append(image_record(image_path.stem, det, gt_boxes, gt_classes))
+        progress.update(done)
     map50, map50_95 = map_scores(records)
+    log.info("%s: mAP@0.5 %.4f, mAP@0.5:0.95 %.4f", label, map50, map50_95)
     return EvalResult(
         records=records,
         map50=map50,
@@ -436,87 +348,22 @@ def evaluate_model(
     iou: float = EVAL_IOU,
     max_det: int = MAX_DET,
     threads: int | None = None,
+    label: str | None = None,
 ) -> EvalResult:
-    """:func:`score_runner` for an ONNX file (input size from the model unless given)."""
+    """:func:`score_runner` for an ONNX file (input size from the model unless given);
+    progress lines are named by ``label``, by default the file's path."""
     sess = session(onnx_path, threads=threads)
     if imgsz is None:
         size = input_size(sess)
     else:
         size = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     return score_runner(
-        onnx_runner(sess), size, eval_dir, split=split, conf=conf, iou=iou, max_det=max_det
+        onnx_runner(sess),
+        size,
+        eval_dir,
+        split=split,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        label=str(onnx_path) if label is None else label,
     )
-
-
-# --------------------------------------------------------------------------- latency
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def measure_latency_interleaved(
-    onnx_paths: Mapping[str, str | Path],
-    images: Sequence[str | Path],
-    *,
-    warmup: int = 10,
-    runs: int | None = None,
-    threads: int = 1,
-) -> dict[str, dict[str, float]]:
-    """:func:`time_runners_interleaved` for ONNX files, single-threaded sessions by default
-    (``threads=1``) for stable numbers."""
-    if not onnx_paths:
-        raise ValueError("no models to time")
-    runners = {}
-    for name, path in onnx_paths.items():
-        sess = session(path, threads=threads)
-        runners[name] = (onnx_runner(sess), input_size(sess))
-    return time_runners_interleaved(runners, images, warmup=warmup, runs=runs)
-
-
-def time_runners_interleaved(
-    runners: Mapping[str, tuple[Runner, tuple[int, int]]],
-    images: Sequence[str | Path],
-    *,
-    warmup: int = 10,
-    runs: int | None = None,
-) -> dict[str, dict[str, float]]:
-    """Per-model inference latency (the model call only, preprocessed inputs), measured
-    interleaved: for each image in turn every model runs once, the models' order rotating
-    from image to image, so drifts in machine load hit all models alike.
-
-    ``runners``: name → (runner, input size (H, W)). ``runs`` timed inferences per model
-    (default: one per image; images repeat cyclically when ``runs`` exceeds their number),
-    after ``warmup`` untimed ones each. Returns ``{name: {"p50_ms", "p95_ms", "mean_ms", "n"}}``.
-    """
-    if not runners:
-        raise ValueError("no models to time")
-    if not images:
-        raise ValueError("no images to time the models on")
-    names = list(runners)
-    cache: dict[tuple[int, int], list[np.ndarray]] = {}
-    for _, size in runners.values():
-        if size not in cache:
-            cache[size] = [load_input(p, size)[0] for p in images]
-    n_runs = len(images) if runs is None else int(runs)
-    timings: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(warmup + n_runs):
-        k = i % len(images)
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            run, size = runners[name]
-            tensor = cache[size][k]
-            began = time.perf_counter()
-            run(tensor)
-            elapsed = (time.perf_counter() - began) * 1000.0
-            if i >= warmup:
-                timings[name].append(elapsed)
-    return {
-        name: {
-            "p50_ms": _percentile(values, 50),
-            "p95_ms": _percentile(values, 95),
-            "mean_ms": statistics.fmean(values),
-            "n": len(values),
-        }
-        for name, values in timings.items()
-    }

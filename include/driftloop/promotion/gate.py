@@ -1,4 +1,4 @@
-"""The promotion gate: a versioned policy and a pure, fail-closed decision.
+"""The promotion gate: a pure, fail-closed decision under the promotion policy.
 
 ``decide_promotion`` takes the candidate's and the champion's evaluation summaries (scored on
 the same images, in the same environment), the paired-bootstrap CI of the primary metric's
@@ -17,10 +17,13 @@ champion, the same number of images for candidate, champion and delta (the same 
 Fail closed: a missing, NaN or infinite number fails the check that needs it, with a reason;
 the gate never promotes on incomplete evidence. A delta CI of another metric than the
 policy's ``primary_metric``, or at a lower confidence than ``bootstrap.confidence``, fails
-too. Comparisons are inclusive and allow 1e-9 for floating-point representation (relative to the threshold, at least 1e-9 absolute), so that
-``0.80 − 0.79`` is a loss of exactly 1 pp rather than 0.010000000000000009.
+too. Comparisons are inclusive and allow 1e-9 for floating-point representation (relative to
+the threshold, at least 1e-9 absolute), so that ``0.80 − 0.79`` is a loss of exactly 1 pp
+rather than 0.010000000000000009.
 
-Only the standard library is imported here.
+The policy itself (:class:`PromotionPolicy`, its YAML and overrides) is a pydantic model in
+:mod:`driftloop.config.promotion_policy`, re-exported here. Otherwise only the standard
+library and :class:`DeltaCI` are imported.
 """
 
 from __future__ import annotations
@@ -29,202 +32,38 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from driftloop.config.policies import PolicyError, deep_merge
-from driftloop.evaluation.bootstrap import METRICS, DeltaCI
-
-DEFAULT_PROMOTION_POLICY_PATH = (
-    Path(__file__).resolve().parents[1] / "config" / "promotion_policy.yaml"
+from driftloop.config.policies import PolicyError
+from driftloop.config.promotion_policy import (
+    APPROVAL_MODES,
+    ARCHIVE_MODES,
+    DEFAULT_PROMOTION_POLICY_PATH,
+    PROMOTE_TARGETS,
+    PromotionPolicy,
+    load_promotion_policy,
+    parse_promotion_policy,
 )
-PROMOTE_TARGETS = ("champion", "challenger")
-APPROVAL_MODES = ("none", "required")
-ARCHIVE_MODES = ("tag", "delete")
+from driftloop.evaluation.bootstrap import DeltaCI
+
+# the policy lives in driftloop.config.promotion_policy; its names stay importable from here
+__all__ = [
+    "APPROVAL_MODES",
+    "ARCHIVE_MODES",
+    "DEFAULT_PROMOTION_POLICY_PATH",
+    "EPS",
+    "PROMOTE_TARGETS",
+    "Check",
+    "EvalSummary",
+    "GateDecision",
+    "PolicyError",
+    "PromotionPolicy",
+    "decide_promotion",
+    "load_promotion_policy",
+    "parse_promotion_policy",
+]
+
 EPS = 1e-9
-
-
-# --------------------------------------------------------------------------------------------
-# policy
-
-
-@dataclass(frozen=True)
-class PromotionPolicy:
-    version: str
-    min_map50: float
-    min_map50_95: float
-    max_p95_latency_ms: float
-    map_tolerance: float = 0.02
-    latency_tolerance: float = 0.10
-    int8_max_map_loss: float = 0.01
-    primary_metric: str = "map50_95"
-    promote_to: str = "champion"
-    approval: str = "none"
-    auto_retrain: bool = True
-    retention_keep_last: int = 10
-    retention_archive: str = "tag"
-    bootstrap_n_resamples: int = 1000
-    bootstrap_confidence: float = 0.95
-    source: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "primary_metric": self.primary_metric,
-            "map_tolerance": self.map_tolerance,
-            "latency_tolerance": self.latency_tolerance,
-            "int8_max_map_loss": self.int8_max_map_loss,
-            "min_map50": self.min_map50,
-            "min_map50_95": self.min_map50_95,
-            "max_p95_latency_ms": self.max_p95_latency_ms,
-            "promote_to": self.promote_to,
-            "approval": self.approval,
-            "auto_retrain": self.auto_retrain,
-            "retention": {"keep_last": self.retention_keep_last, "archive": self.retention_archive},
-            "bootstrap": {
-                "n_resamples": self.bootstrap_n_resamples,
-                "confidence": self.bootstrap_confidence,
-            },
-        }
-
-
-_TOP_KEYS = {
-    "version",
-    "primary_metric",
-    "map_tolerance",
-    "latency_tolerance",
-    "int8_max_map_loss",
-    "min_map50",
-    "min_map50_95",
-    "max_p95_latency_ms",
-    "promote_to",
-    "approval",
-    "auto_retrain",
-    "retention",
-    "bootstrap",
-}
-_SECTION_KEYS = {"retention": {"keep_last", "archive"}, "bootstrap": {"n_resamples", "confidence"}}
-_MISSING = object()
-
-
-def parse_promotion_policy(raw: Mapping[str, Any], source: str = "<dict>") -> PromotionPolicy:
-    """Validate a policy mapping; every error names the offending key."""
-    if not isinstance(raw, Mapping):
-        raise PolicyError(f"{source}: promotion policy must be a mapping")
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise PolicyError(f"{source}: unknown key {unknown[0]!r} (known: {sorted(_TOP_KEYS)})")
-    for section, keys in _SECTION_KEYS.items():
-        value = raw.get(section)
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
-            raise PolicyError(f"{source}: {section!r} must be a mapping, got {value!r}")
-        extra = sorted(set(value) - keys)
-        if extra:
-            raise PolicyError(f"{source}: unknown key '{section}.{extra[0]}'")
-
-    def get(path: str, default: Any = _MISSING) -> Any:
-        node: Any = raw
-        for part in path.split("."):
-            if not isinstance(node, Mapping) or node.get(part) is None:
-                if default is _MISSING:
-                    raise PolicyError(f"{source}: missing key {path!r}")
-                return default
-            node = node[part]
-        return node
-
-    def number(path: str, default: Any = _MISSING, *, low=None, high=None, low_open=False):
-        value = get(path, default)
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise PolicyError(f"{source}: {path!r} must be a number, got {value!r}")
-        try:
-            x = float(value)
-        except ValueError:
-            raise PolicyError(f"{source}: {path!r} must be a number, got {value!r}") from None
-        if not math.isfinite(x):
-            raise PolicyError(f"{source}: {path!r} must be finite, got {value!r}")
-        if low is not None and (x <= low if low_open else x < low):
-            bound = f"> {low}" if low_open else f">= {low}"
-            raise PolicyError(f"{source}: {path!r} must be {bound}, got {x}")
-        if high is not None and x > high:
-            raise PolicyError(f"{source}: {path!r} must be <= {high}, got {x}")
-        return x
-
-    def integer(path: str, default: Any, *, low: int) -> int:
-        x = number(path, default, low=low)
-        if x != int(x):
-            raise PolicyError(f"{source}: {path!r} must be an integer, got {x}")
-        return int(x)
-
-    def choice(path: str, default: Any, options: tuple[str, ...]) -> str:
-        value = get(path, default)
-        if value not in options:
-            raise PolicyError(f"{source}: {path!r} must be one of {options}, got {value!r}")
-        return str(value)
-
-    def flag(path: str, default: bool) -> bool:
-        value = get(path, default)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise PolicyError(f"{source}: {path!r} must be true or false, got {value!r}")
-
-    version = get("version")
-    if not isinstance(version, str | int | float) or str(version).strip() == "":
-        raise PolicyError(f"{source}: 'version' must be a non-empty string, got {version!r}")
-    return PromotionPolicy(
-        version=str(version),
-        min_map50=number("min_map50", low=0.0, high=1.0),
-        min_map50_95=number("min_map50_95", low=0.0, high=1.0),
-        max_p95_latency_ms=number("max_p95_latency_ms", low=0.0, low_open=True),
-        map_tolerance=number("map_tolerance", 0.02, low=0.0, high=1.0),
-        latency_tolerance=number("latency_tolerance", 0.10, low=0.0),
-        int8_max_map_loss=number("int8_max_map_loss", 0.01, low=0.0, high=1.0),
-        primary_metric=choice("primary_metric", "map50_95", METRICS),
-        promote_to=choice("promote_to", "champion", PROMOTE_TARGETS),
-        approval=choice("approval", "none", APPROVAL_MODES),
-        auto_retrain=flag("auto_retrain", True),
-        retention_keep_last=integer("retention.keep_last", 10, low=1),
-        retention_archive=choice("retention.archive", "tag", ARCHIVE_MODES),
-        bootstrap_n_resamples=integer("bootstrap.n_resamples", 1000, low=100),
-        bootstrap_confidence=_confidence(number("bootstrap.confidence", 0.95), source),
-        source=source,
-    )
-
-
-def _confidence(x: float, source: str) -> float:
-    if not 0.5 <= x < 1.0:
-        raise PolicyError(f"{source}: 'bootstrap.confidence' must be in [0.5, 1), got {x}")
-    return x
-
-
-def load_promotion_policy(
-    path: str | Path = DEFAULT_PROMOTION_POLICY_PATH,
-    overrides: Mapping[str, Any] | None = None,
-) -> PromotionPolicy:
-    """Read the versioned policy file and apply run-time overrides (e.g. trigger Params).
-
-    An override changes the effective version to ``<version>+override`` so that the ledger
-    shows which decisions ran under a non-standard policy.
-    """
-    import yaml
-
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as err:
-        raise PolicyError(f"promotion policy file not found: {path}") from err
-    except yaml.YAMLError as err:
-        raise PolicyError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise PolicyError(f"{path}: promotion policy must be a mapping")
-    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, {}, "")}
-    if overrides:
-        raw = deep_merge(raw, overrides)
-        raw["version"] = f"{raw.get('version')}+override"
-    return parse_promotion_policy(raw, source=str(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,7 +181,7 @@ class GateDecision:
             )
             return f"{head}  {cells[-1]}".rstrip()
 
-        out = [line(header), line(tuple("-" * w for w in widths) + ("-" * 6,))]
+        out = [line(header), line((*tuple("-" * w for w in widths), "-" * 6))]
         out += [line(r) for r in rows]
         if self.promote:
             tail = f"PROMOTE -> {self.target_alias}"

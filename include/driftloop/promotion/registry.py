@@ -2,12 +2,16 @@
 
 Promotion is an alias change, never a stage (stages are deprecated in MLflow): ``champion``
 serves, ``previous-champion`` is the one-step rollback, ``challenger`` is a candidate that a
-rollout guard still has to confirm. Every function takes an ``MlflowClient`` so it works the
+rollout guard still has to confirm. A version is the training run's INT8 ONNX model, logged as
+an MLflow model (``models:/m-…``), so ``mlflow.onnx.load_model("models:/<name>@champion")``
+loads what serves; the FP32 model of the same run is named by the version's
+``fp32_model_uri`` tag. Every function takes an ``MlflowClient`` so it works the
 same against the embedded server and a production one.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +23,9 @@ PROTECTED_ALIASES = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER)
 #: tag that makes registration idempotent: one version per retrain DAG run
 RUN_TAG = "airflow.run_id"
 ARCHIVED_TAG = "archived"
+#: version tag naming the FP32 ONNX model (``models:/m-…``) logged with the registered INT8 one
+FP32_MODEL_TAG = "fp32_model_uri"
+_LOGGED_MODEL_URI = re.compile(r"models:/(m-[0-9a-f]+)")
 
 
 def ensure_registered_model(client, name: str, description: str = "") -> None:
@@ -51,31 +58,65 @@ def find_version(client, name: str, tag: str, value: str):
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
+def logged_model_id(model_uri: str) -> str:
+    """The logged-model id of a ``models:/m-…`` URI (what ``mlflow.<flavor>.log_model``
+    returns); anything else is refused: the registry registers MLflow models, not run
+    folders."""
+    match = _LOGGED_MODEL_URI.fullmatch(str(model_uri))
+    if match is None:
+        raise ValueError(
+            f"model_uri {model_uri!r}: expected a logged MLflow model URI models:/m-<id> "
+            "(the training run logs its ONNX models with mlflow.onnx)"
+        )
+    return match.group(1)
+
+
 def register_candidate(
     client,
     name: str,
     *,
+    model_uri: str,
     run_id: str,
     airflow_run_id: str,
     tags: Mapping[str, str],
     description: str,
 ) -> tuple[Any, bool]:
-    """Register the training run's artifacts as a new version, once per retrain DAG run.
+    """Register the training run's logged model ``model_uri`` (``models:/m-…``, the INT8 ONNX
+    model) as a new version, once per retrain DAG run.
 
     Returns ``(version, created)``; a re-run of the same DAG run finds its version again.
     """
+    model_id = logged_model_id(model_uri)
     ensure_registered_model(client, name, "YOLO detector (ball, player) kept healthy by driftloop")
     existing = find_version(client, name, RUN_TAG, airflow_run_id)
     if existing is not None:
         return existing, False
     version = client.create_model_version(
         name,
-        source=f"runs:/{run_id}",
+        source=model_uri,
         run_id=run_id,
+        model_id=model_id,
         tags={**{k: str(v) for k, v in tags.items()}, RUN_TAG: airflow_run_id},
         description=description,
     )
     return version, True
+
+
+def onnx_model_uris(version) -> dict[str, str]:
+    """``{"int8": uri, "fp32": uri}`` of a registered version: its own source (the INT8 model)
+    and the FP32 model named by its :data:`FP32_MODEL_TAG` tag. Versions registered before the
+    ONNX files were MLflow models (source ``runs:/<id>``) point at the run's
+    ``onnx/model_{kind}.onnx`` artifacts."""
+    source = str(version.source or "")
+    if _LOGGED_MODEL_URI.fullmatch(source):
+        fp32 = (version.tags or {}).get(FP32_MODEL_TAG)
+        if not fp32:
+            raise LookupError(
+                f"{version.name} v{version.version} has no {FP32_MODEL_TAG!r} tag: "
+                "its FP32 model is unknown"
+            )
+        return {"int8": source, "fp32": fp32}
+    return {kind: f"runs:/{version.run_id}/onnx/model_{kind}.onnx" for kind in ("int8", "fp32")}
 
 
 @dataclass(frozen=True)

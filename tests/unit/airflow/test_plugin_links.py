@@ -23,6 +23,7 @@ from driftloop.airflow import links
 from driftloop.airflow.links import (
     DRIFT_REPORT_URL_KEY,
     MLFLOW_RUN_URL_KEY,
+    REGISTERED_MODEL_URL_KEY,
     is_safe_link,
     mlflow_artifact_url,
     mlflow_run_url,
@@ -31,7 +32,7 @@ from driftloop.airflow.links import (
 REPO = Path(__file__).resolve().parents[3]
 PLUGINS = REPO / "plugins"
 PLUGIN_FILE = PLUGINS / "driftloop_links.py"
-LINK_NAMES = {"MLflow run", "Drift report"}
+LINK_NAMES = {"MLflow run", "Drift report", "Registered model"}
 REPORT_URL = "http://mlflow:5000/#/experiments/3/runs/abc/artifactPath/evidently/evidently.html"
 
 
@@ -63,14 +64,14 @@ def test_mlflow_run_url(tracking_uri, experiment, run, expected):
     "tracking_uri", ["sqlite:///mlflow.db", "file:///tmp/mlruns", "databricks", "", "http://"]
 )
 def test_mlflow_run_url_needs_a_web_server(tracking_uri):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="MLflow tracking URI has no web UI"):
         mlflow_run_url(tracking_uri, "1", "abc")
 
 
 def test_mlflow_run_url_needs_ids():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="experiment_id and run_id must be non-empty"):
         mlflow_run_url("http://mlflow:5000", "", "abc")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="experiment_id and run_id must be non-empty"):
         mlflow_run_url("http://mlflow:5000", "1", " ")
 
 
@@ -88,9 +89,9 @@ def test_mlflow_artifact_url_opens_the_artifact_in_the_run_page():
     assert mlflow_artifact_url("http://m", 1, "r", "/a b/c#d.html").endswith(
         "/artifactPath/a%20b/c%23d.html"
     )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="artifact_path must be non-empty"):
         mlflow_artifact_url("http://m", 1, "r", "/")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="MLflow tracking URI has no web UI"):
         mlflow_artifact_url("s3://bucket", 1, "r", "report.html")
 
 
@@ -142,7 +143,11 @@ def ti_key(task_id="train", map_index=-1):
 def test_plugin_declares_global_links(plugin):
     links_ = plugin.DriftloopLinksPlugin.global_operator_extra_links
     assert {link.name for link in links_} == LINK_NAMES
-    assert {link.url_key for link in links_} == {MLFLOW_RUN_URL_KEY, DRIFT_REPORT_URL_KEY}
+    assert {link.url_key for link in links_} == {
+        MLFLOW_RUN_URL_KEY,
+        DRIFT_REPORT_URL_KEY,
+        REGISTERED_MODEL_URL_KEY,
+    }
     from airflow.sdk import BaseOperatorLink
 
     assert all(isinstance(link, BaseOperatorLink) for link in links_)
@@ -153,6 +158,11 @@ def test_plugin_declares_global_links(plugin):
     [
         ("MlflowRunLink", MLFLOW_RUN_URL_KEY, "http://mlflow:5000/#/experiments/1/runs/abc"),
         ("DriftReportLink", DRIFT_REPORT_URL_KEY, REPORT_URL),
+        (
+            "RegisteredModelLink",
+            REGISTERED_MODEL_URL_KEY,
+            "http://mlflow:5000/#/models/driftloop-detector/versions/3",
+        ),
     ],
 )
 def test_get_link_returns_the_xcom_url(plugin, monkeypatch, link_class, key, url):
@@ -288,6 +298,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from driftloop.airflow.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY, mlflow_run_url
+from driftloop.airflow.links import REGISTERED_MODEL_URL_KEY, mlflow_model_version_url
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False)
@@ -295,6 +306,10 @@ def links_probe():
     @task
     def train(ti=None):
         ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=mlflow_run_url("http://mlflow:5000", "3", "abc"))
+        ti.xcom_push(
+            key=REGISTERED_MODEL_URL_KEY,
+            value=mlflow_model_version_url("http://mlflow:5000", "driftloop-detector", 3),
+        )
 
     @task
     def report(ti=None):
@@ -354,13 +369,15 @@ def test_links_resolve_through_the_api_server(tmp_path):
         "train": {
             "MLflow run": "http://mlflow:5000/#/experiments/3/runs/abc",
             "Drift report": None,
+            "Registered model": "http://mlflow:5000/#/models/driftloop-detector/versions/3",
         },
         "report": {
             "MLflow run": None,
             "Drift report": REPORT_URL,
+            "Registered model": None,
         },
-        "stale": {"MLflow run": None, "Drift report": None},
-        "plain": {"MLflow run": None, "Drift report": None},
+        "stale": {"MLflow run": None, "Drift report": None, "Registered model": None},
+        "plain": {"MLflow run": None, "Drift report": None, "Registered model": None},
     }
     for task_id, (status, body) in out["links"].items():
         assert status == 200, body

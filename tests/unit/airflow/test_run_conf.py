@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 
 from driftloop.airflow.run_conf import RunConfError, check_conf_keys, check_drift_params
+from driftloop.config.drift_policy import drift_param_defaults, load_policy
 from driftloop.config.policies import PolicyError
 from driftloop.config.settings import Settings
-from driftloop.drift.decision import load_policy
-from driftloop.drift.steps import announced_days, drift_param_defaults, resolve_drift_run
+from driftloop.drift.run import announced_days, resolve_drift_run
 
 DECLARED = [
     "end_date",
@@ -31,7 +31,8 @@ def test_unknown_conf_keys_are_named_with_the_accepted_ones():
     with pytest.raises(RunConfError) as err:
         check_conf_keys({"end_day": "x", "hysteresis-k": 3, "window_days": 7}, DECLARED, "d")
     message = str(err.value)
-    assert "'end_day'" in message and "'hysteresis-k'" in message
+    assert "'end_day'" in message
+    assert "'hysteresis-k'" in message
     assert "window_days" in message.split("are:")[1]  # the list of what is accepted
     assert "'window_days'" not in message.split("are:")[0]
 
@@ -118,7 +119,7 @@ def test_resolve_run_refuses_bad_params_before_anything_else():
 def test_a_broken_policy_file_is_named_as_the_file(tmp_path):
     broken = tmp_path / "drift_policy.yaml"
     broken.write_text("version: x\n")
-    with pytest.raises(PolicyError, match="drift_policy.yaml"):
+    with pytest.raises(PolicyError, match=r"drift_policy\.yaml"):
         resolve_drift_run(
             Settings(policy_path=str(broken)),
             {},
@@ -133,3 +134,29 @@ def test_a_broken_policy_file_is_named_as_the_file(tmp_path):
 def test_announced_days_read_the_asset_events_extra():
     extras = [{"day": "2026-11-28"}, None, {}, {"day": "2026-11-27"}, {"day": "2026-11-28"}]
     assert announced_days(extras) == ["2026-11-27", "2026-11-28"]
+
+
+def test_params_are_built_from_the_policy_model_with_no_null_choice():
+    from driftloop.airflow.params import drift_monitor_params
+    from driftloop.config.drift_policy import RUN_OVERRIDES, policy_overrides
+
+    params = drift_monitor_params()
+    assert list(params) == ["end_date", *(o.param for o in RUN_OVERRIDES)]
+    assert sorted(params) == sorted(DECLARED)
+    for name, param in params.items():
+        assert param.value is None, name
+        assert "null" in param.schema["type"], name
+        assert None not in param.schema.get("enum", []), name  # no literal "null" choice
+        assert param.description, name
+    assert params["fdr_alpha"].schema["exclusiveMaximum"] == 1  # the model's bounds
+    assert params["window_days"].schema["type"] == ["null", "integer"]
+    approval = params["approval"]
+    assert "enum" not in approval.schema
+    assert approval.schema["examples"] == ["none", "required"]
+    assert approval.resolve("required") == "required"
+    assert approval.resolve(None) is None
+    with pytest.raises(Exception, match="sometimes"):
+        approval.resolve("sometimes")
+    assert policy_overrides({"psi_warn": 0.2, "approval": "", "window_days": None}) == {
+        "defaults": {"numeric": {"warn": 0.2}, "categorical": {"warn": 0.2}}
+    }

@@ -116,13 +116,16 @@ def test_training_backend_defaults_to_local():
 def test_operator_settings(build):
     op, _ = build()
     assert op.task_id == "train"
-    assert op.pool == "gpu" and op.pool_slots == 1
+    assert op.pool == "gpu"
+    assert op.pool_slots == 1
     assert op.on_finish_action.value == "delete_pod"
     assert op.on_kill_action.value == "delete_pod"
     assert op.startup_timeout_seconds == 1800
     assert op.schedule_timeout_seconds == 1800
-    assert op.durable is True and op.reattach_on_restart is True
-    assert op.get_logs is True and op.log_events_on_failure is True
+    assert op.durable is True
+    assert op.reattach_on_restart is True
+    assert op.get_logs is True
+    assert op.log_events_on_failure is True
     assert op.do_xcom_push is True
     assert op.deferrable is False
     assert op.kubernetes_conn_id == "kubernetes_default"
@@ -176,7 +179,8 @@ def test_templated_arguments_render_with_a_minimal_context(build):
     assert args[1] == f"s3://driftloop/datasets/{'ab' * 32}/"
     assert args[3] == "30"
     labels = pod.metadata.labels
-    assert labels["dag_id"] == "retrain_detector" and labels["task_id"] == "train"
+    assert labels["dag_id"] == "retrain_detector"
+    assert labels["task_id"] == "train"
     assert labels["app.kubernetes.io/component"] == "training"
 
 
@@ -187,13 +191,15 @@ def test_gpu_requests_equal_limits(build, gpu_count):
     assert resources.requests["nvidia.com/gpu"] == str(gpu_count)
     assert resources.limits["nvidia.com/gpu"] == str(gpu_count)
     for name in ("cpu", "memory"):
-        assert name in resources.requests and name in resources.limits
+        assert name in resources.requests
+        assert name in resources.limits
 
 
 def test_cpu_limit_can_be_left_out(build):
     _, pod = build(cpu_limit=None)
     resources = _base(pod).resources
-    assert "cpu" not in resources.limits and resources.requests["cpu"] == "8"
+    assert "cpu" not in resources.limits
+    assert resources.requests["cpu"] == "8"
 
 
 def test_gpu_pool_scheduling(build):
@@ -219,7 +225,8 @@ def test_volumes_shm_workspace_tmp_and_xcom(build):
     assert shm.empty_dir.medium == "Memory"
     assert shm.empty_dir.size_limit == "16Gi"
     workspace = volumes[mounts["/workspace"]]
-    assert workspace.empty_dir is not None and workspace.empty_dir.medium in (None, "")
+    assert workspace.empty_dir is not None
+    assert workspace.empty_dir.medium in (None, "")
     assert volumes[mounts["/tmp"]].empty_dir is not None
     assert volumes[mounts["/airflow/xcom"]].empty_dir is not None
 
@@ -231,7 +238,9 @@ def test_security_context_is_restricted(build):
     _, pod = build()
     psc = pod.spec.security_context
     assert psc.run_as_non_root is True
-    assert psc.run_as_user == 10001 and psc.run_as_group == 10001 and psc.fs_group == 10001
+    assert psc.run_as_user == 10001
+    assert psc.run_as_group == 10001
+    assert psc.fs_group == 10001
     assert psc.seccomp_profile.type == "RuntimeDefault"
     assert pod.spec.automount_service_account_token is False
     assert pod.spec.host_network is False
@@ -282,7 +291,8 @@ def test_no_secret_value_anywhere_in_the_pod(build):
             assert not pattern.search(value), f"{value!r} looks like a credential"
     for e in base.env:
         if training_pod._SECRET_NAME.search(e.name):
-            assert e.value is None and e.value_from.secret_key_ref, e.name
+            assert e.value is None, e.name
+            assert e.value_from.secret_key_ref, e.name
 
     document = json.dumps(_serialized(pod))
     for secret_value in FAKE_ENV_CREDENTIALS.values():
@@ -306,7 +316,7 @@ def test_extra_secrets_are_attached_as_secret_key_refs(build):
 
 
 @pytest.mark.parametrize(
-    "overrides, match",
+    ("overrides", "match"),
     [
         ({"env": {"AWS_SECRET_ACCESS_KEY": "x"}}, "credential"),
         ({"env": {"MLFLOW_TRACKING_PASSWORD": "x"}}, "credential"),
@@ -334,7 +344,8 @@ def test_serialized_pod_round_trips_as_yaml_and_json(build):
     assert json.loads(json.dumps(document)) == document
     assert yaml.safe_load(yaml.safe_dump(document)) == document
 
-    assert document["apiVersion"] == "v1" and document["kind"] == "Pod"
+    assert document["apiVersion"] == "v1"
+    assert document["kind"] == "Pod"
     spec = document["spec"]
     assert [c["name"] for c in spec["containers"]] == ["base", "airflow-xcom-sidecar"]
     base = spec["containers"][0]
@@ -399,12 +410,14 @@ def dockerfile():
 
 def test_dockerfile_runs_the_training_module_as_non_root(dockerfile):
     keywords = [k for k, _ in dockerfile]
-    assert keywords[0] in ("ARG", "FROM") and "FROM" in keywords
+    assert keywords[0] in ("ARG", "FROM")
+    assert "FROM" in keywords
 
     users = [rest for k, rest in dockerfile if k == "USER"]
     assert users, "no USER instruction"
     final_user = users[-1].split(":")[0]
-    assert final_user not in ("root", "0") and final_user in ("10001", "trainer")
+    assert final_user not in ("root", "0")
+    assert final_user in ("10001", "trainer")
     assert any("useradd" in rest and "--uid 10001" in rest for k, rest in dockerfile if k == "RUN")
 
     entrypoints = [rest for k, rest in dockerfile if k == "ENTRYPOINT"]
@@ -435,7 +448,9 @@ def test_dockerfile_installs_the_locked_requirements_then_the_package(dockerfile
         i for i, r in enumerate(runs) if re.search(r"pip install .*-r \S*requirements", r)
     ]
     install_pkg = [i for i, r in enumerate(runs) if re.search(r"pip install .*--no-deps", r)]
-    assert install_reqs and install_pkg and install_reqs[0] < install_pkg[0]
+    assert install_reqs
+    assert install_pkg
+    assert install_reqs[0] < install_pkg[0]
     assert all("--no-cache-dir" in runs[i] for i in install_reqs + install_pkg)
     sources = {c.split()[0] for c in copies}
     assert {"pyproject.toml", "include/driftloop/"} <= sources
@@ -449,7 +464,8 @@ def test_dockerfile_ships_the_arial_font_from_a_font_package(dockerfile):
     config_dir = env["YOLO_CONFIG_DIR"].rstrip("/") + "/Ultralytics"
     # Ultralytics looks for $YOLO_CONFIG_DIR/Ultralytics/Arial.ttf before downloading it
     assert re.search(rf"DejaVuSans\.ttf\s+{re.escape(config_dir)}/Arial\.ttf", runs)
-    assert "libgl1" in runs and "libglib2.0-0" in runs
+    assert "libgl1" in runs
+    assert "libglib2.0-0" in runs
 
 
 def test_dockerfile_shell_and_inline_python_parse(dockerfile):

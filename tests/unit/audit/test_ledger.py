@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -74,7 +75,7 @@ def test_append_links_rows_into_a_chain(ledger):
     rows = fill(ledger, 4)
     assert [r.id for r in rows] == [1, 2, 3, 4]
     assert rows[0].prev_hash == GENESIS_HASH
-    for prev, row in zip(rows, rows[1:], strict=False):
+    for prev, row in itertools.pairwise(rows):
         assert row.prev_hash == prev.row_hash
     assert all(r.inserted for r in rows)
     assert rows[0].recorded_at == "2026-11-01T06:00:01.000000+00:00"
@@ -85,7 +86,7 @@ def test_row_hash_follows_the_documented_formula(ledger):
     entry = fill(ledger, 1)[0]
     with ledger.engine.connect() as conn:
         row = conn.execute(sa.select(audit_ledger)).mappings().one()
-    doc = {k: row[k] for k in row.keys() if k != "row_hash"}
+    doc = {k: row[k] for k in row if k != "row_hash"}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert hashlib.sha256(text.encode("utf-8")).hexdigest() == entry.row_hash
     assert row["payload"] == canonical_json(entry.payload)
@@ -107,8 +108,11 @@ def test_same_idempotency_key_returns_the_existing_row(ledger):
         payload={"alias": "other"},
         idempotency_key="retrain/run-1/promote",
     )
-    assert again == first and again.inserted is False and first.inserted is True
-    assert again.payload == {"alias": "champion"} and again.actor == "a"
+    assert again == first
+    assert again.inserted is False
+    assert first.inserted is True
+    assert again.payload == {"alias": "champion"}
+    assert again.actor == "a"
     assert ledger.count() == 1
     assert ledger.get("retrain/run-1/promote") == first
     assert ledger.get("nope") is None
@@ -161,18 +165,24 @@ def test_payload_objects_are_serialised_canonically(ledger):
 
 def test_verify_ok_and_empty(ledger):
     empty = ledger.verify()
-    assert empty.ok and empty.rows == 0 and empty.head == GENESIS_HASH
+    assert empty.ok
+    assert empty.rows == 0
+    assert empty.head == GENESIS_HASH
     rows = fill(ledger, 5)
     result = ledger.verify()
-    assert result.ok and result.rows == 5 and result.head == rows[-1].row_hash
-    assert result.first_bad_id is None and bool(result)
+    assert result.ok
+    assert result.rows == 5
+    assert result.head == rows[-1].row_hash
+    assert result.first_bad_id is None
+    assert bool(result)
 
 
 def test_tampered_payload_names_the_row(ledger):
     fill(ledger, 5)
     raw(ledger, "UPDATE audit_ledger SET payload = :p WHERE id = 3", p='{"i":2,"map50_95":0.99}')
     result = ledger.verify()
-    assert not result.ok and result.first_bad_id == 3
+    assert not result.ok
+    assert result.first_bad_id == 3
     assert "row_hash does not match" in result.reason
 
 
@@ -191,14 +201,16 @@ def test_tampered_row_with_recomputed_hash_breaks_the_next_link(ledger):
             .values(actor="mallory", row_hash=compute_row_hash(row))
         )
     result = ledger.verify()
-    assert result.first_bad_id == 4 and "prev_hash" in result.reason
+    assert result.first_bad_id == 4
+    assert "prev_hash" in result.reason
 
 
 def test_deleted_middle_row_is_detected_at_the_following_row(ledger):
     fill(ledger, 5)
     raw(ledger, "DELETE FROM audit_ledger WHERE id = 3")
     result = ledger.verify()
-    assert not result.ok and result.first_bad_id == 4
+    assert not result.ok
+    assert result.first_bad_id == 4
     assert "row 2" in result.reason
 
 
@@ -206,7 +218,8 @@ def test_deleted_first_row_is_detected(ledger):
     fill(ledger, 3)
     raw(ledger, "DELETE FROM audit_ledger WHERE id = 1")
     result = ledger.verify()
-    assert result.first_bad_id == 2 and "genesis" in result.reason
+    assert result.first_bad_id == 2
+    assert "genesis" in result.reason
 
 
 def test_changed_prev_hash_is_detected(ledger):
@@ -221,7 +234,8 @@ def test_reordered_rows_are_detected(ledger):
     raw(ledger, "UPDATE audit_ledger SET id = 2 WHERE id = 3")
     raw(ledger, "UPDATE audit_ledger SET id = 3 WHERE id = 100")
     result = ledger.verify()
-    assert not result.ok and result.first_bad_id == 2
+    assert not result.ok
+    assert result.first_bad_id == 2
 
 
 def test_truncation_needs_the_expected_head(ledger):
@@ -229,7 +243,8 @@ def test_truncation_needs_the_expected_head(ledger):
     raw(ledger, "DELETE FROM audit_ledger WHERE id = 4")
     assert ledger.verify().ok  # a shorter chain is still a valid chain ...
     result = ledger.verify(expected_head=rows[-1].row_hash)
-    assert not result.ok and "expected" in result.reason  # ... unless the head is pinned
+    assert not result.ok
+    assert "expected" in result.reason
     assert ledger.verify(expected_head=rows[-2].row_hash).ok
 
 
@@ -239,7 +254,8 @@ def test_appends_after_verification_continue_the_chain(ledger):
     entry = again.append(
         "rollback", actor="rollout_guard", subject="model:m/v2", payload={}, idempotency_key="r"
     )
-    assert entry.id == 3 and ledger.verify().rows == 3
+    assert entry.id == 3
+    assert ledger.verify().rows == 3
 
 
 def test_ledger_shares_the_history_database(tmp_path):
@@ -288,7 +304,8 @@ def test_concurrent_writers_keep_one_linear_chain(url):
     shared, own = 3, 4 * 12
     assert ledger.count() == shared + own
     result = ledger.verify()
-    assert result.ok and result.rows == shared + own
+    assert result.ok
+    assert result.rows == shared + own
 
 
 def test_engines_that_begin_their_own_transactions_still_serialise(url):
@@ -318,13 +335,13 @@ def test_engines_that_begin_their_own_transactions_still_serialise(url):
 # CLI
 
 
-def cli(*args, env_url=None):
+def cli(*args, env_url=None, module="driftloop.audit.ledger"):
     env = {**os.environ, "PYTHONPATH": str(REPO / "include")}
     env.pop("DRIFTLOOP_DATABASE_URL", None)
     if env_url:
         env["DRIFTLOOP_DATABASE_URL"] = env_url
     return subprocess.run(
-        [sys.executable, "-m", "driftloop.audit.ledger", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -338,10 +355,16 @@ def test_cli_verify_ok_then_tampered(ledger, url):
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == f"ledger OK: 5 rows, head {rows[-1].row_hash}"
 
+    # the old name the training image and runbooks use
+    shim = cli("verify", "--database-url", url, module="driftloop.ledger")
+    assert shim.returncode == 0, shim.stderr
+    assert shim.stdout == ok.stdout
+
     raw(ledger, "UPDATE audit_ledger SET payload = '{}' WHERE id = 2")
     bad = cli("verify", env_url=url)  # database URL from the environment
     assert bad.returncode == 1
-    assert "row 2" in bad.stdout and "TAMPERED" in bad.stdout
+    assert "row 2" in bad.stdout
+    assert "TAMPERED" in bad.stdout
 
 
 def test_cli_show(ledger, url):
@@ -353,14 +376,16 @@ def test_cli_show(ledger, url):
     assert [line.split()[0] for line in lines[1:]] == ["2", "4"]
     one = cli("show", "--database-url", url, "--limit", "1", "--json")
     assert one.returncode == 0
-    (doc,) = [json.loads(line) for line in one.stdout.strip().splitlines()]
-    assert doc["id"] == 5 and doc["payload"]["i"] == 4
+    (doc,) = json.loads(one.stdout)["entries"]
+    assert doc["id"] == 5
+    assert doc["payload"]["i"] == 4
     subject = cli("show", "--database-url", url, "--subject", "model:driftloop-detector/v1")
     assert len(subject.stdout.strip().splitlines()) == 2
 
 
 def test_cli_without_a_ledger_table_fails(tmp_path):
     out = cli("verify", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}")
-    assert out.returncode == 1 and "no audit ledger" in out.stderr
+    assert out.returncode == 1
+    assert "no audit ledger" in out.stderr
     usage = cli("frobnicate")
     assert usage.returncode == 2

@@ -313,7 +313,8 @@ def test_example_secret_values_are_not_hard_coded(raw_text, env_example):
 def test_env_file_is_kept_out_of_the_image_build():
     patterns = (REPO / ".dockerignore").read_text().split()
     assert ".env" in patterns
-    assert ".venv" in patterns and ".git" in patterns
+    assert ".venv" in patterns
+    assert ".git" in patterns
 
 
 # ------------------------------------------------------------------------------ services
@@ -326,7 +327,8 @@ def test_every_service_has_an_image_or_build(services):
         assert service.get("image") or service.get("build"), f"{name}: no image and no build"
         image = service.get("image", "")
         tag = image.rsplit("/", 1)[-1]
-        assert ":" in tag and not tag.endswith(":latest"), f"{name}: image {image!r} is not pinned"
+        assert ":" in tag, f"{name}: image {image!r} is not pinned"
+        assert not tag.endswith(":latest"), f"{name}: image {image!r} is not pinned"
 
 
 def test_long_running_services_have_healthchecks_and_restart(services):
@@ -339,7 +341,9 @@ def test_long_running_services_have_healthchecks_and_restart(services):
         check = service.get("healthcheck")
         assert check, f"{name}: long-running service without a healthcheck"
         test = check["test"]
-        assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
+        assert isinstance(test, list), name
+        assert test[0] in ("CMD", "CMD-SHELL"), name
+        assert len(test) > 1, name
         for key in ("interval", "timeout", "retries"):
             assert key in check, f"{name}: healthcheck.{key}"
 
@@ -437,7 +441,8 @@ def test_airflow_core_settings(airflow_env):
     )
     assert airflow_env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
     user, role = airflow_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(":")
-    assert user and role == "admin"
+    assert user
+    assert role == "admin"
     assert airflow_env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
 
 
@@ -474,7 +479,7 @@ def test_driftloop_settings_from_the_compose_env(worker_env, env_example):
         key
         for key in worker_env
         if key.startswith("DRIFTLOOP_")
-        and key.removeprefix("DRIFTLOOP_").lower() not in Settings.__dataclass_fields__
+        and key.removeprefix("DRIFTLOOP_").lower() not in Settings.model_fields
         # the DAG files' own parse-time settings (DRIFTLOOP_TRAINING_*)
         and key != TRAINING_BACKEND_ENV
         and not re.search(rf"[\"']{key}[\"']", dag_sources)
@@ -503,7 +508,9 @@ def test_broker_and_result_backend_point_at_redis_and_postgres(services, airflow
 
     broker = make_url(airflow_env["AIRFLOW__CELERY__BROKER_URL"])
     assert broker.drivername == "redis"
-    assert broker.host == "redis" and broker.port == 6379 and broker.database == "0"
+    assert broker.host == "redis"
+    assert broker.port == 6379
+    assert broker.database == "0"
     assert broker.password == env_example["REDIS_PASSWORD"]
     assert "6379" in [str(p) for p in services["redis"]["expose"]]
 
@@ -556,7 +563,8 @@ def test_worker_scales(raw, services):
     env = as_dict(worker["environment"])
     assert env["DUMB_INIT_SETSID"] == "0"
     grace = re.fullmatch(r"(\d+)(s|m|h)", str(worker["stop_grace_period"]))
-    assert grace and int(grace.group(1)) * {"s": 1, "m": 60, "h": 3600}[grace.group(2)] >= 60
+    assert grace
+    assert int(grace.group(1)) * {"s": 1, "m": 60, "h": 3600}[grace.group(2)] >= 60
 
 
 def test_worker_has_what_tasks_need(services, worker_env, env_example):
@@ -606,7 +614,8 @@ def test_redis_is_internal_authenticated_and_healthy(raw, services, env_example)
     assert redis["restart"] == "always"
     assert redis.get("user") not in (None, "root", "0", "0:0"), "redis-server as root"
     check = redis["healthcheck"]
-    assert check["test"][0] in ("CMD", "CMD-SHELL") and "redis-cli" in " ".join(check["test"])
+    assert check["test"][0] in ("CMD", "CMD-SHELL")
+    assert "redis-cli" in " ".join(check["test"])
     env = as_dict(redis["environment"])
     assert env["REDISCLI_AUTH"] == env["REDIS_PASSWORD"] == env_example["REDIS_PASSWORD"]
     script = raw["services"]["redis"]["command"][0]
@@ -652,7 +661,8 @@ def test_flower_is_optional_and_authenticated(services):
     assert flower["profiles"] == ["flower"]
     env = as_dict(flower["environment"])
     user, _, password = env["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"].partition(":")
-    assert user and password
+    assert user
+    assert password
 
 
 def _docker_compose() -> list[str] | None:
@@ -738,7 +748,8 @@ def test_postgres_runs_the_init_script(services):
     postgres = services["postgres"]
     mounts = dict(str(v).split(":")[:2] for v in postgres["volumes"])
     init_targets = [t for s, t in mounts.items() if s.endswith("postgres-init.sh")]
-    assert init_targets and init_targets[0].startswith("/docker-entrypoint-initdb.d/")
+    assert init_targets
+    assert init_targets[0].startswith("/docker-entrypoint-initdb.d/")
     sql_target = next(t for s, t in mounts.items() if s.endswith("init-databases.sql"))
     assert not sql_target.startswith("/docker-entrypoint-initdb.d/"), (
         "the SQL needs psql variables: it must run through postgres-init.sh, not directly"
@@ -774,7 +785,8 @@ def test_postgres_init_script_passes_passwords_as_psql_variables(tmp_path):
     result = subprocess.run(
         ["sh", str(COMPOSE_DIR / "postgres-init.sh")], env=env, capture_output=True, text=True
     )
-    assert result.returncode != 0 and "MLFLOW_DB_PASSWORD" in result.stderr
+    assert result.returncode != 0
+    assert "MLFLOW_DB_PASSWORD" in result.stderr
 
 
 # --------------------------------------------------------------------- MinIO and MLflow
@@ -855,7 +867,8 @@ def test_mlflow_command_line_parses(services):
     assert params["backend_store_uri"] == env["MLFLOW_BACKEND_STORE_URI"]
     assert params["serve_artifacts"] is True
     assert params["artifacts_destination"] == "s3://driftloop-mlflow/artifacts"
-    assert params["host"] == "0.0.0.0" and int(params["port"]) == 5000
+    assert params["host"] == "0.0.0.0"
+    assert int(params["port"]) == 5000
 
 
 def test_mlflow_image_matches_the_client_version():
@@ -864,7 +877,8 @@ def test_mlflow_image_matches_the_client_version():
     )
     dockerfile = (COMPOSE_DIR / "mlflow.Dockerfile").read_text()
     assert re.search(rf"MLFLOW_VERSION={re.escape(pins['mlflow'])}\b", dockerfile)
-    assert "psycopg2-binary==" in dockerfile and "boto3==" in dockerfile
+    assert "psycopg2-binary==" in dockerfile
+    assert "boto3==" in dockerfile
 
 
 # ------------------------------------------------------------------------- airflow-init
@@ -925,9 +939,8 @@ def test_dockerfile_python_matches_the_project():
 
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     version = re.search(r"-python(\d+\.\d+)", DOCKERFILE.read_text()).group(1)
-    assert requires.startswith(">=") and tuple(map(int, version.split("."))) >= tuple(
-        map(int, requires[2:].split("."))
-    )
+    assert requires.startswith(">=")
+    assert tuple(map(int, version.split("."))) >= tuple(map(int, requires[2:].split(".")))
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,8 @@ def env(values) -> dict[str, str]:
 
 def _get(node: Any, *path: str) -> Any:
     for key in path:
-        assert isinstance(node, dict) and key in node, f"missing key {'.'.join(path)}"
+        assert isinstance(node, dict), f"missing key {'.'.join(path)}"
+        assert key in node, f"missing key {'.'.join(path)}"
         node = node[key]
     return node
 
@@ -133,7 +134,8 @@ def _secret_refs(values: dict) -> set[str]:
 def test_keys_exist_with_types(values, path, kind):
     value = _get(values, *path)
     # bool is an int in Python: keep replicas from passing as True
-    assert isinstance(value, kind) and not (kind is int and isinstance(value, bool)), (
+    assert isinstance(value, kind), f"{'.'.join(path)}: {value!r} is not {kind.__name__}"
+    assert not (kind is int and isinstance(value, bool)), (
         f"{'.'.join(path)}: {value!r} is not {kind.__name__}"
     )
 
@@ -167,7 +169,8 @@ def test_cluster_deployment_choices(values):
     assert "fab" not in values["config"]["core"]["auth_manager"].lower()
     assert values["createUserJob"]["enabled"] is False
     tag = str(values["images"]["airflow"]["tag"])
-    assert tag and tag != "latest"
+    assert tag
+    assert tag != "latest"
 
 
 # ------------------------------------------------------------------------------ secrets
@@ -198,7 +201,8 @@ def test_secret_looking_env_comes_from_secret_refs(values):
                 seen += 1
                 assert "value" not in entry, f"{where}: {entry['name']} is a literal"
                 ref = entry["valueFrom"]["secretKeyRef"]
-                assert ref["name"] and ref["key"], f"{where}: {entry['name']}"
+                assert ref["name"], f"{where}: {entry['name']}"
+                assert ref["key"], f"{where}: {entry['name']}"
     assert seen, "expected the task credentials as secretKeyRef env"
 
 
@@ -236,7 +240,8 @@ def test_executor_and_training_backend_are_consistent(values, env):
     # the KPO runs inside a Celery worker with the worker's service account: the chart must
     # bind its pod-launcher Role to that account
     assert executor in WORKER_POD_LAUNCH_EXECUTORS
-    assert values["rbac"]["create"] is True and values["allowPodLaunching"] is True
+    assert values["rbac"]["create"] is True
+    assert values["allowPodLaunching"] is True
     assert values.get("multiNamespaceMode", False) is False, "no cluster-wide pod rights"
     assert training_backend(env) == "kubernetes"
     # the compose stack runs the same executor
@@ -244,11 +249,16 @@ def test_executor_and_training_backend_are_consistent(values, env):
     assert compose_env["AIRFLOW__CORE__EXECUTOR"] == executor
 
 
-def test_the_dags_read_the_training_settings(env):
-    dag_sources = "\n".join(p.read_text() for p in (REPO / "dags").glob("*.py"))
-    for name in ("DRIFTLOOP_TRAINING_IMAGE", "DRIFTLOOP_TRAINING_NAMESPACE"):
-        assert name in env
-        assert re.search(rf"[\"']{name}[\"']", dag_sources), f"no DAG reads {name}"
+def test_every_driftloop_variable_of_the_values_is_a_setting(env):
+    """The chart's DRIFTLOOP_* variables are what the code reads (``Settings``), values intact."""
+    from driftloop.config.settings import Settings
+
+    known = {f"DRIFTLOOP_{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(k for k in env if k.startswith("DRIFTLOOP_") and k not in known)
+    assert not unknown, f"the values set variables no setting reads: {unknown}"
+    settings = Settings.from_env(env)
+    assert settings.training_image == env["DRIFTLOOP_TRAINING_IMAGE"]
+    assert settings.training_namespace == env["DRIFTLOOP_TRAINING_NAMESPACE"]
 
 
 @pytest.fixture
@@ -278,12 +288,13 @@ def test_training_pod_namespace_matches_the_release_and_the_connection(env, trai
     assert connection["extra"]["namespace"] == namespace
     # the chart's pod-launcher Role is namespaced: Airflow must be installed in that namespace
     installs = re.findall(r"helm upgrade --install .*", README.read_text())
-    assert installs and all(f"--namespace {namespace}" in line for line in installs)
+    assert installs
+    assert all(f"--namespace {namespace}" in line for line in installs)
     assert f"create namespace {namespace}" in README.read_text()
 
 
 def test_training_pod_identity_and_worker_service_account(values, training_pod):
-    op, pod = training_pod
+    _op, pod = training_pod
     # the trainer needs no API access: default service account, no token
     assert pod.spec.service_account_name in (None, "default")
     assert pod.spec.automount_service_account_token is False
@@ -294,7 +305,7 @@ def test_training_pod_identity_and_worker_service_account(values, training_pod):
 
 
 def test_training_pod_image_is_pinned(env, training_pod):
-    op, pod = training_pod
+    _op, pod = training_pod
     image = env["DRIFTLOOP_TRAINING_IMAGE"]
     assert pod.spec.containers[0].image == image
     assert "@sha256:" in image or (
@@ -303,7 +314,7 @@ def test_training_pod_image_is_pinned(env, training_pod):
 
 
 def test_gpu_node_pool_is_for_the_trainer_only(values, training_pod):
-    op, pod = training_pod
+    _op, pod = training_pod
     gpu_selector = pod.spec.node_selector
     assert gpu_selector, "the trainer selects the GPU node pool"
     gpu_taints = {t.key for t in pod.spec.tolerations}
@@ -329,6 +340,8 @@ def test_migration_job_creates_the_training_pool(values, training_pod):
     assert job["args"][:2] == ["bash", "-c"]
     assert "airflow db migrate" in script
     match = re.search(r"airflow pools set (\S+) (\d+) ", script)
-    assert match and match.group(1) == op.pool and int(match.group(2)) >= 1
+    assert match
+    assert match.group(1) == op.pool
+    assert int(match.group(2)) >= 1
     # `exec` would replace the shell before the pool is created
     assert not re.search(r"\bexec airflow db migrate\b.*&&", script)

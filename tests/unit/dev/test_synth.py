@@ -135,7 +135,8 @@ def test_parquet_conforms_to_the_schema(small_world):
         assert table.column_names == list(schema.COLUMN_NAMES)
         for col in NUMERIC_WITH_RANGE:
             values = table.column(col.name).to_numpy()
-            assert values.min() >= col.min_value and values.max() <= col.max_value, col.name
+            assert values.min() >= col.min_value, col.name
+            assert values.max() <= col.max_value, col.name
         top = np.array(table.column("top_class").to_pylist())
         assert set(top) <= set(schema.TOP_CLASSES)
         n_det = table.column("n_detections").to_numpy()
@@ -145,13 +146,16 @@ def test_parquet_conforms_to_the_schema(small_world):
         assert set(table.column("model_version").to_pylist()) == {"1"}
         c_mean = table.column("confidence_mean").to_numpy()
         c_max = table.column("confidence_max").to_numpy()
-        assert (c_mean > 0).all() and (c_max < 1).all() and (c_max >= c_mean).all()
+        assert (c_mean > 0).all()
+        assert (c_max < 1).all()
+        assert (c_max >= c_mean).all()
         ts = table.column("ts").to_pylist()
         start = datetime.fromisoformat(day).replace(tzinfo=UTC)
         assert all(start <= t < start + timedelta(days=1) for t in ts)
         assert ts == sorted(ts)
         emb = table.column("embedding").combine_chunks().flatten().to_numpy()
-        assert emb.dtype == np.float32 and emb.size == 300 * schema.EMBEDDING_DIM
+        assert emb.dtype == np.float32
+        assert emb.size == 300 * schema.EMBEDDING_DIM
         assert np.isfinite(emb).all()
         image_ids += table.column("image_id").to_pylist()
     assert len(image_ids) == len(set(image_ids))
@@ -160,7 +164,8 @@ def test_parquet_conforms_to_the_schema(small_world):
 def test_realistic_marginals():
     _, tables = day_tables("stable", days=2, rows=5000)
     b = column(tables, "brightness")
-    assert abs(b.mean() - 120) < 2 and 22 < b.std() < 28
+    assert abs(b.mean() - 120) < 2
+    assert 22 < b.std() < 28
     for channel in ("mean_r", "mean_g", "mean_b"):
         assert np.corrcoef(b, column(tables, channel))[0, 1] > 0.9
     lat = column(tables, "latency_ms")
@@ -271,7 +276,9 @@ def test_gradual_ramp():
     assert base - daily[4] < 10  # the first drifted day has barely moved
     truth = ground_truth("gradual", days=24, drift_day=4, end_date=END)
     sev = list(truth.severity.values())
-    assert sev == sorted(sev) and sev[-1] == 1.0 and sev[0] < 0.1
+    assert sev == sorted(sev)
+    assert sev[-1] == 1.0
+    assert sev[0] < 0.1
     assert "contrast" not in truth.drifted_columns
     contrast = [t.column("contrast").to_numpy() for t in tables]
     assert (
@@ -342,9 +349,11 @@ def test_corrupt_layout(corrupt_world):
     current, reference = truth.dates[-14:], truth.dates[-28:-14]
     for window in (current, reference):
         broken = [d for d in window if truth.is_corrupt(d)]
-        assert len(broken) == 3 and len(window) - len(broken) >= 11
+        assert len(broken) == 3
+        assert len(window) - len(broken) >= 11
     assert not truth.is_corrupt(truth.end_date)
-    assert truth.drifted_days == () and truth.drift_start_date is None
+    assert truth.drifted_days == ()
+    assert truth.drift_start_date is None
 
 
 def test_corrupt_defects(corrupt_world):
@@ -358,7 +367,8 @@ def test_corrupt_defects(corrupt_world):
         assert storage.success_key(day) in sink
 
     table = pa.concat_tables([read_parquet(p) for p in parts(by_defect["missing_column"])])
-    assert "sharpness" not in table.column_names and table.num_columns == len(schema.COLUMNS) - 1
+    assert "sharpness" not in table.column_names
+    assert table.num_columns == len(schema.COLUMNS) - 1
 
     table = pa.concat_tables([read_parquet(p) for p in parts(by_defect["wrong_dtype"])])
     assert table.schema.field("brightness").type == pa.string()
@@ -370,7 +380,8 @@ def test_corrupt_defects(corrupt_world):
 
     table = pa.concat_tables([read_parquet(p) for p in parts(by_defect["out_of_range"])])
     sat = table.column("saturation").to_numpy()
-    assert (sat > 1).sum() == 2 and (sat >= 0).all()
+    assert (sat > 1).sum() == 2
+    assert (sat >= 0).all()
 
     truncated = parts(by_defect["truncated"])
     with pytest.raises(pa.ArrowInvalid):
@@ -379,11 +390,13 @@ def test_corrupt_defects(corrupt_world):
     assert not truncated[0].endswith(b"PAR1")
 
     empty = parts(by_defect["empty"])
-    assert len(empty[0]) == 0 and len(empty[1]) > 0
+    assert len(empty[0]) == 0
+    assert len(empty[1]) > 0
 
     for day in truth.valid_days:
         table = pa.concat_tables([read_parquet(p) for p in parts(day)])
-        assert table.schema.equals(schema.arrow_schema()) and table.num_rows == 100
+        assert table.schema.equals(schema.arrow_schema())
+        assert table.num_rows == 100
         assert table.column("saturation").to_numpy().max() <= 1
 
 
@@ -409,7 +422,8 @@ def test_labels_parse_and_match_the_drawing():
         for scene in day_scenes(spec, day_index):
             text = yolo_labels(scene)
             lines = text.splitlines()
-            assert lines and all(LABEL_LINE.match(line) for line in lines)
+            assert lines
+            assert all(LABEL_LINE.match(line) for line in lines)
             boxes = parse_yolo_labels(text)
             assert len(boxes) == len(scene.objects)
             image = np.asarray(render(scene), dtype=np.int16)
@@ -419,22 +433,25 @@ def test_labels_parse_and_match_the_drawing():
             W, H = scene.width, scene.height
             for (cls, cx, cy, w, h), obj in zip(boxes, scene.objects, strict=True):
                 seen[cls] += 1
-                assert 0 <= cx - w / 2 and cx + w / 2 <= 1 and 0 <= cy - h / 2 and cy + h / 2 <= 1
+                assert cx - w / 2 >= 0
+                assert cx + w / 2 <= 1
+                assert cy - h / 2 >= 0
+                assert cy + h / 2 <= 1
                 x0, x1 = round((cx - w / 2) * W), round((cx + w / 2) * W)
                 y0, y1 = round((cy - h / 2) * H), round((cy + h / 2) * H)
                 assert (x0, y0, x1, y1) == (obj.x0, obj.y0, obj.x1, obj.y1)
                 if cls == BALL:
-                    assert 10 <= x1 - x0 <= 20 and x1 - x0 == y1 - y0
+                    assert 10 <= x1 - x0 <= 20
+                    assert x1 - x0 == y1 - y0
                 else:
-                    assert 12 <= x1 - x0 <= 20 and 25 <= y1 - y0 <= 45
+                    assert 12 <= x1 - x0 <= 20
+                    assert 25 <= y1 - y0 <= 45
                 inside = drawn[y0:y1, x0:x1]
                 # tight: the drawing touches all four edges of its box
-                assert (
-                    inside[0].any()
-                    and inside[-1].any()
-                    and inside[:, 0].any()
-                    and inside[:, -1].any()
-                )
+                assert inside[0].any()
+                assert inside[-1].any()
+                assert inside[:, 0].any()
+                assert inside[:, -1].any()
                 assert inside.mean() > 0.4  # a solid object, not a few stray pixels
                 # clearly visible: object pixels differ strongly from the pitch behind them
                 distance = np.sqrt(
@@ -443,7 +460,8 @@ def test_labels_parse_and_match_the_drawing():
                 assert distance.mean() > 45
                 covered[y0:y1, x0:x1] = True
             assert not (drawn & ~covered).any()  # nothing drawn outside the labeled boxes
-    assert seen[BALL] > 0 and seen[PLAYER] > 0
+    assert seen[BALL] > 0
+    assert seen[PLAYER] > 0
 
 
 def test_labeled_files_in_the_sink(small_world):
@@ -457,7 +475,8 @@ def test_labeled_files_in_the_sink(small_world):
         values = []
         for i, scene in enumerate(scenes):
             image = Image.open(io.BytesIO(sink[f"labeled/dt={day}/images/{day}-{i:04d}.png"]))
-            assert image.size == (160, 160) and image.mode == "RGB"
+            assert image.size == (160, 160)
+            assert image.mode == "RGB"
             assert sink[f"labeled/dt={day}/labels/{day}-{i:04d}.txt"].decode() == yolo_labels(scene)
             values.append(np.asarray(image.convert("L"), dtype=float).mean())
         lum[day] = np.mean(values)
@@ -484,16 +503,20 @@ def test_class_mix_shows_in_labeled_frames():
 def test_ground_truth_structure_and_json():
     truth = ground_truth("confidence-decay", days=20, drift_day=10, end_date="2024-06-30", seed=5)
     data = json.loads(json.dumps(truth.to_dict()))
-    assert data["scenario"] == "confidence-decay" and data["seed"] == 5
-    assert data["start_date"] == "2024-06-11" and data["end_date"] == "2024-06-30"
+    assert data["scenario"] == "confidence-decay"
+    assert data["seed"] == 5
+    assert data["start_date"] == "2024-06-11"
+    assert data["end_date"] == "2024-06-30"
     assert data["drift_start_date"] == "2024-06-21"
     assert data["drifted_columns"] == ["confidence_mean", "confidence_max"]
-    assert data["drifted_days"][0] == "2024-06-21" and len(data["drifted_days"]) == 10
+    assert data["drifted_days"][0] == "2024-06-21"
+    assert len(data["drifted_days"]) == 10
     assert data["corrupt_partitions"] == {}
     assert GroundTruth.from_dict(data) == truth
     assert json.loads(truth.to_json()) == data
     stable = ground_truth("stable", days=5, drift_day=2, end_date=END)
-    assert stable.drift_start_date is None and stable.drifted_columns == ()
+    assert stable.drift_start_date is None
+    assert stable.drifted_columns == ()
     assert set(SCENARIOS) == {
         "stable",
         "abrupt",
@@ -505,7 +528,9 @@ def test_ground_truth_structure_and_json():
     for name in SCENARIOS:
         days = 30
         gt = ground_truth(name, days=days, drift_day=20, end_date=END)
-        assert gt.days == days and len(gt.dates) == days and gt.dates[-1] == END.isoformat()
+        assert gt.days == days
+        assert len(gt.dates) == days
+        assert gt.dates[-1] == END.isoformat()
 
 
 def test_generate_world_returns_the_ground_truth():
@@ -557,7 +582,7 @@ def test_directory_sink(tmp_path):
     sink = DirectorySink(tmp_path)
     sink.write("inference/dt=2024-06-30/_SUCCESS", b"", "text/plain")
     assert (tmp_path / "inference/dt=2024-06-30/_SUCCESS").read_bytes() == b""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="key escapes the sink's directory"):
         sink.write("../escape", b"x", "text/plain")
 
 
@@ -609,11 +634,11 @@ def test_cli_writes_to_s3_and_prints_the_ground_truth(aws_env, capsys):
         truth = json.loads(capsys.readouterr().out)
         s3 = storage.s3_client()
         partition = storage.list_partition(s3, "synth-test", "2024-06-30")
-        assert partition.has_success and partition.keys == (
-            "inference/dt=2024-06-30/part-00000.parquet",
-        )
+        assert partition.has_success
+        assert partition.keys == ("inference/dt=2024-06-30/part-00000.parquet",)
         table = read_parquet(storage.get_bytes(s3, "synth-test", partition.keys[0]))
-        assert table.schema.equals(schema.arrow_schema()) and table.num_rows == 20
+        assert table.schema.equals(schema.arrow_schema())
+        assert table.num_rows == 20
         labels = storage.list_keys(s3, "synth-test", "labeled/dt=2024-06-29/labels/")
         assert [o["Key"] for o in labels] == ["labeled/dt=2024-06-29/labels/2024-06-29-0000.txt"]
         # the same world through S3Sink and MemorySink is the same bytes
@@ -663,8 +688,12 @@ def test_cli_argument_errors(aws_env, capsys):
     assert err.value.code == 2
     assert "drift_day" in capsys.readouterr().err
     args = build_parser().parse_args(["--scenario", "stable", "--days", "7"])
-    assert args.end_date is None and args.rows_per_day == 1000 and args.files_per_day == 2
-    assert args.labeled_per_day == 8 and args.seed == 0 and args.bucket is None
+    assert args.end_date is None
+    assert args.rows_per_day == 1000
+    assert args.files_per_day == 2
+    assert args.labeled_per_day == 8
+    assert args.seed == 0
+    assert args.bucket is None
     assert yesterday_utc() == datetime.now(UTC).date() - timedelta(days=1)
 
 

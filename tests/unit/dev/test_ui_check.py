@@ -78,16 +78,19 @@ def test_parse_mlflow_artifact_url_and_its_url_forms():
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "reason"),
     [
-        "s3://driftloop/reports/drift/r/evidently.html",
-        "http://127.0.0.1:5000/#/experiments/3/runs/abc123",
-        "http://127.0.0.1:5000/#/experiments/3/runs/abc123/artifactPath/",
-        "not a url",
+        ("s3://driftloop/reports/drift/r/evidently.html", "not an http"),
+        ("http://127.0.0.1:5000/#/experiments/3/runs/abc123", "not an MLflow UI artifact URL"),
+        (
+            "http://127.0.0.1:5000/#/experiments/3/runs/abc123/artifactPath/",
+            "not an MLflow UI artifact URL",
+        ),
+        ("not a url", "not an http"),
     ],
 )
-def test_parse_mlflow_artifact_url_refuses_other_urls(url):
-    with pytest.raises(ValueError):
+def test_parse_mlflow_artifact_url_refuses_other_urls(url, reason):
+    with pytest.raises(ValueError, match=reason):
         parse_mlflow_artifact_url(url)
 
 
@@ -107,7 +110,8 @@ def test_summarise_log_counts_lines_of_its_own_and_the_first_top_level_line():
     assert summary.sources == ("/stack/airflow/logs/dag_id=d/run_id=r/task_id=t/attempt=1.log",)
     assert summary.lines == 3
     assert summary.first_line == "window ends 2026-11-28"
-    assert summary.ok and summary.reason() == "ok"
+    assert summary.ok
+    assert summary.reason() == "ok"
 
 
 def test_summarise_log_flags_an_unreadable_log():
@@ -137,23 +141,28 @@ def test_summarise_log_flags_no_logs_and_empty_logs():
     no_logs = summarise_log(
         [*_source_header(), {"event": "No logs available for this task.", "timestamp": None}]
     )
-    assert not no_logs.ok and "No logs available" in no_logs.reason()
+    assert not no_logs.ok
+    assert "No logs available" in no_logs.reason()
     empty = summarise_log(_source_header("/logs/attempt=1.log"))
-    assert not empty.ok and empty.reason().startswith("empty log")
+    assert not empty.ok
+    assert empty.reason().startswith("empty log")
     assert not summarise_log([]).ok
     assert not summarise_log(None).ok
 
 
 def test_summarise_log_reads_plain_string_content():
     summary = summarise_log(["*** Found local files:", "[2026-11-29] INFO - hello"])
-    assert summary.ok and summary.lines == 2 and summary.first_line == "*** Found local files:"
+    assert summary.ok
+    assert summary.lines == 2
+    assert summary.first_line == "*** Found local files:"
 
 
 def test_first_line_falls_in_no_group_or_is_none():
     only_grouped = summarise_log(
         [*_source_header("f"), {"event": "::group::Pre Execute"}, {"event": "inside"}]
     )
-    assert only_grouped.lines == 1 and only_grouped.first_line is None
+    assert only_grouped.lines == 1
+    assert only_grouped.first_line is None
 
 
 # ---------------------------------------------------------------------------- what ran
@@ -209,7 +218,7 @@ def test_extra_links_drops_links_without_url():
     }
     assert extra_links(body) == {"Drift report": "http://m/#/x"}
     assert extra_links({"extra_links": {}, "total_entries": 0}) == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unexpected extra links response"):
         extra_links({"extra_links": ["Drift report"]})
 
 
@@ -243,7 +252,7 @@ def test_read_stack(tmp_path):
 
 def test_read_stack_without_airflow(tmp_path):
     _stack(tmp_path, {"mlflow": "http://127.0.0.1:5000"})
-    with pytest.raises(LookupError, match="urls.airflow"):
+    with pytest.raises(LookupError, match=r"urls\.airflow"):
         read_stack(tmp_path)
 
 
@@ -259,9 +268,11 @@ def test_result_ok_failed_and_json(tmp_path):
         CheckResult("login", True, "signed in"),
         CheckResult("asset_triggered_run", None, "not asked for"),
     ]
-    assert result.ok and result.failed == []
+    assert result.ok
+    assert result.failed == []
     result.checks.append(CheckResult("task_logs_api", False, "2 task logs are bad"))
-    assert not result.ok and result.failed == ["task_logs_api"]
+    assert not result.ok
+    assert result.failed == ["task_logs_api"]
     written = json.loads(result.write().read_text())
     assert written["ok"] is False
     assert written["failed"] == ["task_logs_api"]

@@ -6,18 +6,13 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
+from driftloop.config.drift_policy import load_policy, parse_policy
+from driftloop.config.policies import PolicyError
 from driftloop.config.settings import DEFAULT_POLICY_PATH
 from driftloop.contracts.windows import days_ending, drift_windows, window_end_day
 from driftloop.drift import history
 from driftloop.drift.compare import FeatureComparison
-from driftloop.drift.decision import (
-    PolicyError,
-    breach_level,
-    decide,
-    hysteresis_level,
-    load_policy,
-    parse_policy,
-)
+from driftloop.drift.decision import breach_level, decide, hysteresis_level
 
 
 @pytest.fixture
@@ -31,7 +26,8 @@ def numeric(feature, psi, p=1e-12):
 
 def test_default_policy_loads_and_is_versioned():
     policy = load_policy(DEFAULT_POLICY_PATH)
-    assert policy.version and "+override" not in policy.version
+    assert policy.version
+    assert "+override" not in policy.version
     assert policy.threshold("sharpness", "numeric").critical == 0.30
     assert policy.threshold("brightness", "numeric").method == "psi"
     assert policy.threshold("latency_ms", "numeric").alert is False
@@ -61,7 +57,7 @@ def test_bad_policy_names_the_problem(override, message):
 
 
 def test_missing_key_is_named():
-    with pytest.raises(PolicyError, match="hysteresis.k"):
+    with pytest.raises(PolicyError, match=r"hysteresis\.k"):
         parse_policy(
             {
                 "version": "x",
@@ -108,7 +104,8 @@ def test_fdr_turns_a_lone_marginal_p_value_off(policy):
 def test_severity_needs_k_of_n_checks(policy):
     comps = [numeric("brightness", 0.4), numeric("contrast", 0.02)]
     first = decide(comps, policy, [])
-    assert first.severity == "none" and first.feature_levels["brightness"] == "critical"
+    assert first.severity == "none"
+    assert first.feature_levels["brightness"] == "critical"
     second = decide(comps, policy, [first.feature_levels])
     assert second.severity == "critical"
     assert second.drifted_features == ["brightness"]
@@ -180,8 +177,10 @@ def test_asset_triggered_run_checks_the_latest_announced_day():
 
 def test_windows_are_adjacent_and_ordered():
     w = drift_windows("2026-03-28", 14)
-    assert w.current[0] == "2026-03-15" and w.current[-1] == "2026-03-28"
-    assert w.reference[-1] == "2026-03-14" and len(w.reference) == 14
+    assert w.current[0] == "2026-03-15"
+    assert w.current[-1] == "2026-03-28"
+    assert w.reference[-1] == "2026-03-14"
+    assert len(w.reference) == 14
     assert days_ending("2026-01-02", 3) == ["2025-12-31", "2026-01-01", "2026-01-02"]
     with pytest.raises(ValueError, match="length"):
         days_ending("2026-01-02", 0)
@@ -265,7 +264,7 @@ def test_a_sustained_drift_is_one_event(tmp_path):
     """Critical day after day: the later checks attach to the ongoing event (no second
     approval or retraining) until it is answered, the baseline changes or the window moves on."""
     from driftloop.config.settings import Settings
-    from driftloop.drift.steps import open_drift_event
+    from driftloop.drift.events import open_drift_event
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}")
     engine = history.engine_for(settings.database_url)
@@ -287,7 +286,8 @@ def test_a_sustained_drift_is_one_event(tmp_path):
     assert (second["event_id"], second["already_open"]) == (first["event_id"], True)
     # a new champion's reference is another drift
     other = check("r3", "2026-02-11", reference_id="champion-v2")
-    assert other["already_open"] is False and other["event_id"] != first["event_id"]
+    assert other["already_open"] is False
+    assert other["event_id"] != first["event_id"]
     # once the opening check has left the window, a persisting drift opens a new event
     assert check("r4", "2026-02-23")["already_open"] is True
     assert check("r5", "2026-02-24")["already_open"] is False
@@ -300,7 +300,7 @@ def test_sliding_references_of_consecutive_days_are_one_baseline(tmp_path):
     """Without a champion the reference slides with the window (another id every day): a
     drift that persists is still the same drift."""
     from driftloop.config.settings import Settings
-    from driftloop.drift.steps import open_drift_event
+    from driftloop.drift.events import open_drift_event
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}")
     engine = history.engine_for(settings.database_url)
@@ -317,3 +317,19 @@ def test_sliding_references_of_consecutive_days_are_one_baseline(tmp_path):
         opened.append(open_drift_event(settings, decision, run_id))
     assert [o["already_open"] for o in opened] == [False, True, True]
     assert {o["event_id"] for o in opened} == {opened[0]["event_id"]}
+
+
+def test_routes_after_the_verdict():
+    from driftloop.drift.events import approval_route, route_for_severity
+
+    assert route_for_severity("warn") == "notify_warning"
+    with pytest.raises(ValueError, match="unknown severity 'bad'"):
+        route_for_severity("bad")
+    event = {"already_open": False, "decision": {"policy": {"approval": "required"}}}
+    assert approval_route(event) == "await_approval"
+    assert approval_route({**event, "already_open": True}) == "drift_event_already_open"
+    event["decision"]["policy"]["approval"] = "none"
+    assert approval_route(event) == "approved_by_policy"
+    event["decision"]["policy"]["approval"] = "maybe"
+    with pytest.raises(ValueError, match="unknown approval mode 'maybe'"):
+        approval_route(event)

@@ -52,15 +52,9 @@ def test_registry_holds_the_drift_check_metrics():
     assert got[("driftloop_drift_severity", ())] == 2
     assert got[("driftloop_drift_check_timestamp_seconds", ())] == 1_750_000_000.0
 
-    hist = "driftloop_drift_check_duration_seconds"
-    assert got[(hist + "_count", ())] == 1
-    assert got[(hist + "_sum", ())] == 42.0
-    assert got[(hist + "_bucket", (("le", "30.0"),))] == 0
-    assert got[(hist + "_bucket", (("le", "60.0"),))] == 1
-    assert got[(hist + "_bucket", (("le", "3600.0"),))] == 1
-    assert got[(hist + "_bucket", (("le", "+Inf"),))] == 1
-    les = [k[1][0][1] for k in got if k[0] == hist + "_bucket"]
-    assert les[0] == "1.0" and les[-2:] == ["3600.0", "+Inf"]
+    # one value per push: a gauge, no histogram series of a single observation
+    assert got[("driftloop_drift_check_duration_seconds", ())] == 42.0
+    assert not any(k[0].startswith("driftloop_drift_check_duration_seconds_") for k in got)
 
 
 def test_exposition_text_has_types_and_no_created_samples():
@@ -68,7 +62,7 @@ def test_exposition_text_has_types_and_no_created_samples():
         build_registry(statistics=STATS[:1], severity="none", duration_s=0.5, detected_totals={})
     ).decode()
     assert "# TYPE driftloop_drift_score gauge" in text
-    assert "# TYPE driftloop_drift_check_duration_seconds histogram" in text
+    assert "# TYPE driftloop_drift_check_duration_seconds gauge" in text
     assert "# TYPE driftloop_drift_detected_total counter" in text
     assert "# TYPE driftloop_drift_severity gauge" in text
     assert "driftloop_drift_severity 0.0" in text
@@ -77,7 +71,7 @@ def test_exposition_text_has_types_and_no_created_samples():
     # warn/critical exported as 0 when the caller has no detections yet
     assert 'driftloop_drift_detected_total{severity="warn"} 0.0' in text
     assert 'driftloop_drift_detected_total{severity="critical"} 0.0' in text
-    assert 'driftloop_drift_check_duration_seconds_bucket{le="1.0"} 1.0' in text
+    assert "driftloop_drift_check_duration_seconds 0.5" in text
 
 
 def test_default_timestamp_is_now():
@@ -99,17 +93,17 @@ def test_repeated_statistic_keeps_last_value():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"severity": "high"},
-        {"duration_s": -1.0},
-        {"duration_s": math.nan},
-        {"detected_totals": {"warn": -1}},
+        ({"severity": "high"}, "severity must be one of"),
+        ({"duration_s": -1.0}, "duration_s must be a finite number >= 0"),
+        ({"duration_s": math.nan}, "duration_s must be a finite number >= 0"),
+        ({"detected_totals": {"warn": -1}}, r"detected_totals\['warn'\] must be >= 0"),
     ],
 )
-def test_invalid_arguments_raise(kwargs):
+def test_invalid_arguments_raise(kwargs, message):
     args = {"statistics": [], "severity": "none", "duration_s": 1.0, "detected_totals": {}}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         build_registry(**(args | kwargs))
 
 
@@ -143,7 +137,8 @@ def test_unreachable_gateway_returns_false_and_warns(caplog):
     assert ok is False
     assert time.monotonic() - start < 3.0
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings and url in warnings[0].getMessage()
+    assert warnings
+    assert url in warnings[0].getMessage()
 
 
 def test_silent_gateway_times_out():
@@ -172,4 +167,5 @@ def test_password_is_redacted_in_logs(caplog):
         url, statistics=[], severity="none", duration_s=1.0, detected_totals={}, timeout_s=1.0
     )
     text = " ".join(r.getMessage() for r in caplog.records)
-    assert "s3cret" not in text and "user:***@127.0.0.1" in text
+    assert "s3cret" not in text
+    assert "user:***@127.0.0.1" in text

@@ -1,4 +1,4 @@
-"""Evidently drift report on bounded samples (driftloop.drift.report)."""
+"""The Evidently drift report shows the verdict (driftloop.drift.report)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from driftloop.config.drift_policy import load_policy
+from driftloop.config.settings import DEFAULT_POLICY_PATH
 from driftloop.contracts import schema
-from driftloop.drift.report import EvidentlyReport, evidently_report
+from driftloop.drift.report import (
+    ColumnVerdict,
+    EvidentlyReport,
+    column_verdicts,
+    evidently_report,
+    headline_drift_share,
+    with_embedding_components,
+)
 
-REPORTED = (*schema.NUMERIC_FEATURES, *schema.CATEGORICAL_FEATURES)
+TABULAR = (*schema.NUMERIC_FEATURES, *schema.CATEGORICAL_FEATURES)
 
 
 def make_frame(n: int, seed: int, *, brightness_shift: float = 0.0) -> pd.DataFrame:
@@ -45,63 +54,82 @@ def make_frame(n: int, seed: int, *, brightness_shift: float = 0.0) -> pd.DataFr
     return frame
 
 
-@pytest.fixture(scope="module")
-def same_report() -> EvidentlyReport:
-    return evidently_report(make_frame(1000, 1), make_frame(1000, 2), title="same distribution")
+def verdicts_of(levels: dict[str, str]) -> list[ColumnVerdict]:
+    """Verdicts of the contract's features and the embedding; ``levels``: the alerting ones."""
+    out = []
+    for name in (*TABULAR, schema.EMBEDDING_COLUMN):
+        kind = (
+            "embedding"
+            if name == schema.EMBEDDING_COLUMN
+            else "categorical"
+            if name in schema.CATEGORICAL_FEATURES
+            else "numeric"
+        )
+        level = levels.get(name, "none")
+        method, warn = ("mmd", 0.01) if kind == "embedding" else ("psi", 0.1)
+        effect = {"none": warn / 2, "warn": warn * 1.5, "critical": warn * 3}[level]
+        out.append(ColumnVerdict(name, kind, method, effect, warn, level, level))
+    return out
 
 
 @pytest.fixture(scope="module")
 def shift_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
-    # 1200 rows: above Evidently's 1000-row cut, so it picks effect-size distances
-    # (normed Wasserstein / Jensen-Shannon) as driftloop does for reservoir samples.
-    return make_frame(1200, 3), make_frame(1200, 4, brightness_shift=-35.0)
+    return make_frame(600, 3), make_frame(600, 4, brightness_shift=-35.0)
 
 
 @pytest.fixture(scope="module")
-def shift_report(shift_frames) -> EvidentlyReport:
-    return evidently_report(*shift_frames, title="brightness shift")
+def critical_report(shift_frames) -> EvidentlyReport:
+    levels = {"brightness": "critical", "camera_id": "warn", "embedding": "critical"}
+    return evidently_report(*shift_frames, verdicts=verdicts_of(levels), title="critical")
 
 
-def test_same_distribution_has_small_drifted_share(same_report):
-    s = same_report.summary
-    assert s["n_columns"] == len(REPORTED)
-    assert set(s["columns"]) == set(REPORTED)
-    assert schema.EMBEDDING_COLUMN not in s["columns"]
-    assert s["share_of_drifted_columns"] <= 0.2
-    assert s["dataset_drift"] is False
-    assert s["n_reference"] == s["n_current"] == 1000
+def test_report_columns_and_headline_are_the_verdicts(critical_report):
+    s = critical_report.summary
+    assert s["drifted_columns"] == ["brightness", "camera_id", "embedding"]
+    assert set(s["columns"]) == {*TABULAR, schema.EMBEDDING_COLUMN}  # the embedding is in it
+    brightness = s["columns"]["brightness"]
+    assert (brightness["stattest"], brightness["threshold"]) == ("psi", 0.1)
+    assert brightness["drift_score"] == pytest.approx(0.3)  # the verdict's full-data effect
+    assert s["columns"]["embedding"]["column_type"] == "embedding"
+    assert s["columns"]["embedding"]["drift_score"] == pytest.approx(0.03)
+    # 2 of 13 tabular columns: under Evidently's default 50 % rule this read "NOT detected"
+    assert s["dataset_drift"] is True
+    assert "Dataset Drift is detected" in critical_report.html
+    assert "Dataset Drift is NOT detected" not in critical_report.html
 
 
-def test_brightness_shift_flags_only_brightness(shift_report):
-    s = shift_report.summary
-    assert s["drifted_columns"] == ["brightness"]
-    b = s["columns"]["brightness"]
-    assert b["drifted"] is True
-    assert b["column_type"] == "numerical"
-    assert b["stattest"] == "Wasserstein distance (normed)"
-    assert b["drift_score"] > 1.0 > b["threshold"]  # |shift| / sd = 1.4
-    for name, col in s["columns"].items():
-        if name != "brightness":
-            assert col["drifted"] is False, (name, col)
-    assert s["columns"]["camera_id"]["column_type"] == "categorical"
-    assert s["n_drifted_columns"] == 1
-    assert s["share_of_drifted_columns"] == pytest.approx(1 / len(REPORTED))
+def test_no_alert_reads_no_drift_even_where_the_sample_differs(shift_frames):
+    # brightness is shifted in the sample, but the verdict (hysteresis held it) does not alert
+    rep = evidently_report(*shift_frames, verdicts=verdicts_of({}), title="quiet")
+    assert rep.summary["drifted_columns"] == []
+    assert rep.summary["dataset_drift"] is False
+    assert "Dataset Drift is NOT detected" in rep.html
 
 
-def test_summary_json_serialisable_and_deterministic(shift_frames, shift_report):
-    again = evidently_report(*shift_frames, title="brightness shift")
-    first = json.dumps(shift_report.summary, sort_keys=True, allow_nan=False)
+def test_embedding_alone_still_makes_the_headline():
+    verdicts = verdicts_of({"embedding": "critical"})
+    assert headline_drift_share(verdicts) == 0.0
+    assert headline_drift_share(verdicts_of({})) == pytest.approx(0.5 / len(TABULAR))
+    rep = evidently_report(make_frame(200, 5), make_frame(200, 6), verdicts=verdicts, title="e")
+    assert rep.summary["drifted_columns"] == ["embedding"]
+    assert "Dataset Drift is detected" in rep.html
+
+
+def test_summary_json_serialisable_and_deterministic(shift_frames, critical_report):
+    levels = {"brightness": "critical", "camera_id": "warn", "embedding": "critical"}
+    again = evidently_report(*shift_frames, verdicts=verdicts_of(levels), title="critical")
+    first = json.dumps(critical_report.summary, sort_keys=True, allow_nan=False)
     assert first == json.dumps(again.summary, sort_keys=True, allow_nan=False)
-    raw = json.loads(shift_report.raw_json)
+    raw = json.loads(critical_report.raw_json)
     assert {"metrics", "tests"} <= set(raw)
 
 
-def test_html_is_standalone(shift_report):
-    html = shift_report.html
-    assert "<html" in html
-    assert "<title>brightness shift</title>" in html
+def test_html_is_standalone(critical_report):
+    html = critical_report.html
+    assert "<title>critical</title>" in html
     lowered = html.lower()
-    assert "<script src=" not in lowered and "<link " not in lowered  # JS is inlined
+    assert "<script src=" not in lowered
+    assert "<link " not in lowered
 
 
 @pytest.mark.parametrize("side", ["reference", "current"])
@@ -110,22 +138,73 @@ def test_missing_column_raises_naming_it(side):
     if side == "reference":
         ref = ref.drop(columns=["sharpness"])
     else:
-        cur = cur.drop(columns=["top_class"])
-    missing = "sharpness" if side == "reference" else "top_class"
+        cur = cur.drop(columns=["embedding"])
+    missing = "sharpness" if side == "reference" else "embedding"
     with pytest.raises(ValueError, match=rf"{side} frame is missing column\(s\) {missing}"):
-        evidently_report(ref, cur, title="x")
+        evidently_report(ref, cur, verdicts=verdicts_of({}), title="x")
 
 
-def test_pinned_methods_are_used():
-    rep = evidently_report(
-        make_frame(300, 7),
-        make_frame(300, 8, brightness_shift=-35.0),
-        title="pinned",
-        num_method="psi",
-        cat_method="jensenshannon",
+# --- on the synthetic worlds: the report names what decide names --------------------------
+
+
+def _world_check(scenario: str):
+    """A whole check in memory on a synthetic world: sketches of the full windows, ``decide``
+    (k=1 of n=1, so one check alerts), then the report on bounded samples."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from driftloop.drift.compare import compare_windows
+    from driftloop.drift.decision import decide
+    from driftloop.drift.sketch import Binning, sketch_partition
+    from driftloop_dev.synth import MemorySink, generate_world
+
+    sink = MemorySink()
+    truth = generate_world(
+        sink, scenario, days=28, drift_day=14, end_date="2025-06-30", rows_per_day=250,
+        labeled_per_day=0,
+    )  # fmt: skip
+    days = sorted({k.split("/")[1] for k in sink.keys("inference/") if k.endswith(".parquet")})
+
+    def window(selected):
+        keys = [k for k in sink.keys("inference/") if k.split("/")[1] in selected]
+        tables = [pq.read_table(pa.BufferReader(sink[k])) for k in keys if k.endswith(".parquet")]
+        return pa.concat_tables(tables)
+
+    policy = load_policy(DEFAULT_POLICY_PATH, {"hysteresis": {"k": 1, "n": 1}})
+    reference, current = window(days[:14]), window(days[14:])
+    _, reference_sample = sketch_partition(
+        reference.to_batches(), binning=None, day="r", seed_key="r", sample_size=2000
     )
-    cols = rep.summary["columns"]
-    # a pinned method is recorded under the name it was given
-    assert cols["brightness"]["stattest"] == "psi"
-    assert cols["brightness"]["drifted"] is True
-    assert cols["top_class"]["stattest"] == "jensenshannon"
+    binning = Binning.fit(reference_sample)
+    profiles = [
+        sketch_partition(t.to_batches(), binning=binning, day=d, seed_key=d, sample_size=2000)
+        for t, d in ((reference, "r"), (current, "c"))
+    ]
+    comparisons = compare_windows(
+        profiles[0][0], profiles[1][0], profiles[0][1], profiles[1][1],
+        mmd_sample_size=300, mmd_permutations=50,
+    )  # fmt: skip
+    decision = decide(comparisons, policy)
+    frames = [with_embedding_components(p[1].to_pandas(), binning) for p in profiles]
+    report = evidently_report(
+        *frames, verdicts=column_verdicts(decision.to_dict(), policy), title=scenario
+    )
+    return truth, decision, report
+
+
+def test_abrupt_world_report_names_what_decide_names():
+    _truth, decision, report = _world_check("abrupt")
+    assert decision.severity == "critical"
+    assert set(report.summary["drifted_columns"]) == set(decision.drifted_features)
+    assert {"brightness", "camera_id", "embedding"} <= set(decision.drifted_features)
+    assert report.summary["dataset_drift"] is True
+    judged = {f.feature for f in decision.features}
+    assert set(report.summary["columns"]) == judged  # PCA components and embedding included
+    assert "Dataset Drift is detected" in report.html
+
+
+def test_stable_world_neither_names_anything():
+    _, decision, report = _world_check("stable")
+    assert decision.drifted_features == []
+    assert report.summary["drifted_columns"] == []
+    assert report.summary["dataset_drift"] is False

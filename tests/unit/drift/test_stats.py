@@ -49,7 +49,8 @@ def test_ks_from_sketch_matches_scipy(shifted):
     exact = sps.ks_2samp(reference, current)
     assert d <= exact.statistic + 1e-12  # edge-evaluated statistic is a lower bound
     assert exact.statistic - d < 0.01
-    assert p < 1e-100 and exact.pvalue < 1e-100
+    assert p < 1e-100
+    assert exact.pvalue < 1e-100
 
 
 def test_ks_same_distribution_is_small_and_not_significant():
@@ -133,6 +134,92 @@ def test_benjamini_hochberg_equals_scipy():
     assert stats.benjamini_hochberg([]).size == 0
 
 
+# The hand-written formulas these statistics had before they moved to scipy: the scipy-based
+# functions must give the same numbers on the histograms the drift check produces.
+
+
+def _previous_js(r, c):
+    r, c = np.asarray(r, float), np.asarray(c, float)
+    r, c = r / r.sum(), c / c.sum()
+    m = 0.5 * (r + c)
+
+    def kl(p, q):
+        mask = p > 0
+        return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+    return float(np.sqrt(max(0.5 * kl(r, m) + 0.5 * kl(c, m), 0.0)))
+
+
+def _previous_kl(r, c):
+    r, c = stats.fill_empty(r), stats.fill_empty(c)
+    r, c = r / r.sum(), c / c.sum()
+    return float(np.sum(c * np.log(c / r)))
+
+
+def _previous_bh(p):
+    p = np.asarray(p, float)
+    order = np.argsort(p)
+    ranked = p[order] * p.size / np.arange(1, p.size + 1)
+    adjusted = np.empty(p.size)
+    adjusted[order] = np.clip(np.minimum.accumulate(ranked[::-1])[::-1], 0.0, 1.0)
+    return adjusted
+
+
+def _random_histograms(rng, bins):
+    r = rng.dirichlet(np.full(bins, 0.7))
+    c = rng.dirichlet(np.full(bins, 0.7))
+    # empty bins on either side, as coarse bins of a shifted window have
+    r[rng.random(bins) < 0.2] = 0.0
+    c[rng.random(bins) < 0.2] = 0.0
+    r[0] += 1e-3  # never all-empty
+    c[-1] += 1e-3
+    return r / r.sum(), c / c.sum()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_scipy_js_and_kl_equal_the_previous_formulas(seed):
+    rng = np.random.default_rng(seed)
+    r, c = _random_histograms(rng, int(rng.integers(2, 40)))
+    assert stats.js_distance(r, c) == pytest.approx(_previous_js(r, c), rel=1e-12, abs=1e-15)
+    assert stats.kl_divergence(r, c) == pytest.approx(_previous_kl(r, c), rel=1e-12, abs=1e-15)
+    # counts and shares give the same distance
+    assert stats.js_distance(r * 1000, c * 7) == pytest.approx(stats.js_distance(r, c), rel=1e-12)
+
+
+def test_js_of_identical_histograms_is_zero_not_nan():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        p = rng.dirichlet(np.ones(int(rng.integers(2, 30))))
+        assert stats.js_distance(p, p.copy()) == 0.0
+        assert stats.js_distance(p, p * 3.0) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_scipy_bh_equals_the_previous_formula(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 0.2, int(rng.integers(1, 30)))
+    p[rng.random(p.size) < 0.3] = 0.01  # ties
+    p[0] = 1.0
+    assert np.allclose(stats.benjamini_hochberg(p), _previous_bh(p), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bad", [[0.01, float("nan")], [0.2, 1.5], [-0.1]])
+def test_bh_rejects_p_values_outside_0_1(bad):
+    with pytest.raises(ValueError, match="p-values must be numbers in"):
+        stats.benjamini_hochberg(bad)
+
+
+def test_js_and_kl_reject_empty_or_mismatched_histograms():
+    with pytest.raises(ValueError, match="empty histogram"):
+        stats.js_distance([0, 0, 0], [1, 2, 3])
+    with pytest.raises(ValueError, match="differ in bins"):
+        stats.js_distance([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="non-negative"):
+        stats.kl_divergence([1, -2, 3], [1, 2, 3])
+    with pytest.raises(ValueError, match="empty histogram"):
+        stats.kl_divergence([1, 2, 3], [0, 0, 0])
+
+
 def test_mmd_permutation_detects_shift_and_not_noise():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8))
@@ -206,9 +293,8 @@ def test_profile_merge_equals_one_pass():
         assert np.allclose(sketch.fine_sums, other.fine_sums), name
         assert sketch.count == other.count == 2800
         # PCA projections are matrix products: equal up to floating-point association
-        assert sketch.minimum == pytest.approx(other.minimum) and sketch.maximum == pytest.approx(
-            other.maximum
-        )
+        assert sketch.minimum == pytest.approx(other.minimum)
+        assert sketch.maximum == pytest.approx(other.maximum)
     assert merged.categorical == one_pass.categorical
     assert merged.rows == one_pass.rows == 2800
     assert Profile.from_dict(merged.to_dict()).to_dict() == merged.to_dict()

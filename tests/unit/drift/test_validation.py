@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from driftloop.contracts import schema, storage
-from driftloop.drift import validation
+from driftloop.drift import expectations, quarantine, validation
 
 boto3 = pytest.importorskip("boto3")
 moto = pytest.importorskip("moto")
@@ -91,8 +91,8 @@ def split_in_two(table: pa.Table) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def ctx() -> validation.ValidationContext:
-    return validation.make_context()
+def ctx() -> expectations.ValidationContext:
+    return expectations.make_context()
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +135,13 @@ def assert_invalid_with(verdict: validation.PartitionVerdict, *fragments: str) -
 
 
 def test_suite_is_derived_from_the_contract():
-    suite = validation.build_suite()
+    suite = expectations.build_suite()
     configs = [e.configuration for e in suite.expectations]
     column_sets = [
         c.kwargs["column_set"] for c in configs if c.type == "expect_table_columns_to_match_set"
     ]
     assert len(column_sets) == 1
-    assert set(column_sets[0]) == {*schema.COLUMN_NAMES, validation.EMBEDDING_LEN_COLUMN}
+    assert set(column_sets[0]) == {*schema.COLUMN_NAMES, expectations.EMBEDDING_LEN_COLUMN}
     not_null = {
         c.kwargs["column"] for c in configs if c.type == "expect_column_values_to_not_be_null"
     }
@@ -154,7 +154,10 @@ def test_suite_is_derived_from_the_contract():
     for col in schema.COLUMNS:
         if col.min_value is not None:
             assert between[col.name] == (col.min_value, col.max_value)
-    assert between[validation.EMBEDDING_LEN_COLUMN] == (schema.EMBEDDING_DIM, schema.EMBEDDING_DIM)
+    assert between[expectations.EMBEDDING_LEN_COLUMN] == (
+        schema.EMBEDDING_DIM,
+        schema.EMBEDDING_DIM,
+    )
     in_set = {
         c.kwargs["column"]: c.kwargs["value_set"]
         for c in configs
@@ -198,7 +201,8 @@ def test_validate_partitions_reuses_one_context_and_reports_missing(s3, ctx):
     verdicts = validation.validate_partitions(s3, BUCKET, [good, empty_day], context=ctx)
     assert [v.day for v in verdicts] == ["2024-05-01", "2024-05-02"]
     assert verdicts[0].valid
-    assert verdicts[1].missing and not verdicts[1].valid
+    assert verdicts[1].missing
+    assert not verdicts[1].valid
     assert "no parquet files" in verdicts[1].reasons[0]
 
 
@@ -231,9 +235,9 @@ def test_extra_column(s3, ctx):
 
 def test_extra_column_named_like_the_derived_length_column(s3, ctx):
     values = valid_columns()
-    values[validation.EMBEDDING_LEN_COLUMN] = [schema.EMBEDDING_DIM] * N_ROWS
+    values[expectations.EMBEDDING_LEN_COLUMN] = [schema.EMBEDDING_DIM] * N_ROWS
     verdict = validate_table(s3, ctx, loose_table(values))
-    assert_invalid_with(verdict, f"unexpected column {validation.EMBEDDING_LEN_COLUMN!r}")
+    assert_invalid_with(verdict, f"unexpected column {expectations.EMBEDDING_LEN_COLUMN!r}")
 
 
 def test_wrong_dtype_brightness_as_strings(s3, ctx):
@@ -388,7 +392,8 @@ def test_day_without_files_is_missing_not_invalid(s3, ctx):
     s3.put_object(Bucket=BUCKET, Key=storage.success_key(DAY), Body=b"")
     partition = storage.list_partition(s3, BUCKET, DAY)
     verdict = validation.validate_partition(s3, BUCKET, partition, context=ctx)
-    assert verdict.missing and not verdict.valid
+    assert verdict.missing
+    assert not verdict.valid
     assert verdict.row_count == 0
 
 
@@ -408,7 +413,7 @@ def test_quarantine_copies_objects_and_result_and_keeps_originals(s3, ctx):
     partition, verdict = _invalid_partition(s3, ctx)
     originals = {k: storage.get_bytes(s3, BUCKET, k) for k in partition.keys}
 
-    uris = validation.quarantine_partition(s3, BUCKET, verdict, partition)
+    uris = quarantine.quarantine_partition(s3, BUCKET, verdict, partition)
 
     prefix = f"quarantine/inference/dt={DAY}/{partition.content_id}/"
     assert uris == [
@@ -430,14 +435,16 @@ def test_quarantine_copies_objects_and_result_and_keeps_originals(s3, ctx):
 
 def test_quarantine_is_idempotent_across_validation_runs(s3, ctx):
     partition, verdict = _invalid_partition(s3, ctx)
-    first = validation.quarantine_partition(s3, BUCKET, verdict, partition)
+    first = quarantine.quarantine_partition(s3, BUCKET, verdict, partition)
     key = storage.split_s3_uri(first[-1])[1]
     before = storage.get_bytes(s3, BUCKET, key)
 
     # a re-run validates again (new GE objects, new context) and quarantines again
-    again = validation.validate_partition(s3, BUCKET, partition, context=validation.make_context())
+    again = validation.validate_partition(
+        s3, BUCKET, partition, context=expectations.make_context()
+    )
     assert again.result == verdict.result
-    second = validation.quarantine_partition(s3, BUCKET, again, partition)
+    second = quarantine.quarantine_partition(s3, BUCKET, again, partition)
 
     assert second == first
     assert storage.get_bytes(s3, BUCKET, key) == before
@@ -447,13 +454,13 @@ def test_quarantine_is_idempotent_across_validation_runs(s3, ctx):
 
 def test_quarantine_refuses_foreign_copy_and_valid_verdicts(s3, ctx):
     partition, verdict = _invalid_partition(s3, ctx)
-    prefix = validation.quarantine_prefix(DAY, partition.content_id)
+    prefix = quarantine.quarantine_prefix(DAY, partition.content_id)
     s3.put_object(Bucket=BUCKET, Key=prefix + "part-00000.parquet", Body=b"something else")
     with pytest.raises(storage.WriteOnceViolation):
-        validation.quarantine_partition(s3, BUCKET, verdict, partition)
+        quarantine.quarantine_partition(s3, BUCKET, verdict, partition)
     valid = validation.PartitionVerdict(day=DAY, content_id=partition.content_id, valid=True)
     with pytest.raises(ValueError, match="valid"):
-        validation.quarantine_partition(s3, BUCKET, valid, partition)
+        quarantine.quarantine_partition(s3, BUCKET, valid, partition)
 
 
 # ----------------------------------------------------------------------------- summarize
@@ -484,9 +491,11 @@ def test_summarize_missing_and_invalid_days():
     assert isinstance(exc.value, ValueError)
     message = str(exc.value)
     assert "'current'" in message
-    assert "inference/dt=2024-05-02/" in message and "column 'sharpness' missing" in message
+    assert "inference/dt=2024-05-02/" in message
+    assert "column 'sharpness' missing" in message
     assert "cid-2024-05-02" in message
-    assert "2024-05-04" in message and "2024-05-05" in message
+    assert "2024-05-04" in message
+    assert "2024-05-05" in message
     json.dumps(summary.to_dict())
 
 
@@ -507,7 +516,8 @@ def test_summarize_accepts_dates_and_rejects_duplicates():
     summary = validation.summarize(
         [_verdict("2024-05-01", True)], [date(2024, 5, 1), date(2024, 5, 2)], 0.5
     )
-    assert summary.valid_days == ["2024-05-01"] and summary.missing_days == ["2024-05-02"]
+    assert summary.valid_days == ["2024-05-01"]
+    assert summary.missing_days == ["2024-05-02"]
     summary.raise_if_insufficient("w")
     with pytest.raises(ValueError, match="two verdicts"):
         validation.summarize([_verdict("2024-05-01", True)] * 2, [], 0.5)

@@ -1,16 +1,19 @@
-"""driftloop.evaluation.detector: letterbox, decode, NMS, matching, records, evaluate_model, latency.
+"""driftloop.evaluation.detector (letterbox, decode, NMS, labels, evaluate_model) and
+driftloop.evaluation.latency, end to end on constant ONNX models.
 
 Airflow environment only (numpy, onnx, onnxruntime, PIL — no torch); fast.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from driftloop.evaluation import bootstrap
 from driftloop.evaluation import detector as ev
+from driftloop.evaluation.latency import measure_latency_interleaved
 
 # --------------------------------------------------------------------------- letterbox
 
@@ -30,9 +33,11 @@ def test_letterbox_geometry_and_round_trip(size, imgsz, ratio, left, top):
     image = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
     tensor, lb = ev.letterbox(image, imgsz)
 
-    assert tensor.shape == (1, 3, imgsz, imgsz) and tensor.dtype == np.float32
+    assert tensor.shape == (1, 3, imgsz, imgsz)
+    assert tensor.dtype == np.float32
     assert tensor.flags["C_CONTIGUOUS"]
-    assert 0.0 <= tensor.min() and tensor.max() <= 1.0
+    assert tensor.min() >= 0.0
+    assert tensor.max() <= 1.0
     assert lb.ratio == pytest.approx(ratio)
     assert (lb.left, lb.top, lb.width, lb.height) == (left, top, w, h)
     if top:  # padding rows are grey 114
@@ -160,86 +165,13 @@ def test_decode_synthetic_output():
 
 
 def test_decode_rejects_bad_shapes():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected a batch of one image"):
         ev.decode(np.zeros((2, 6, 10), np.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected a YOLO output \[1, 4 \+ nc, N\]"):
         ev.decode(np.zeros((1, 4, 10), np.float32))
 
 
-# --------------------------------------------------------------------------- matching
-
-
-GT = np.array([[10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 70.0, 90.0]])
-GT_CLASSES = np.array([0, 1])
-
-
-def _match(boxes, scores, classes):
-    return ev.match_image(
-        np.asarray(boxes, float), np.asarray(scores, float), np.asarray(classes), GT, GT_CLASSES
-    )
-
-
-def test_perfect_prediction_is_tp_at_every_threshold():
-    flags = _match(GT, [0.9, 0.8], [0, 1])
-    assert flags == [[True] * 10, [True] * 10]
-
-
-def test_shifted_box_is_tp_only_at_low_thresholds():
-    # 20x20 box shifted 2 px right: IoU = 18*20 / (2*400 - 360) = 360/440 = 0.818
-    flags = _match([[12.0, 10.0, 32.0, 30.0]], [0.9], [0])
-    expected = [t <= 360 / 440 for t in ev.IOU_THRESHOLDS]
-    assert flags == [expected]
-    assert expected.count(True) == 7  # 0.50 … 0.80
-
-
-def test_duplicate_is_fp_and_the_higher_confidence_wins():
-    # input order is not confidence order: the 0.95 one must take the GT box
-    flags = _match([[10.0, 10.0, 30.0, 30.0], [10.0, 10.0, 30.0, 31.0]], [0.5, 0.95], [0, 0])
-    assert flags[1] == [True] * 10
-    assert flags[0] == [False] * 10
-
-
-def test_wrong_class_and_empty_cases():
-    assert _match(GT[:1], [0.9], [1]) == [[False] * 10]  # right box, wrong class
-    assert ev.match_image(np.zeros((0, 4)), [], [], GT, GT_CLASSES) == []
-    no_gt = ev.match_image(GT, [0.9, 0.8], [0, 1], np.zeros((0, 4)), np.zeros(0, int))
-    assert no_gt == [[False] * 10, [False] * 10]
-
-
-def test_greedy_prefers_the_best_iou_unmatched_gt():
-    gt = np.array([[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]])
-    classes = np.array([0, 0])
-    # first prediction sits on GT 1 exactly; the second is closer to GT 0 than GT 1
-    flags = ev.match_image(
-        np.array([[2.0, 0.0, 12.0, 10.0], [0.0, 0.0, 10.0, 10.0]]),
-        np.array([0.9, 0.8]),
-        np.array([0, 0]),
-        gt,
-        classes,
-    )
-    assert flags == [[True] * 10, [True] * 10]
-
-
-# --------------------------------------------------------------------------- records / mAP
-
-
-def test_records_are_bootstrap_records_and_map_is_bootstraps():
-    det = ev.Detections(
-        boxes=np.array([[10.0, 10.0, 30.0, 30.0], [50.0, 50.0, 70.0, 90.0], [0, 0, 5, 5]]),
-        scores=np.array([0.9, 0.8, 0.1]),
-        classes=np.array([0, 1, 1]),
-    )
-    record = ev.image_record("img-1", det, GT, GT_CLASSES)
-    assert record["image_id"] == "img-1"
-    assert record["gt_counts"] == {"0": 1, "1": 1}
-    assert record["predictions"][0] == [0.9, [True] * 10, 0]
-    parsed = bootstrap.ImageRecord.from_dict(record)
-    assert parsed.to_dict() == record
-    map50, map50_95 = ev.map_scores([record])
-    assert map50 == pytest.approx(1.0) and map50_95 == pytest.approx(1.0)
-    per_class = ev.per_class_scores([record])
-    assert set(per_class) == {0, 1}
-    assert per_class[1]["ap50"] == pytest.approx(1.0)
+# --------------------------------------------------------------------------- labels
 
 
 def test_read_labels_and_pairs(tmp_path):
@@ -251,9 +183,11 @@ def test_read_labels_and_pairs(tmp_path):
     pairs = ev.image_label_pairs(tmp_path)
     assert [p.name for p, _ in pairs] == ["a.png", "b.png"]
     boxes, classes = ev.read_labels(pairs[0][1], 200, 100)
-    assert classes.tolist() == [1] and boxes.tolist() == [[80.0, 30.0, 120.0, 70.0]]
+    assert classes.tolist() == [1]
+    assert boxes.tolist() == [[80.0, 30.0, 120.0, 70.0]]
     boxes, classes = ev.read_labels(pairs[1][1], 200, 100)  # no label file: background
-    assert boxes.shape == (0, 4) and classes.shape == (0,)
+    assert boxes.shape == (0, 4)
+    assert classes.shape == (0,)
     # a folder of images with a sibling labels folder (YOLO convention)
     assert ev.image_label_pairs(tmp_path / "images" / "eval")[0][1] == pairs[0][1]
     with pytest.raises(FileNotFoundError):
@@ -288,7 +222,7 @@ def _constant_detector(path, output: np.ndarray, imgsz: int = 64):
     return path
 
 
-def test_evaluate_model_and_latency(tmp_path):
+def test_evaluate_model_and_latency(tmp_path, caplog):
     # one 128x64 image (letterboxed into 64x64: ratio 0.5, pad 16 top) with a player and a ball
     data = tmp_path / "ds"
     (data / "images" / "eval").mkdir(parents=True)
@@ -304,20 +238,27 @@ def test_evaluate_model_and_latency(tmp_path):
     perfect = _constant_detector(tmp_path / "perfect.onnx", good)
     off = _constant_detector(tmp_path / "off.onnx", shifted)
 
-    result = ev.evaluate_model(perfect, data)
+    caplog.set_level(logging.INFO, logger="driftloop.evaluation.detector")
+    result = ev.evaluate_model(perfect, data, label="candidate fp32")
     assert result.n_images == 1
-    assert result.map50 == pytest.approx(1.0) and result.map50_95 == pytest.approx(1.0)
+    progress = [r.getMessage() for r in caplog.records if r.name == "driftloop.evaluation.detector"]
+    assert progress[0] == f"candidate fp32: scoring 1 images of {data} at 64x64"
+    assert progress[1].startswith("candidate fp32: scored 1/1 images (100 %, ")
+    assert progress[2] == "candidate fp32: mAP@0.5 1.0000, mAP@0.5:0.95 1.0000"
+    assert result.map50 == pytest.approx(1.0)
+    assert result.map50_95 == pytest.approx(1.0)
     assert result.records[0]["gt_counts"] == {"0": 1, "1": 1}
     worse = ev.evaluate_model(off, data)
-    assert worse.map50 == pytest.approx(1.0) and worse.map50_95 < result.map50_95
+    assert worse.map50 == pytest.approx(1.0)
+    assert worse.map50_95 < result.map50_95
 
     images = [data / "images" / "eval" / "f1.png"]
-    latency = ev.measure_latency_interleaved(
+    latency = measure_latency_interleaved(
         {"perfect": perfect, "off": off}, images, warmup=2, runs=7
     )
     assert set(latency) == {"perfect", "off"}
     for stats in latency.values():
         assert stats["n"] == 7
         assert 0 < stats["p50_ms"] <= stats["p95_ms"]
-    with pytest.raises(ValueError):
-        ev.measure_latency_interleaved({}, images)
+    with pytest.raises(ValueError, match="no models to time"):
+        measure_latency_interleaved({}, images)

@@ -89,11 +89,14 @@ def check(decision, name):
 
 def test_shipped_policy_loads_with_documented_keys():
     p = load_promotion_policy()
-    assert p.version and "+override" not in p.version
+    assert p.version
+    assert "+override" not in p.version
     assert p.primary_metric == "map50_95"
-    assert p.map_tolerance == 0.02 and p.latency_tolerance == 0.10
+    assert p.map_tolerance == 0.02
+    assert p.latency_tolerance == 0.10
     assert p.int8_max_map_loss == 0.01
-    assert p.promote_to in ("champion", "challenger") and p.approval in ("none", "required")
+    assert p.promote_to in ("champion", "challenger")
+    assert p.approval in ("none", "required")
     assert p.auto_retrain is True
     assert (p.retention_keep_last, p.retention_archive) == (10, "tag")
     assert (p.bootstrap_n_resamples, p.bootstrap_confidence) == (1000, 0.95)
@@ -105,8 +108,11 @@ def test_defaults_apply_when_optional_keys_are_absent():
         {"version": "1", "min_map50": 0.1, "min_map50_95": 0.05, "max_p95_latency_ms": 100}
     )
     assert (p.map_tolerance, p.latency_tolerance, p.int8_max_map_loss) == (0.02, 0.10, 0.01)
-    assert p.auto_retrain is True and p.promote_to == "champion" and p.approval == "none"
-    assert p.retention_keep_last == 10 and p.bootstrap_n_resamples == 1000
+    assert p.auto_retrain is True
+    assert p.promote_to == "champion"
+    assert p.approval == "none"
+    assert p.retention_keep_last == 10
+    assert p.bootstrap_n_resamples == 1000
 
 
 def test_overrides_mark_the_version(policy):
@@ -135,7 +141,10 @@ def test_overrides_mark_the_version(policy):
         ({"retention": {"keep_last": 2.5}}, "'retention.keep_last' must be an integer"),
         ({"retention": {"archive": "shred"}}, "'retention.archive' must be one of"),
         ({"retention": {"keep": 3}}, "unknown key 'retention.keep'"),
-        ({"bootstrap": {"confidence": 1.2}}, "'bootstrap.confidence' must be in"),
+        (
+            {"bootstrap": {"confidence": 1.2}},
+            r"'bootstrap.confidence' must be < 1, got 1.2 \(allowed: \[0.5, 1\)\)",
+        ),
         ({"bootstrap": {"n_resamples": 10}}, "'bootstrap.n_resamples' must be >= 100"),
         ({"map_tolerence": 0.03}, "unknown key 'map_tolerence'"),
     ],
@@ -162,7 +171,9 @@ def test_missing_required_key_and_missing_file(tmp_path):
 
 def test_a_clearly_better_candidate_is_promoted(policy):
     d = decide_promotion(candidate(), champion(), delta(), policy)
-    assert d.promote and d.target_alias == "champion" and d.reasons == []
+    assert d.promote
+    assert d.target_alias == "champion"
+    assert d.reasons == []
     assert [c.name for c in d.checks] == [
         "evaluation_set",
         "map_delta",
@@ -230,7 +241,8 @@ def test_floors_without_a_champion(policy, field, value, name, passes):
 
 def test_no_champion_path_is_floors_only(policy):
     d = decide_promotion(candidate(map50_int8=NAN), None, None, policy)
-    assert d.promote and d.target_alias == "champion"
+    assert d.promote
+    assert d.target_alias == "champion"
     assert [c.name for c in d.checks] == [
         "evaluation_set",
         "floor_map50",
@@ -267,23 +279,30 @@ def test_floors_also_bind_against_a_champion(policy):
 )
 def test_missing_or_nan_evidence_fails_closed(policy, cand, champ, dlt, failing):
     d = decide_promotion(cand, champ, dlt, policy)
-    assert not d.promote and d.target_alias is None
+    assert not d.promote
+    assert d.target_alias is None
     assert check(d, failing).passed is False
     assert any(r.startswith(f"{failing}:") for r in d.reasons)
 
 
 def test_target_alias_and_approval_follow_the_policy(policy):
-    challenger = replace(policy, promote_to="challenger", approval="required")
+    challenger = parse_promotion_policy(
+        {**policy.to_dict(), "promote_to": "challenger", "approval": "required"}
+    )
     d = decide_promotion(candidate(), champion(), delta(), challenger)
-    assert d.promote and d.target_alias == "challenger" and d.requires_approval
+    assert d.promote
+    assert d.target_alias == "challenger"
+    assert d.requires_approval
     rejected = decide_promotion(candidate(), champion(), delta(low=-0.5), challenger)
-    assert rejected.target_alias is None and not rejected.requires_approval
+    assert rejected.target_alias is None
+    assert not rejected.requires_approval
 
 
 def test_to_dict_is_strict_json(policy):
     d = decide_promotion(candidate(map50_95=NAN), champion(), delta(high=NAN), policy)
     doc = json.loads(json.dumps(d.to_dict(), allow_nan=False))
-    assert doc["verdict"] == "reject" and doc["promote"] is False
+    assert doc["verdict"] == "reject"
+    assert doc["promote"] is False
     assert doc["evidence"]["candidate"]["map50_95"] is None
     assert doc["evidence"]["delta"]["high"] is None
     assert doc["policy_version"] == policy.version
@@ -312,5 +331,6 @@ def test_check_values_are_reported(policy):
     c = check(d, "map_delta")
     assert (c.value, c.threshold, c.op) == (-0.01, -0.02, ">=")
     lat = check(d, "p95_latency")
-    assert lat.threshold == pytest.approx(22.0) and lat.value == 20.5
+    assert lat.threshold == pytest.approx(22.0)
+    assert lat.value == 20.5
     assert math.isclose(check(d, "int8_loss").value, 0.005)

@@ -19,7 +19,8 @@ def test_keeps_the_newest_and_archives_the_rest():
     plan = plan_retention(versions(15), keep_last=10)
     assert plan.keep == list(range(15, 5, -1))
     assert plan.archive == [5, 4, 3, 2, 1]
-    assert plan.protected == [] and not plan.empty
+    assert plan.protected == []
+    assert not plan.empty
 
 
 def test_protected_versions_are_kept_whatever_their_age():
@@ -39,7 +40,9 @@ def test_protected_among_the_newest_counts_towards_n():
 
 def test_fewer_versions_than_n_archives_nothing():
     plan = plan_retention(versions(4, champion=1), keep_last=10)
-    assert plan.keep == [4, 3, 2, 1] and plan.archive == [] and plan.empty
+    assert plan.keep == [4, 3, 2, 1]
+    assert plan.archive == []
+    assert plan.empty
     assert plan_retention([], keep_last=10) == RetentionPlan([], [], [], [], 10)
 
 
@@ -56,7 +59,9 @@ def test_an_archived_version_holding_an_alias_is_kept():
     vs = versions(6, champion=1)
     vs[0] = VersionInfo(1, {"champion"}, 1_000, True)  # e.g. rolled back onto it
     plan = plan_retention(vs, keep_last=2)
-    assert 1 in plan.keep and 1 not in plan.archive and 1 not in plan.already_archived
+    assert 1 in plan.keep
+    assert 1 not in plan.archive
+    assert 1 not in plan.already_archived
 
 
 def test_plan_is_idempotent():
@@ -68,7 +73,7 @@ def test_plan_is_idempotent():
     assert second.keep == first.keep
     assert sorted(second.already_archived) == sorted(first.archive)
     # and once more, with a new version registered: exactly one more falls out
-    newer = after + [VersionInfo(26, set(), 26_000, False)]
+    newer = [*after, VersionInfo(26, set(), 26000, False)]
     third = plan_retention(newer, keep_last=10)
     assert third.archive == [16]
 
@@ -80,12 +85,14 @@ def test_newest_is_by_creation_time_then_version():
         VersionInfo(3, set(), 1_000, False),
     ]
     plan = plan_retention(vs, keep_last=2)
-    assert plan.keep == [1, 3] and plan.archive == [2]
+    assert plan.keep == [1, 3]
+    assert plan.archive == [2]
 
 
 def test_keep_last_zero_keeps_only_protected():
     plan = plan_retention(versions(5, champion=3), keep_last=0)
-    assert plan.keep == [3] and plan.archive == [5, 4, 2, 1]
+    assert plan.keep == [3]
+    assert plan.archive == [5, 4, 2, 1]
 
 
 def test_bad_input_is_refused():

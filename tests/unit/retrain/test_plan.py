@@ -6,7 +6,8 @@ from datetime import date
 
 import pytest
 
-from driftloop.retrain.steps import plan_retrain, resolve_trigger, training_arguments
+from driftloop.retrain.plan import plan_retrain, resolve_trigger
+from driftloop.retrain.training_arguments import hyperparameters_for, training_arguments
 
 TODAY = date(2026, 3, 10)
 
@@ -17,13 +18,12 @@ def test_drift_trigger_carries_the_event_and_its_window():
         [{"event_id": 7, "window_end": "2026-03-01", "drifted_features": ["brightness"]}],
         "asset_triggered",
     )
-    assert trigger["kind"] == "drift" and trigger["drift_event_id"] == 7
+    assert trigger["kind"] == "drift"
+    assert trigger["drift_event_id"] == 7
     plan = plan_retrain({"last_n_days": 14}, trigger, today=TODAY, auto_retrain=True)
-    assert (
-        plan["days"][-1] == "2026-03-01"
-        and plan["days"][0] == "2026-02-16"
-        and len(plan["days"]) == 14
-    )
+    assert plan["days"][-1] == "2026-03-01"
+    assert plan["days"][0] == "2026-02-16"
+    assert len(plan["days"]) == 14
     assert plan["action"] == "train"
 
 
@@ -37,7 +37,8 @@ def test_auto_retrain_off_turns_a_drift_into_a_review_but_not_a_manual_run():
 
 def test_a_manual_run_can_retrain_for_a_reviewed_drift_event():
     trigger = resolve_trigger({"reason": "after review", "drift_event_id": 12}, [], "manual")
-    assert trigger["kind"] == "manual" and trigger["drift_event_id"] == 12
+    assert trigger["kind"] == "manual"
+    assert trigger["drift_event_id"] == 12
     plan = plan_retrain({}, trigger, today=date(2031, 1, 10), auto_retrain=False)
     assert plan["action"] == "train"  # a person asked: auto_retrain does not apply
     assert resolve_trigger({"reason": "x"}, [], "manual")["drift_event_id"] is None
@@ -47,7 +48,8 @@ def test_schedule_and_dry_run_and_defaults():
     scheduled = resolve_trigger({}, [], "scheduled")
     assert scheduled["kind"] == "schedule"
     plan = plan_retrain({"dry_run": True}, scheduled, today=TODAY, auto_retrain=True)
-    assert plan["action"] == "dry_run" and plan["days"][-1] == "2026-03-09"
+    assert plan["action"] == "dry_run"
+    assert plan["days"][-1] == "2026-03-09"
     assert (plan["epochs"], plan["imgsz"], plan["base"]) == (5, 160, "champion")
     with pytest.raises(ValueError, match="last_n_days"):
         plan_retrain({"last_n_days": 0}, scheduled, today=TODAY, auto_retrain=True)
@@ -74,11 +76,10 @@ def test_training_arguments_are_the_entrypoints_and_carry_no_secret():
 
 
 def test_fine_tuning_starts_from_a_lower_learning_rate_unless_asked_otherwise():
-    from driftloop.retrain.steps import hyperparameters_for
-
     scratch = hyperparameters_for("yolo11n.yaml", {})
     tune = hyperparameters_for("runs:/abc/weights/best.pt", None)
-    assert tune["lr0"] == scratch["lr0"] / 10 and tune["optimizer"] == "AdamW"
+    assert tune["lr0"] == scratch["lr0"] / 10
+    assert tune["optimizer"] == "AdamW"
     assert hyperparameters_for("runs:/abc/weights/best.pt", {"lr0": 0.01, "mosaic": 0}) == {
         **tune, "lr0": 0.01, "mosaic": 0,
     }  # fmt: skip
@@ -88,4 +89,5 @@ def test_fine_tuning_starts_from_a_lower_learning_rate_unless_asked_otherwise():
         {"uri": "s3://b/datasets/x/"}, "runs:/abc/weights/best.pt", "run-1", "/tmp/x.json",
     )  # fmt: skip
     hyp = args[args.index("--hyp") + 1 :]
-    assert "lr0=0.0005" in hyp and "optimizer=AdamW" in hyp
+    assert "lr0=0.0005" in hyp
+    assert "optimizer=AdamW" in hyp

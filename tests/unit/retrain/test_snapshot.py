@@ -17,20 +17,18 @@ import yaml
 
 from driftloop.contracts import schema, storage
 from driftloop.evaluation import golden
-from driftloop_dev import golden as golden_world
-from driftloop.retrain.snapshot import (
+from driftloop.retrain.frames import SPLITS, NoFramesError, parse_label, split_of
+from driftloop.retrain.snapshot import snapshot_dataset
+from driftloop.retrain.snapshot_io import (
     DATA_YAML,
     MANIFEST,
-    SPLITS,
     data_yaml_bytes,
     download_dataset,
     listing_sha256,
     load_manifest,
-    parse_label,
     safe_run_name,
-    snapshot_dataset,
-    split_of,
 )
+from driftloop_dev import golden as golden_world
 from driftloop_dev.synth import world_spec
 from driftloop_dev.synth.frames import BALL, PLAYER, labeled_files, parse_yolo_labels
 
@@ -164,7 +162,8 @@ def test_golden_set_is_deterministic_write_once_and_spread(s3, bucket):
         for k in labels
         for cls, *_ in parse_yolo_labels(storage.get_bytes(s3, bucket, k).decode())
     )
-    assert classes[BALL] >= 10 and classes[PLAYER] >= 10
+    assert classes[BALL] >= 10
+    assert classes[PLAYER] >= 10
 
     # a golden set never changes: other parameters for an existing version are an error
     with pytest.raises(ValueError, match="never changes"):
@@ -221,14 +220,16 @@ def test_a_changed_label_byte_changes_the_hash(s3, world):
     changed = data.rstrip(b"\n")[:-1] + (b"1" if last != b"1" else b"2") + b"\n"
     storage.put_bytes(s3, world, label_key, changed)
     after = snapshot_dataset(s3, world, days=DAYS)
-    assert after.created and after.sha256 != before.sha256
+    assert after.created
+    assert after.sha256 != before.sha256
     assert storage.exists(s3, world, f"datasets/{before.sha256}/{MANIFEST}")  # never overwritten
     diff = {
         p
         for p in before.manifest["files"]
         if before.manifest["files"][p] != after.manifest["files"].get(p)
     }
-    assert len(diff) == 1 and diff.pop().endswith(f"/{DAYS[1]}-0003.txt")
+    assert len(diff) == 1
+    assert diff.pop().endswith(f"/{DAYS[1]}-0003.txt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +246,9 @@ def test_split_is_deterministic_and_eval_is_disjoint(s3, world):
     golden_stems = {golden.golden_stem("v1", i) for i in range(GOLDEN_N)}
     assert golden_stems <= by_split["eval"]  # golden frames: eval only
     window_eval = by_split["eval"] - golden_stems
-    assert window_eval and by_split["val"] and by_split["train"]
+    assert window_eval
+    assert by_split["val"]
+    assert by_split["train"]
     for split, stems in by_split.items():
         for stem in stems - golden_stems:
             assert split_of(stem, val_share=0.25, eval_share=0.25) == split
@@ -267,7 +270,8 @@ def test_split_is_deterministic_and_eval_is_disjoint(s3, world):
         "2024-06-01-0000", val_share=0.2, eval_share=0.2
     )
     many = Counter(split_of(f"s{i}", val_share=0.2, eval_share=0.2) for i in range(5000))
-    assert abs(many["eval"] / 5000 - 0.2) < 0.03 and abs(many["val"] / 5000 - 0.2) < 0.03
+    assert abs(many["eval"] / 5000 - 0.2) < 0.03
+    assert abs(many["val"] / 5000 - 0.2) < 0.03
 
 
 def test_a_window_copy_of_a_golden_frame_is_not_trained_on(s3, world, golden_v1):
@@ -394,7 +398,8 @@ def test_download_class_counts_and_data_yaml(s3, world, tmp_path):
     assert config["names"] == {0: "ball", 1: "player"}
     for key in ("train", "val", "test"):
         folder = Path(config["path"]) / config[key]
-        assert folder.is_dir() and any(folder.glob("*.png"))
+        assert folder.is_dir()
+        assert any(folder.glob("*.png"))
     assert yaml.safe_load(data_yaml_bytes())["path"] == "."
     assert json.loads((root / MANIFEST).read_text()) == result.manifest
     assert load_manifest(s3, result.uri) == result.manifest
@@ -458,11 +463,13 @@ def test_clear_errors(s3, world):
         storage.put_bytes(s3, world, f"labeled/dt={day}/images/{day}-{i:04d}.png", b"nope")
         storage.put_bytes(s3, world, f"labeled/dt={day}/labels/{day}-{i:04d}.txt", b"")
     storage.put_bytes(s3, world, f"labeled/dt={day}/images/{day}-0009.png", b"nope")
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(NoFramesError, match="no valid labeled frames") as err:
         snapshot_dataset(s3, world, days=[day])
     message = str(err.value)
-    assert day in message and "4 object(s) rejected" in message
-    assert "unreadable image x3" in message and "missing label x1" in message
+    assert day in message
+    assert "4 object(s) rejected" in message
+    assert "unreadable image x3" in message
+    assert "missing label x1" in message
 
     # the golden set is published, never made up at run time: its absence names the key
     empty = f"snap-{uuid.uuid4().hex[:12]}"
@@ -476,13 +483,14 @@ def test_safe_run_name():
     assert safe_run_name("scheduled__x") == "scheduled__x"
     a = safe_run_name("manual__2024-06-30T12:00:00+00:00")
     b = safe_run_name("manual__2024-06-30T12_00_00_00_00")
-    assert a != b and a.startswith("manual__2024-06-30T12_00_00_00_00-")
+    assert a != b
+    assert a.startswith("manual__2024-06-30T12_00_00_00_00-")
     assert "/" not in safe_run_name("../../etc/passwd")
 
 
 def test_no_heavy_imports():
     code = (
-        "import sys, driftloop.retrain.snapshot, driftloop.evaluation.golden\n"
+        "import sys, driftloop.retrain.snapshot, driftloop.retrain.snapshot_io, driftloop.evaluation.golden\n"
         "heavy = {'torch', 'ultralytics', 'PIL', 'numpy', 'moto'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -69,18 +69,18 @@ __all__ = [
     "Scenario",
     "Sink",
     "WorldSpec",
-    "ground_truth",
-    "ground_truth_of",
-    "world_spec",
     # lazily imported (numpy / pyarrow / PIL)
     "day_objects",
     "generate_world",
+    "ground_truth",
+    "ground_truth_of",
     "inference_table",
     "labeled_files",
     "partition_files",
     "render",
     "sample_scene",
     "world_objects",
+    "world_spec",
     "write_world",
 ]
 assert set(_LAZY) <= set(__all__)

@@ -29,12 +29,31 @@ def yesterday_utc() -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
 
+DESCRIPTION = (
+    "Write a deterministic synthetic world (inference logs + labeled frames) "
+    "to S3 and print its ground truth as JSON."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="driftloop-synth",
-        description="Write a deterministic synthetic world (inference logs + labeled frames) "
-        "to S3 and print its ground truth as JSON.",
+    return add_arguments(argparse.ArgumentParser(prog="driftloop-synth", description=DESCRIPTION))
+
+
+def register(subparsers, parents: list[argparse.ArgumentParser]) -> None:
+    """``driftloop synth …`` (entry point of the ``driftloop.commands`` group). The ground truth
+    is JSON on stdout either way; ``--json`` is accepted for symmetry."""
+    add_arguments(
+        subparsers.add_parser(
+            "synth",
+            parents=parents,
+            help="write a synthetic world to S3 (development)",
+            description=DESCRIPTION,
+        )
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The generator's options, shared by ``driftloop-synth`` and ``driftloop synth``."""
     parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
     parser.add_argument(
         "--days", type=int, required=True, help="number of days, ending at --end-date"
@@ -61,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--create-bucket", action="store_true", help="create the bucket if it does not exist"
     )
+    parser.set_defaults(handler=run, parser=parser)
     return parser
 
 
@@ -81,8 +101,10 @@ def ensure_bucket(s3, bucket: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
 
     from driftloop_dev.synth.sinks import DirectorySink, S3Sink
     from driftloop_dev.synth.world import generate_world
@@ -116,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_size=args.image_size,
         )
     except ValueError as err:
-        parser.error(str(err))  # exits with status 2
+        args.parser.error(str(err))  # exits with status 2
     print(truth.to_json())
     print(
         f"driftloop-synth: {args.scenario} {truth.start_date}..{truth.end_date} "

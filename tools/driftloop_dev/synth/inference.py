@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 from datetime import date
 from functools import lru_cache
 
@@ -356,7 +357,7 @@ def partition_files(spec: WorldSpec, day_index: int) -> list[tuple[str, bytes]]:
     bounds = np.linspace(0, table.num_rows, spec.files_per_day + 1).round().astype(int)
     files = [
         (part_key(day, j), to_parquet(table.slice(int(lo), int(hi - lo))))
-        for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+        for j, (lo, hi) in enumerate(itertools.pairwise(bounds))
     ]
     if defect == "truncated":
         key, data = files[0]

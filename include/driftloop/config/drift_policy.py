@@ -1,0 +1,301 @@
+"""The drift policy: a pydantic model of ``drift_policy.yaml`` and the run-time overrides of it.
+
+The YAML file is versioned with the code; every check records the version it was decided
+under. ``load_policy`` reads it, applies a run's overrides (the trigger Params of
+``drift_monitor``) and validates the result; any problem raises :class:`PolicyError` naming
+the file and the key (``drift_policy.yaml: hysteresis.k: ...``).
+
+:data:`RUN_OVERRIDES` names the policy knobs a run may override and the Param of each: the
+``drift_monitor`` Params (:func:`driftloop.airflow.params.drift_monitor_params`) and
+:func:`policy_overrides` are both built from it and from the fields below (type, bounds,
+description), so a new knob is one entry here.
+
+Imports pydantic only (a dependency of Airflow itself): DAG files build their Params from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from driftloop.config.policies import PolicyError, deep_merge
+
+#: feature kinds a policy sets defaults for
+KINDS = ("numeric", "categorical", "embedding")
+#: how critical drift is confirmed: at once (``none``) or by an operator (``required``)
+APPROVAL_MODES = ("none", "required")
+
+
+class _Model(BaseModel):
+    # unknown keys are typos that would otherwise be ignored silently
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class Threshold(_Model):
+    """The verdict rule of one feature: which statistic, and its warn / critical effect sizes."""
+
+    method: str = Field(description="Statistic the verdict rests on (psi, js, mmd, ...).")
+    warn: float = Field(ge=0, description="Effect size at which the feature warns.")
+    critical: float = Field(ge=0, description="Effect size at which the feature is critical.")
+    alert: bool = Field(True, description="False: computed and charted, never alerts.")
+
+    @model_validator(mode="after")
+    def _warn_below_critical(self) -> Threshold:
+        if self.warn > self.critical:
+            raise ValueError(f"warn threshold {self.warn} exceeds critical {self.critical}")
+        return self
+
+
+class FeatureOverride(_Model):
+    """Per-feature changes to its kind's default threshold; unset fields keep the default."""
+
+    method: str | None = None
+    warn: float | None = Field(None, ge=0)
+    critical: float | None = Field(None, ge=0)
+    alert: bool | None = None
+
+
+class Windows(_Model):
+    length_days: int = Field(ge=1, description="Window length in days.")
+    min_valid_share: float = Field(
+        gt=0, le=1, description="Share of valid days below which the run fails, naming them."
+    )
+
+
+class Sampling(_Model):
+    sample_size: int = Field(ge=1, description="Bounded reservoir sample per window.")
+    mmd_sample_size: int = Field(ge=2, description="Rows per side of the embedding MMD test.")
+    mmd_permutations: int = Field(ge=1, description="Permutations of the embedding MMD test.")
+
+
+class Hysteresis(_Model):
+    k: int = Field(ge=1, description="k of the k-of-n rule: breaches needed to alert.")
+    n: int = Field(ge=1, description="n of the k-of-n rule: checks looked at, this one included.")
+
+    @model_validator(mode="after")
+    def _k_at_most_n(self) -> Hysteresis:
+        if self.k > self.n:
+            raise ValueError(f"hysteresis needs 1 <= k <= n, got k={self.k}, n={self.n}")
+        return self
+
+
+class Defaults(_Model):
+    numeric: Threshold
+    categorical: Threshold
+    embedding: Threshold
+
+
+class Policy(_Model):
+    """``drift_policy.yaml`` as a model; ``source`` names where it came from (for errors)."""
+
+    version: str = Field(description="Version of the policy; '+override' marks a run's changes.")
+    windows: Windows
+    sampling: Sampling
+    fdr_alpha: float = Field(
+        gt=0, lt=1, description="Benjamini–Hochberg false discovery rate across features."
+    )
+    hysteresis: Hysteresis
+    approval: Literal["none", "required"] = Field(
+        description="Whether critical drift waits for an operator's approval."
+    )
+    approval_timeout_hours: float = Field(24, gt=0)
+    defaults: Defaults
+    features: dict[str, FeatureOverride] = Field(default_factory=dict)
+    source: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _feature_thresholds_are_whole(self) -> Policy:
+        for name in self.features:
+            self.threshold(name, kind_of(name))  # raises naming the feature
+        return self
+
+    # -- the flat names the drift steps read -------------------------------------------
+    @property
+    def length_days(self) -> int:
+        return self.windows.length_days
+
+    @property
+    def min_valid_share(self) -> float:
+        return self.windows.min_valid_share
+
+    @property
+    def sample_size(self) -> int:
+        return self.sampling.sample_size
+
+    @property
+    def mmd_sample_size(self) -> int:
+        return self.sampling.mmd_sample_size
+
+    @property
+    def mmd_permutations(self) -> int:
+        return self.sampling.mmd_permutations
+
+    @property
+    def k(self) -> int:
+        return self.hysteresis.k
+
+    @property
+    def n(self) -> int:
+        return self.hysteresis.n
+
+    def threshold(self, feature: str, kind: str) -> Threshold:
+        """The threshold of ``feature``: its kind's default with the feature's overrides."""
+        if kind not in KINDS:
+            raise PolicyError(f"policy has no defaults for feature kind {kind!r}")
+        base = getattr(self.defaults, kind).model_dump()
+        override = self.features.get(feature)
+        if override is not None:
+            base.update(override.model_dump(exclude_none=True))
+        try:
+            return Threshold(**base)
+        except ValidationError as err:
+            raise ValueError(f"thresholds of {feature!r}: {_first_message(err)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as the YAML document it was read from (JSON-safe, for XCom)."""
+        document = self.model_dump(mode="json", exclude={"features"})
+        document["features"] = {
+            name: f.model_dump(mode="json", exclude_none=True) for name, f in self.features.items()
+        }
+        return document
+
+
+def kind_of(feature: str) -> str:
+    """The feature kind of a column (or derived feature such as ``embedding_pc1``)."""
+    from driftloop.contracts import schema
+
+    if feature in schema.CATEGORICAL_FEATURES:
+        return "categorical"
+    if feature == schema.EMBEDDING_COLUMN:
+        return "embedding"
+    return "numeric"
+
+
+def _first_message(err: ValidationError) -> str:
+    problem = err.errors()[0]
+    return str(problem["msg"]).removeprefix("Value error, ")
+
+
+def _describe(err: ValidationError) -> str:
+    """Every problem of a validation error, each naming its key (``hysteresis.k: ...``)."""
+    parts = []
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if problem["type"] == "missing":
+            parts.append(f"missing key {key!r}")
+        elif key:
+            parts.append(f"{key}: {message}")
+        else:
+            parts.append(message)
+    return "; ".join(parts)
+
+
+def parse_policy(raw: Mapping[str, Any], source: str = "<dict>") -> Policy:
+    """Validate a policy document; a problem raises :class:`PolicyError` naming the key."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{source}: policy must be a mapping")
+    try:
+        return Policy.model_validate({**raw, "source": source})
+    except ValidationError as err:
+        raise PolicyError(f"{source}: {_describe(err)}") from None
+
+
+def load_policy(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Policy:
+    """Read the versioned policy file and apply run-time overrides (e.g. trigger Params).
+
+    An override changes the effective version to ``<version>+override`` so that the
+    history shows which checks ran under a non-standard policy.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise PolicyError(f"policy file not found: {path}") from err
+    except yaml.YAMLError as err:
+        raise PolicyError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{path}: policy must be a mapping")
+    overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, {}, "")}
+    if overrides:
+        raw = deep_merge(raw, overrides)
+        raw["version"] = f"{raw.get('version')}+override"
+    return parse_policy(raw, source=str(path))
+
+
+# --- run-time overrides -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOverride:
+    """A policy knob a run may override through the trigger Param ``param``.
+
+    ``paths``: where the value goes in the policy document (the first one's field gives the
+    Param its type, bounds and description; ``psi_warn`` sets the numeric and the
+    categorical defaults alike). ``describe``: what the Param's description says first.
+    """
+
+    param: str
+    paths: tuple[tuple[str, ...], ...]
+    describe: str
+
+
+RUN_OVERRIDES: tuple[RunOverride, ...] = (
+    RunOverride("window_days", (("windows", "length_days"),), "Window length in days"),
+    RunOverride(
+        "psi_warn",
+        (("defaults", "numeric", "warn"), ("defaults", "categorical", "warn")),
+        "PSI warn threshold of numeric and categorical features",
+    ),
+    RunOverride(
+        "psi_critical",
+        (("defaults", "numeric", "critical"), ("defaults", "categorical", "critical")),
+        "PSI critical threshold of numeric and categorical features",
+    ),
+    RunOverride("hysteresis_k", (("hysteresis", "k"),), "k of the k-of-n rule"),
+    RunOverride("hysteresis_n", (("hysteresis", "n"),), "n of the k-of-n rule"),
+    RunOverride("fdr_alpha", (("fdr_alpha",),), "Benjamini–Hochberg false discovery rate"),
+    RunOverride("approval", (("approval",),), "Whether critical drift waits for an operator"),
+)
+
+
+def override_field(override: RunOverride):
+    """The pydantic ``FieldInfo`` that a run override sets (its first path)."""
+    model: type[BaseModel] = Policy
+    *parents, leaf = override.paths[0]
+    for name in parents:
+        model = model.model_fields[name].annotation
+    return model.model_fields[leaf]
+
+
+def policy_overrides(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Policy overrides from a run's Params (None or empty: keep the policy's value)."""
+    overrides: dict[str, Any] = {}
+    for knob in RUN_OVERRIDES:
+        value = (params or {}).get(knob.param)
+        if value is None or value == "":
+            continue
+        for path in knob.paths:
+            node = overrides
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+    return overrides
+
+
+def drift_param_defaults(policy: Policy) -> dict[str, Any]:
+    """What an empty Param of drift_monitor keeps: the policy's hysteresis and the strictest
+    PSI defaults of the feature kinds that the ``psi_*`` Params override."""
+    kinds = [policy.defaults.numeric, policy.defaults.categorical]
+    return {
+        "k": policy.k,
+        "n": policy.n,
+        "psi_warn": max(kind.warn for kind in kinds),
+        "psi_critical": min(kind.critical for kind in kinds),
+    }

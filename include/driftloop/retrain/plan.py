@@ -1,0 +1,202 @@
+"""The start of a ``retrain_detector`` run: why it runs, on which days, and what it does.
+
+:func:`plan_run` is the whole ``plan`` task: the trigger (a confirmed drift's Asset event, the
+monthly cron or a person), the training window, the ``auto_retrain`` switch (policy file,
+overridable by an Airflow Variable) and the effective promotion policy (a bad override fails
+here, before any work). The branch rules after it (:func:`after_plan`,
+:func:`after_snapshot`) name the task that runs next. With ``auto_retrain`` off a confirmed
+drift opens a review (:func:`open_review`) instead of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from driftloop.config.settings import Settings
+from driftloop.retrain.records import ledger
+
+#: the task ids the branch rules choose between (the DAG names its tasks with these)
+OPEN_REVIEW_TASK = "open_review"
+SNAPSHOT_TASK = "snapshot_dataset"
+DRY_RUN_DONE_TASK = "dry_run_done"
+REFERENCE_TASK = "reference_profile"
+#: what a plan does: train, snapshot only, or wait for a person's review
+ACTIONS = ("train", "dry_run", "review")
+
+
+def asset_event_extras(triggering_asset_events: Any, asset: Any) -> list[dict[str, Any]]:
+    """The ``extra`` of each event of ``asset`` that triggered the run (oldest first); none
+    for a scheduled or manual run (Airflow passes no or an empty mapping)."""
+    if not triggering_asset_events:
+        return []
+    return [dict(event.extra or {}) for event in triggering_asset_events.get(asset, [])]
+
+
+def resolve_trigger(
+    params: Mapping[str, Any], asset_events: list[Mapping[str, Any]], run_type: str
+) -> dict[str, Any]:
+    """Why this run happens: a confirmed drift (with its event), the monthly cron, or a person."""
+    if asset_events:
+        extra = dict(asset_events[-1])
+        return {
+            "kind": "drift",
+            "reason": f"drift confirmed in {', '.join(extra.get('drifted_features', [])) or 'features'}",
+            "drift_event_id": extra.get("event_id"),
+            "window_end": extra.get("window_end"),
+        }
+    if run_type == "scheduled":
+        return {
+            "kind": "schedule",
+            "reason": "monthly retraining",
+            "drift_event_id": None,
+            "window_end": None,
+        }
+    event_id = params.get("drift_event_id")
+    return {
+        "kind": "manual",
+        "reason": params.get("reason") or "manual trigger",
+        # an operator retraining for a drift event after a review (auto_retrain off)
+        "drift_event_id": None if event_id is None else int(event_id),
+        "window_end": None,
+    }
+
+
+def take_up_drift_event(settings: Settings, plan: Mapping[str, Any], run_id: str) -> None:
+    """A manual run for a drift event: the event must exist, and once the plan is to train,
+    it is being actioned (a failed run turns it into RETRAINING_FAILED, see
+    :func:`record_failure`)."""
+    from driftloop.drift import history
+
+    trigger = plan["trigger"]
+    event_id = trigger.get("drift_event_id")
+    if trigger["kind"] != "manual" or event_id is None:
+        return
+    engine = history.engine_for(settings.database_url)
+    event = history.get_event(engine, int(event_id))
+    if event is None:
+        raise LookupError(f"Param drift_event_id: no drift event with id {event_id}")
+    if plan["action"] == "train" and event["status"] != "ACTIONED":
+        history.set_event_status(
+            engine,
+            int(event_id),
+            "ACTIONED",
+            actor=f"airflow:{run_id}",
+            note=f"retraining by hand after {event['status']}",
+        )
+
+
+AUTO_RETRAIN_VARIABLE = "driftloop_auto_retrain"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def resolve_auto_retrain(policy_value: bool, variable_value: str | None) -> bool:
+    """The policy file's ``auto_retrain``, unless the Airflow Variable overrides it. A value
+    that is neither clearly on nor off is refused: a typo must not silently switch off
+    retraining (or switch it on)."""
+    if variable_value is None:
+        return bool(policy_value)
+    text = str(variable_value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(
+        f"Airflow Variable {AUTO_RETRAIN_VARIABLE}={variable_value!r}: "
+        f"expected one of {', '.join(_TRUE + _FALSE)}"
+    )
+
+
+def plan_retrain(
+    params: Mapping[str, Any],
+    trigger: Mapping[str, Any],
+    *,
+    today: date,
+    auto_retrain: bool,
+) -> dict[str, Any]:
+    raw_days = params.get("last_n_days")
+    last_n_days = 14 if raw_days is None else int(raw_days)
+    if last_n_days < 1:
+        raise ValueError(f"last_n_days must be >= 1, got {last_n_days}")
+    end = (
+        params.get("end_date")
+        or trigger.get("window_end")
+        or (today - timedelta(days=1)).isoformat()
+    )
+    end_day = date.fromisoformat(str(end))
+    days = [(end_day - timedelta(days=last_n_days - 1 - i)).isoformat() for i in range(last_n_days)]
+    action = "train"
+    if params.get("dry_run"):
+        action = "dry_run"
+    elif trigger["kind"] == "drift" and not auto_retrain:
+        action = "review"
+    return {
+        "trigger": dict(trigger),
+        "action": action,
+        "auto_retrain": auto_retrain,
+        "days": days,
+        "epochs": int(params.get("epochs", 5)),
+        "imgsz": int(params.get("imgsz", 160)),
+        "batch": int(params.get("batch", 16)),
+        "hyperparameters": dict(params.get("hyperparameters") or {}),
+        "base": params.get("base") or "champion",
+    }
+
+
+def open_review(settings: Settings, plan: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """auto_retrain is off: the confirmed drift waits for a person; nothing is trained."""
+    entry = ledger(settings).append(
+        "drift_event",
+        actor="policy:auto_retrain=false",
+        subject=f"drift_event:{plan['trigger'].get('drift_event_id')}",
+        payload={"action": "review_opened", "plan": dict(plan)},
+        idempotency_key=f"retrain_detector/{run_id}/open_review",
+    )
+    return {"ledger_id": entry.id, "drift_event_id": plan["trigger"].get("drift_event_id")}
+
+
+def plan_run(
+    settings: Settings,
+    params: Mapping[str, Any],
+    *,
+    asset_events: Iterable[Mapping[str, Any]],
+    run_type: Any,
+    moment: datetime,
+    auto_retrain_variable: str | None,
+    run_id: str,
+) -> dict[str, Any]:
+    """The ``plan`` task: trigger, window, action and the effective promotion policy.
+
+    ``run_type``: the DAG run's type (the Task SDK's enum or its value); ``moment``: its
+    logical date, else its ``run_after`` (the window ends the day before, as in
+    ``drift_monitor``); ``auto_retrain_variable``: the Airflow Variable
+    :data:`AUTO_RETRAIN_VARIABLE` (None when unset). ValueError or LookupError: bad Params,
+    policy overrides, Variable or drift event id, which no retry can fix.
+    """
+    from driftloop.retrain.policy import run_policy
+
+    trigger = resolve_trigger(params, list(asset_events), str(getattr(run_type, "value", run_type)))
+    policy = run_policy(settings, params)  # a bad override fails here, not at the gate
+    planned = plan_retrain(
+        params,
+        trigger,
+        today=moment.astimezone(UTC).date(),
+        auto_retrain=resolve_auto_retrain(policy.auto_retrain, auto_retrain_variable),
+    )
+    planned["promotion_policy"] = {"version": policy.version, "source": policy.source}
+    take_up_drift_event(settings, planned, run_id)
+    return planned
+
+
+def after_plan(plan: Mapping[str, Any]) -> str:
+    """The task after ``plan``: a review, or the snapshot (to train or for a dry run)."""
+    action = plan["action"]
+    if action not in ACTIONS:
+        raise ValueError(f"plan action {action!r} is not one of {', '.join(ACTIONS)}")
+    return OPEN_REVIEW_TASK if action == "review" else SNAPSHOT_TASK
+
+
+def after_snapshot(plan: Mapping[str, Any]) -> str:
+    """The task after the snapshot: a dry run stops there, a training run goes on."""
+    return DRY_RUN_DONE_TASK if plan["action"] == "dry_run" else REFERENCE_TASK
