@@ -221,6 +221,7 @@ def _write_day(s3, bucket: str, spec, index: int) -> str:
 def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spec):
     from driftloop.audit.ledger import Ledger
     from driftloop.drift import history
+    from driftloop_dev.golden import publish_golden_set
     from driftloop_dev.synth.scenarios import ground_truth_of
 
     stack, timeline = scheduler_stack, Timeline()
@@ -231,7 +232,9 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
     yesterday = world_spec.date_of(last).isoformat()
 
     try:
-        # the serving side's history, up to three days ago, is there before anything runs
+        # the curated golden set and the serving side's history, up to three days ago, are
+        # there before anything runs
+        publish_golden_set(s3, bucket)
         for index in range(last - 2):
             _write_day(s3, bucket, world_spec, index)
         timeline.note(f"world written up to {world_spec.date_of(last - 3)} (no Asset events)")

@@ -1,0 +1,1 @@
+"""Moving the champion: the gate, the MLflow registry and its aliases, retention, rollback."""
