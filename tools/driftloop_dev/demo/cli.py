@@ -123,7 +123,6 @@ def _story(args: argparse.Namespace, *, as_json: bool = False) -> int:
         mark = time.monotonic()
         say(
             f"retrain_detector: the first champion, {args.epochs} epochs on the 14 days up to {before_drift} ...",
-            flush=True,
         )
         first = _retrain_result(
             runner,
@@ -156,7 +155,6 @@ def _story(args: argparse.Namespace, *, as_json: bool = False) -> int:
                 f"retrain_detector: drift event {last['event_id']} confirmed, fine-tuning the "
                 f"champion on the 14 days up to {last['decision']['window']['end']} "
                 f"({'started by the drift-confirmed Asset event' if isinstance(runner, SchedulerRunner) else 'as the drift-confirmed Asset would'}) ...",
-                flush=True,
             )
             retrain = _retrain_result(
                 runner,
