@@ -43,7 +43,6 @@ for this run only (the run's policy version is then recorded as `<version>+overr
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
@@ -58,20 +57,16 @@ from driftloop.airflow.s3 import s3_for_task
 from driftloop.config.settings import Settings
 from driftloop.contracts.storage import success_key
 
+# Settings, not Airflow Variables: the schedule, the sensor's timing and the retry delay are
+# read when the file is parsed. The inference-logs Asset can start a check any time.
 SETTINGS = Settings.from_env()
-# How long the sensor waits for the day's _SUCCESS marker before the run ends as skipped.
-# An environment variable, not an Airflow Variable: it is read when the file is parsed.
-SENSOR_TIMEOUT_S = int(os.environ.get("DRIFTLOOP_SENSOR_TIMEOUT_S", str(6 * 3600)))
-SENSOR_POKE_S = int(os.environ.get("DRIFTLOOP_SENSOR_POKE_S", "300"))
-# The daily check's time (UTC cron); the inference-logs Asset can start a check any time.
-DRIFT_CRON = os.environ.get("DRIFTLOOP_DRIFT_CRON", "30 2 * * *")
 
 
 default_args = {
     "owner": "ml-platform",
     "retries": 2,
     # the first retry's delay (then exponential): long enough to ride out a store's restart
-    "retry_delay": timedelta(seconds=int(os.environ.get("DRIFTLOOP_RETRY_DELAY_S", "120"))),
+    "retry_delay": timedelta(seconds=SETTINGS.retry_delay_s),
     "retry_exponential_backoff": True,
 }
 
@@ -85,7 +80,7 @@ def _policy(document):
 @dag(
     dag_id="drift_monitor",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(DRIFT_CRON, timezone="UTC"), assets=INFERENCE_LOGS
+        timetable=CronTriggerTimetable(SETTINGS.drift_cron, timezone="UTC"), assets=INFERENCE_LOGS
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -125,8 +120,8 @@ def drift_monitor():
         bucket_key="inference/dt={{ ti.xcom_pull(task_ids='resolve_run')['end_day'] }}/_SUCCESS",
         aws_conn_id=SETTINGS.aws_conn_id,
         deferrable=True,  # waits in the triggerer, holding no worker slot
-        poke_interval=SENSOR_POKE_S,
-        timeout=SENSOR_TIMEOUT_S,
+        poke_interval=SETTINGS.sensor_poke_s,
+        timeout=SETTINGS.sensor_timeout_s,
         soft_fail=True,  # no data: the run is skipped, not failed
         retries=0,
         doc_md=f"Waits for `{success_key('<end day>')}`; the end day is `resolve_run`'s.",
