@@ -21,7 +21,11 @@ day before the run's logical date (the 02:30 run on the 29th checks the 28th), o
 2. `plan` — windows, partitions present, missing days (reported, never guessed), the effective
    policy (the versioned `drift_policy.yaml` plus this run's overrides).
 3. `validate` — Great Expectations suite per partition; failures are copied to `quarantine/` with
-   their validation result and left out; too few valid days fails the run, naming them.
+   their validation result and left out; too few valid days fails the run, naming them. One
+   partition's failure of any kind (unreadable part, timestamps outside its day, NaN, a key
+   S3 metadata cannot hold) sets that partition aside with its reason and never stops the
+   others; only a store fault (S3 5xx, a timeout) fails the task, for Airflow to retry. Extra
+   columns are accepted and listed as warnings; a duplicate part file counts once.
 4. `reference` / `profile_partition` (mapped, one per day) / `statistics` — mergeable sketches,
    cached per partition: PSI, Jensen–Shannon, normalised Wasserstein, KS, KL, chi-square,
    embedding MMD and PCA components, on the **full** windows.
@@ -51,7 +55,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, dag, task
 
 from driftloop.airflow.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
-from driftloop.airflow.hitl import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.airflow.hitl import RecordedHITLBranchOperator
 from driftloop.airflow.params import drift_monitor_params
 from driftloop.airflow.s3 import s3_for_task
 from driftloop.config.settings import Settings
@@ -299,6 +303,7 @@ def drift_monitor():
         ),
         options=["Retrain", "Ignore"],
         options_mapping={"Retrain": "confirm_drift", "Ignore": "ignore_drift"},
+        record_answer="driftloop.drift.events:record_drift_answer",
         response_timeout=timedelta(hours=24),
         retries=0,
     )
@@ -306,17 +311,18 @@ def drift_monitor():
     # Upstream of it are only the event and the two approval paths (never `decide` directly),
     # so that it is skipped whenever no path to it was taken.
     @task(outlets=[DRIFT_CONFIRMED], trigger_rule="none_failed_min_one_success")
-    def confirm_drift(event: dict, run_id=None, ti=None, outlet_events=None) -> dict:
+    def confirm_drift(event: dict, run_id=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from driftloop.drift.events import record_event_answer
+        from driftloop.drift.events import record_event_answer, recorded_answer
 
         if event.get("already_open"):  # its own event emits (or emitted) the Asset
             raise AirflowSkipException(f"drift event {event['event_id']} is already open")
 
-        answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
+        settings = Settings.from_env()
         decision, event_id = event["decision"], event["event_id"]
-        record = record_event_answer(Settings.from_env(), event_id, "ACTIONED", answer)
+        answer = recorded_answer(settings, event_id)  # from the HITL record, not XCom
+        record = record_event_answer(settings, event_id, "ACTIONED", answer)
         outlet_events[DRIFT_CONFIRMED].extra = {
             "event_id": event_id,
             "drift_run_id": run_id,
@@ -327,11 +333,12 @@ def drift_monitor():
         return record
 
     @task
-    def ignore_drift(event: dict, ti=None) -> dict:
-        from driftloop.drift.events import record_event_answer
+    def ignore_drift(event: dict) -> dict:
+        from driftloop.drift.events import record_event_answer, recorded_answer
 
-        answer = ti.xcom_pull(task_ids="await_approval", key=ANSWER_XCOM_KEY)
-        return record_event_answer(Settings.from_env(), event["event_id"], "IGNORED", answer)
+        settings = Settings.from_env()
+        answer = recorded_answer(settings, event["event_id"])  # from the HITL record
+        return record_event_answer(settings, event["event_id"], "IGNORED", answer)
 
     resolved = resolve_run()
     with TaskGroup("data", prefix_group_id=False, tooltip="windows, validation, quarantine"):

@@ -26,16 +26,22 @@ override the policy file for this run only, recorded as version `<version>+overr
    re-run). Extra links: **MLflow run**, **Registered model**.
 4. *evaluation* — `evaluate`: candidate and champion on the same evaluation split in one
    process: mAP@0.5 and mAP@0.5:0.95 with a paired bootstrap CI of the delta, INT8 p95 latency
-   measured interleaved, INT8-vs-FP32 loss. `gate` applies the promotion policy; any
-   evaluation error → no promotion.
+   measured interleaved, INT8-vs-FP32 loss. `gate` applies the promotion policy to the
+   evaluation on record in the ledger; any evaluation error → no promotion. `model_record`
+   writes the model card + `model.json` (its hash tagged on the version) before anything moves.
 5. *promotion* — `promote` (alias `champion`, old one → `previous-champion`; or `challenger`
    per policy), after an operator's approval when the policy asks — or `reject` (reasons tagged
-   on the version, champion untouched).
-6. *record* — the model card + `model.json`, retention, and the hash-chained audit ledger
-   (`python -m driftloop.audit.ledger verify`).
+   on the version, champion untouched). `promote` acts only on the ledger's records of this
+   run (the gate's decision, the operator's answer from Airflow's HITL record), never on XCom;
+   it moves the alias as a guarded transaction (intent row, compare-and-set, completion row)
+   and refuses when the champion changed since the evaluation — start a new run to evaluate
+   against the new champion.
+6. *record* — retention (never a version holding an alias), and the hash-chained audit ledger
+   (`driftloop ledger verify`).
 
-A failed run leaves the champion untouched, records the failed tasks in the ledger and marks
-its drift event `RETRAINING_FAILED`. To undo a promotion, trigger `rollback_detector`.
+A failed run leaves the champion untouched (or, after a partial promotion, a re-run of
+`promote` finishes it), records the failed tasks in the ledger and marks its drift event
+`RETRAINING_FAILED`. To undo a promotion, trigger `rollback_detector`.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, dag, task
 
 from driftloop.airflow.assets import DRIFT_CONFIRMED
-from driftloop.airflow.hitl import ANSWER_XCOM_KEY, RecordedHITLBranchOperator
+from driftloop.airflow.hitl import RecordedHITLBranchOperator
 from driftloop.airflow.retrain_params import retrain_detector_params
 from driftloop.airflow.s3 import s3_for_task
 from driftloop.config.settings import Settings
@@ -165,7 +171,9 @@ def retrain_detector():
             image=SETTINGS.training_image,
             namespace=SETTINGS.training_namespace,
             arguments=arguments,  # the list computed by training_arguments, at run time
-            mlflow_tracking_uri=SETTINGS.mlflow_tracking_uri,
+            # the pods run on the GPU cluster, which may reach MLflow by another address
+            mlflow_tracking_uri=SETTINGS.training_mlflow_tracking_uri
+            or SETTINGS.mlflow_tracking_uri,
             bucket=SETTINGS.bucket,
             retries=0,
             execution_timeout=timedelta(hours=6),
@@ -210,20 +218,23 @@ def retrain_detector():
         return run_evaluation(s3, settings, snapshot, candidate, policy, run_id)
 
     # all_done: a failed evaluation still reaches the gate, which then rejects (fail closed).
-    # Inputs are pulled, not passed, so that a missing candidate skips instead of erroring.
+    # The candidate comes from the registry and the evaluation from the ledger, not XCom.
     @task(trigger_rule="all_done")
-    def gate(params=None, run_id=None, ti=None) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+    def gate(params=None, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+        from driftloop.retrain.decision import PromotionRefused, registered_candidate
         from driftloop.retrain.decision import gate as decide
         from driftloop.retrain.policy import run_policy
 
-        candidate = ti.xcom_pull(task_ids="register_candidate")
-        if not candidate:
-            raise AirflowSkipException("no registered candidate: nothing to decide")
         settings = Settings.from_env()
-        evaluation = ti.xcom_pull(task_ids="evaluate")
-        return decide(settings, evaluation, candidate, run_policy(settings, params), run_id)
+        candidate = registered_candidate(settings, run_id)
+        if candidate is None:
+            raise AirflowSkipException("no registered candidate: nothing to decide")
+        try:
+            return decide(settings, candidate.version, run_policy(settings, params), run_id)
+        except PromotionRefused as err:
+            raise AirflowFailException(str(err)) from err
 
     @task.branch
     def route_decision(decision: dict) -> str:
@@ -231,31 +242,38 @@ def retrain_detector():
 
         return after_gate(decision)
 
-    def outcome_inputs(ti) -> tuple[dict, dict, dict | None]:
-        """The candidate, the gate's decision and the operator's answer (None without one)."""
-        return (
-            ti.xcom_pull(task_ids="register_candidate"),
-            ti.xcom_pull(task_ids="gate"),
-            ti.xcom_pull(task_ids="await_promotion_approval", key=ANSWER_XCOM_KEY),
-        )
-
     # Upstream of it are only the two approval paths, so it is skipped unless one was taken.
+    # It acts on the ledger (gate row, approval row) and the registry, never on XCom.
     @task(trigger_rule="none_failed_min_one_success")
-    def promote(run_id=None, ti=None) -> dict:
+    def promote(run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from driftloop.promotion.transactions import ChampionMoved
+        from driftloop.retrain.decision import PromotionRefused
         from driftloop.retrain.decision import promote as do_promote
 
-        return do_promote(Settings.from_env(), *outcome_inputs(ti), run_id)
+        try:
+            return do_promote(Settings.from_env(), run_id)
+        except (PromotionRefused, ChampionMoved) as err:  # records or registry say no: final
+            raise AirflowFailException(str(err)) from err
 
     # like promote: upstream only the gate's and the operator's reject paths
     @task(trigger_rule="none_failed_min_one_success")
-    def reject(run_id=None, ti=None) -> dict:
+    def reject(run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from driftloop.retrain.decision import PromotionRefused
         from driftloop.retrain.decision import reject as do_reject
 
-        return do_reject(Settings.from_env(), *outcome_inputs(ti), run_id)
+        try:
+            return do_reject(Settings.from_env(), run_id)
+        except PromotionRefused as err:
+            raise AirflowFailException(str(err)) from err
 
-    # after promote or reject, whichever ran (inputs pulled: its only upstreams are those two)
-    @task(trigger_rule="none_failed_min_one_success")
-    def model_record(ti=None) -> dict:
+    # right after the gate, before any alias moves: the record of what would be promoted is
+    # complete (and its hash tagged on the version) before promote may act on it
+    @task
+    def model_record(decision: dict, ti=None) -> dict:
         from driftloop.retrain.model_card import write_model_record
 
         pull = {
@@ -264,7 +282,6 @@ def retrain_detector():
                 "plan",
                 "snapshot_dataset",
                 "register_candidate",
-                "gate",
                 "reference_profile",
                 "evaluate",
             )
@@ -273,7 +290,7 @@ def retrain_detector():
             Settings.from_env(),
             pull["snapshot_dataset"],
             pull["evaluate"],
-            pull["gate"],
+            decision,
             pull["register_candidate"],
             pull["plan"],
             pull["reference_profile"],
@@ -320,7 +337,9 @@ def retrain_detector():
         evaluated = evaluate(snap, candidate)
         decision = gate()
         [candidate, evaluated] >> decision
+        record = model_record(decision)
         decided = route_decision(decision)
+        record >> decided
     with TaskGroup("promotion", prefix_group_id=False, tooltip="approval, alias or rejection"):
         approved_by_policy = EmptyOperator(
             task_id="approved_by_policy", doc_md="The policy does not require an approval."
@@ -330,11 +349,12 @@ def retrain_detector():
         )
         await_promotion_approval = RecordedHITLBranchOperator(
             task_id="await_promotion_approval",
-            subject="Promote driftloop-detector "
-            "v{{ ti.xcom_pull(task_ids='register_candidate')['version'] }}?",
-            body="The gate passed:\n\n```\n{{ ti.xcom_pull(task_ids='gate')['table'] }}\n```",
+            # worded from the gate's ledger row when the task starts (see promotion_request)
+            subject="Promote the candidate of this run?",
+            describe_request="driftloop.retrain.decision:promotion_request",
             options=["Promote", "Reject"],
             options_mapping={"Promote": "promote", "Reject": "reject"},
+            record_answer="driftloop.retrain.decision:record_promotion_answer",
             response_timeout=timedelta(hours=48),
             retries=0,
         )
@@ -344,10 +364,12 @@ def retrain_detector():
         rejected_by_gate >> rejected
         await_promotion_approval >> [promoted, rejected]
     decided >> [rejected_by_gate, await_promotion_approval, approved_by_policy]
-    with TaskGroup("record", prefix_group_id=False, tooltip="model card, retention"):
-        record = model_record()
-        [promoted, rejected] >> record >> retention()
-    [snap, ref, trained, candidate, decision] >> record_failure()
+    with TaskGroup("record", prefix_group_id=False, tooltip="retention"):
+        retained = retention()
+        [promoted, rejected] >> retained
+    # every failure from the dataset on reaches the ledger and the drift event
+    after_training = [candidate, evaluated, decision, record, decided, await_promotion_approval]
+    [snap, ref, trained, *after_training, promoted, rejected, retained] >> record_failure()
 
 
 retrain_detector()

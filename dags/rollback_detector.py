@@ -8,8 +8,10 @@ walk), the withdrawn version is tagged `rolled_back` with the reason, and the au
 records who asked, why and both versions. `drift_monitor` follows the alias, so its next
 check measures against the restored model's training window.
 
-Fails with a clear message when there is no `previous-champion` to go back to. Re-running the
-same DAG run does not roll back twice.
+Fails with a clear message when there is no `previous-champion` to go back to. The change is a
+guarded transaction (intent row, compare-and-set, completion row): re-running the same DAG run
+after a partial failure finishes that rollback, never rolls back twice, and never tags the
+restored version as withdrawn.
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ def rollback_detector():
 
         from driftloop.airflow.run_conf import check_conf_keys
         from driftloop.promotion.rollback import rollback as roll_back
+        from driftloop.promotion.transactions import ChampionMoved
 
         actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{run_id}"
         try:
             check_conf_keys(dag_run.conf, list(dag.params), dag.dag_id)
             return roll_back(Settings.from_env(), params["reason"], actor, run_id)
-        except (LookupError, ValueError) as err:  # nothing to go back to, or a bad conf key
+        # nothing to go back to, a bad conf key, or the champion moved since the intent
+        except (LookupError, ValueError, ChampionMoved) as err:
             raise AirflowFailException(str(err)) from err
 
     rollback()

@@ -2,8 +2,15 @@
 
     driftloop --version
     driftloop settings [--json]                 the effective DRIFTLOOP_* settings, secrets redacted
-    driftloop ledger verify [--expect-head H] [--database-url URL] [--json]
+    driftloop ledger verify [--expect-head H] [--database-url URL] [--anchor-bucket B] [--json]
     driftloop ledger show [--subject S] [--kind K] [--limit N] [--json]
+    driftloop ledger anchor [--database-url URL] [--anchor-bucket B]   write missing anchors
+    driftloop ledger migrate [--database-url URL]         schema to head (Alembic)
+    driftloop ledger grant-app-role ROLE [--database-url URL]   PostgreSQL: INSERT+SELECT only
+
+``verify`` and ``anchor`` take the MAC key from ``DRIFTLOOP_LEDGER_HMAC_KEY`` only (never an
+argument: it would show in ``ps`` and the shell history) and the anchor bucket from
+``DRIFTLOOP_LEDGER_ANCHOR_BUCKET`` unless ``--anchor-bucket`` says otherwise.
 
 With the development package installed (``make venv``: ``tools/``), also ``stack up|down|status|env``,
 ``demo``, ``synth`` and ``ui-check``. Those register themselves through the entry-point group
@@ -80,19 +87,28 @@ class NoLedger(LookupError):
     """There is no audit ledger at the URL (the only "absent" the CLI accepts)."""
 
 
-def _ledger(args: argparse.Namespace):
-    """The ledger at ``--database-url`` (default: the settings'), never created here."""
+def _ledger(args: argparse.Namespace, *, keyed: bool = False):
+    """The ledger at ``--database-url`` (default: the settings'), never created here;
+    ``keyed``: with the settings' MAC key and anchor store (verify, anchor)."""
     from pathlib import Path
 
     from driftloop.audit.ledger import Ledger
+    from driftloop.audit.wiring import ledger_for
     from driftloop.config.settings import Settings
 
-    url = args.database_url or Settings.from_env().database_url
+    settings = Settings.from_env()
+    url = args.database_url or settings.database_url
     sqlite_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
     if sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).is_file():
         # connecting would create an empty database file where an operator mistyped a path
         raise NoLedger(f"no audit ledger at {url} (no such file)")
-    ledger = Ledger(url, create=False)
+    if keyed:
+        overrides = {"database_url": url}
+        if getattr(args, "anchor_bucket", None):
+            overrides["ledger_anchor_bucket"] = args.anchor_bucket
+        ledger = ledger_for(settings.model_copy(update=overrides), create=False)
+    else:
+        ledger = Ledger(url, create=False)
     if not ledger.exists():
         raise NoLedger(f"no audit ledger at {_where(ledger)}")
     return ledger
@@ -102,32 +118,112 @@ def _where(ledger) -> str:
     return ledger.engine.url.render_as_string(hide_password=True)
 
 
-def _ledger_verify(args: argparse.Namespace) -> int:
+def _store_errors():
+    """Errors of the stores a ledger command reads: the database, S3, the configuration."""
+    import botocore.exceptions
     import sqlalchemy as sa
 
+    from driftloop.audit.ledger import LedgerError
+    from driftloop.config.settings import SettingsError
+
+    return (
+        sa.exc.SQLAlchemyError,
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+        LedgerError,
+        SettingsError,
+    )
+
+
+def _ledger_verify(args: argparse.Namespace) -> int:
     try:
-        ledger = _ledger(args)
+        ledger = _ledger(args, keyed=True)
         where = _where(ledger)
         result = ledger.verify(expected_head=args.expect_head)
     except NoLedger as err:
         emit(args, {"ok": False, "reason": str(err)})
         return fail(str(err), 1)
-    except sa.exc.SQLAlchemyError as err:
-        return fail(f"ledger: database error: {err}")
-    document = {
-        "ok": result.ok,
-        "rows": result.rows,
-        "head": result.head,
-        "first_bad_id": result.first_bad_id,
-        "reason": result.reason,
-        "database": where,
-    }
+    except _store_errors() as err:
+        return fail(f"ledger: {type(err).__name__}: {err}")
+    document = {**result.to_dict(), "database": where, "notes": result.notes()}
+    if ledger.anchors is not None:
+        document["anchor_prefix"] = f"s3://{ledger.anchors.bucket}/{ledger.anchors.prefix}"
+    checks = f"  MACs checked: {result.macs_checked} of {result.rows} rows; anchors checked: " + (
+        "none (no anchor bucket)" if result.anchors is None else str(result.anchors)
+    )
+    notes = [f"  note: {note}" for note in result.notes()]
     if result.ok:
-        emit(args, document, f"ledger OK: {result.rows} rows, head {result.head}")
+        emit(
+            args,
+            document,
+            [f"ledger OK: {result.rows} rows, head {result.head}", checks, *notes],
+        )
         return 0
     where_bad = "" if result.first_bad_id is None else f" row {result.first_bad_id}:"
-    emit(args, document, f"ledger TAMPERED:{where_bad} {result.reason}")
+    more = [
+        f"  also: {'' if i is None else f'row {i}: '}{reason}"
+        for i, reason in result.problems[1:10]
+    ]
+    emit(args, document, [f"ledger TAMPERED:{where_bad} {result.reason}", *more, checks, *notes])
     return 1
+
+
+def _ledger_anchor(args: argparse.Namespace) -> int:
+    try:
+        ledger = _ledger(args, keyed=True)
+        if ledger.anchors is None:
+            return fail("no anchor bucket: set DRIFTLOOP_LEDGER_ANCHOR_BUCKET or --anchor-bucket")
+        written = ledger.anchor_missing()
+    except NoLedger as err:
+        return fail(str(err), 1)
+    except _store_errors() as err:
+        return fail(f"ledger: {type(err).__name__}: {err}", 1)
+    span = f"rows {written[0]}..{written[-1]}" if written else "none missing"
+    emit(
+        args,
+        {"written": written, "database": _where(ledger)},
+        f"anchors written: {len(written)} ({span})",
+    )
+    return 0
+
+
+def _ledger_migrate(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from driftloop.audit.schema import create_engine, current_revision, upgrade
+    from driftloop.config.settings import Settings
+
+    url = args.database_url or Settings.from_env().database_url
+    try:
+        engine = create_engine(url)
+        before = current_revision(engine)
+        after = upgrade(engine)
+    except sa.exc.SQLAlchemyError as err:
+        return fail(f"migrate: database error: {err}")
+    where = engine.url.render_as_string(hide_password=True)
+    emit(
+        args,
+        {"database": where, "from": before, "to": after},
+        f"{where}: schema {before or '(none)'} -> {after}",
+    )
+    return 0
+
+
+def _ledger_grant(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from driftloop.audit.schema import create_engine, grant_app_role
+    from driftloop.config.settings import Settings
+
+    url = args.database_url or Settings.from_env().database_url
+    try:
+        statements = grant_app_role(create_engine(url), args.role)
+    except (ValueError, LookupError) as err:
+        return fail(f"grant-app-role: {err}")
+    except sa.exc.SQLAlchemyError as err:
+        return fail(f"grant-app-role: database error: {err}")
+    emit(args, {"role": args.role, "statements": statements}, statements)
+    return 0
 
 
 def _short(text: str, width: int) -> str:
@@ -187,7 +283,32 @@ def _register_ledger(sub, parents: list[argparse.ArgumentParser]) -> None:
     verify.add_argument(
         "--expect-head", default=None, help="head row_hash recorded elsewhere (detects truncation)"
     )
+    verify.add_argument(
+        "--anchor-bucket",
+        default=None,
+        help="bucket of the anchors (default: DRIFTLOOP_LEDGER_ANCHOR_BUCKET)",
+    )
     verify.set_defaults(handler=_ledger_verify)
+    anchor = actions.add_parser(
+        "anchor",
+        parents=[*parents, database],
+        help="write the missing S3 anchors of intact rows (after a failed anchor write)",
+    )
+    anchor.add_argument("--anchor-bucket", default=None)
+    anchor.set_defaults(handler=_ledger_anchor)
+    migrate = actions.add_parser(
+        "migrate",
+        parents=[*parents, database],
+        help="migrate the ledger and drift history tables to the newest schema (Alembic)",
+    )
+    migrate.set_defaults(handler=_ledger_migrate)
+    grant = actions.add_parser(
+        "grant-app-role",
+        parents=[*parents, database],
+        help="PostgreSQL: let ROLE only INSERT and SELECT the ledger (run as the table owner)",
+    )
+    grant.add_argument("role", metavar="ROLE")
+    grant.set_defaults(handler=_ledger_grant)
     show = actions.add_parser("show", parents=[*parents, database], help="rows, oldest first")
     show.add_argument("--subject", default=None)
     show.add_argument("--kind", default=None)

@@ -160,7 +160,7 @@ def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypa
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     from driftloop.airflow.training_task import XCOM_RETURN_PATH, pod_arguments
-    from driftloop.retrain.training_arguments import training_arguments
+    from driftloop.retrain.training_arguments import ResolvedBase, training_arguments
     from driftloop.training.train import build_parser
 
     monkeypatch.setenv("DRIFTLOOP_TRAINING_BACKEND", "kubernetes")
@@ -189,7 +189,13 @@ def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypa
     }  # fmt: skip
     snapshot = {"uri": "s3://driftloop/datasets/" + "a" * 64 + "/"}
     args = pod_arguments(
-        training_arguments(plan, snapshot, "runs:/abc/weights/best.pt", "run-1", XCOM_RETURN_PATH)
+        training_arguments(
+            plan,
+            snapshot,
+            ResolvedBase("runs:/abc/weights/best.pt", "b" * 64),  # weights go with their hash
+            "run-1",
+            XCOM_RETURN_PATH,
+        )
     )
     train.arguments = args
     pod = train.build_pod_request_obj(dry_run=True)
@@ -199,6 +205,7 @@ def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypa
     assert parsed.xcom_path == XCOM_RETURN_PATH
     assert parsed.epochs == 30
     assert parsed.base == "runs:/abc/weights/best.pt"
+    assert parsed.base_sha256 == "b" * 64
     assert parsed.imgsz == 640
     assert container.resources.limits["nvidia.com/gpu"] == "1"
     assert any(v.empty_dir and v.empty_dir.medium == "Memory" for v in pod.spec.volumes)

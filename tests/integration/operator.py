@@ -31,9 +31,19 @@ class OnCallUser:
 class HITLResponder(threading.Thread):
     """Waits for an unanswered request of ``dag_id.task_id`` and answers ``option``."""
 
-    def __init__(self, dag_id: str, task_id: str, option: str, user: OnCallUser, timeout: float):
+    def __init__(
+        self,
+        dag_id: str,
+        task_id: str,
+        option: str,
+        user: OnCallUser,
+        timeout: float,
+        before_answer=None,
+    ):
         super().__init__(daemon=True, name=f"hitl-{dag_id}-{task_id}")
         self.dag_id, self.task_id, self.option, self.user = dag_id, task_id, option, user
+        #: called with (session, run_id) while the request waits, before it is answered
+        self.before_answer = before_answer
         self.deadline = time.monotonic() + timeout
         self.answered_run_id: str | None = None
         self.error: BaseException | None = None
@@ -68,6 +78,8 @@ class HITLResponder(threading.Thread):
             ).scalar()
             if run_id is None:
                 return None
+            if self.before_answer is not None:
+                self.before_answer(session, run_id)
             update_hitl_detail(
                 dag_id=self.dag_id,
                 dag_run_id=run_id,

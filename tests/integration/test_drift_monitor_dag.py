@@ -121,9 +121,9 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
     event = history.get_event(engine, event_id)
     assert (event["status"], event["actor"]) == ("ACTIONED", "policy:auto")
     assert set(event["features"]) == drifted
-    from driftloop.audit.ledger import Ledger
+    from driftloop.audit.wiring import ledger_for
 
-    ledger = Ledger(Settings.from_env().database_url)
+    ledger = ledger_for(Settings.from_env())
     assert [e.kind for e in ledger.entries(subject=f"drift_event:{event_id}")] == [
         "drift_event",
         "approval",

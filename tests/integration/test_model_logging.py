@@ -79,7 +79,7 @@ def registered(stack, tmp_path_factory):
         tags={registry.FP32_MODEL_TAG: logged["model_uri"]},
         description="tiny",
     )
-    registry.promote(client, name, version.version)
+    client.set_registered_model_alias(name, registry.CHAMPION, version.version)
     return {
         "client": client,
         "tracking_uri": tracking_uri,

@@ -76,28 +76,10 @@ def test_a_run_folder_is_not_registered(client, model):
         )
 
 
-def test_promotion_keeps_the_previous_champion_and_rollback_restores_it(client, model):
-    v1, _ = _register(client, model, "a")
-    v2, _ = _register(client, model, "b")
-    registry.promote(client, model, v1.version)
-    assert registry.aliases(client, model) == {"champion": v1.version}
-    registry.promote(client, model, v2.version, target="challenger")
-    assert registry.aliases(client, model)["challenger"] == v2.version
-    change = registry.promote(client, model, v2.version)
-    assert change.after == {"champion": v2.version, "previous-champion": v1.version}
-    assert change.before["champion"] == v1.version
-    back = registry.rollback(client, model)
-    assert back.after == {"champion": v1.version}
-    with pytest.raises(LookupError):
-        registry.rollback(client, model)
-    with pytest.raises(ValueError, match="target"):
-        registry.promote(client, model, v1.version, target="production")
-
-
 def test_retention_archives_old_versions_but_never_protected_ones(client, model):
     versions = [_register(client, model, f"r{i}")[0] for i in range(5)]
-    registry.promote(client, model, versions[0].version)  # oldest is champion
-    registry.promote(client, model, versions[1].version, target="challenger")
+    client.set_registered_model_alias(model, "champion", versions[0].version)  # oldest
+    client.set_registered_model_alias(model, "challenger", versions[1].version)
     plan = plan_retention(registry.version_infos(client, model), keep_last=2)
     archived = registry.apply_retention(client, model, plan, mode="tag")
     assert sorted(archived) == [int(versions[2].version)]

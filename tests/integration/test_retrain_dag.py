@@ -82,13 +82,13 @@ def _xcom(dag_run, task_id: str):
 def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack, tmp_path):
     from mlflow import MlflowClient
 
-    from driftloop.audit.ledger import Ledger
+    from driftloop.audit.wiring import ledger_for
     from driftloop.config.settings import Settings
     from driftloop.promotion import registry
 
     settings = Settings.from_env()
     client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
-    ledger = Ledger(settings.database_url)
+    ledger = ledger_for(settings)
     name = settings.registered_model
     common = {
         "end_date": END,
@@ -158,7 +158,13 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack,
     assert abs(cand["map50"] - cand["map50_int8"]) <= 0.01  # INT8 costs at most 1 pp
     rows_after_first = ledger.count()
     kinds = [e.kind for e in ledger.entries(subject=f"model:{name}/v{candidate['version']}")]
-    assert kinds == ["training_run", "evaluation", "gate_decision", "promotion"]
+    assert kinds == [
+        "training_run",
+        "evaluation",
+        "gate_decision",
+        "promotion_intent",
+        "promotion",
+    ]
     sha = snapshot["sha256"]
     assert [e.kind for e in ledger.entries(subject=f"dataset:{sha}")] == ["dataset_snapshot"]
 
@@ -251,14 +257,14 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     """Continues from the champion promoted above."""
     from mlflow import MlflowClient
 
-    from driftloop.audit.ledger import Ledger
+    from driftloop.audit.wiring import ledger_for
     from driftloop.config.settings import Settings
     from driftloop.promotion import registry
     from tests.integration.operator import HITLResponder, OnCallUser
 
     settings = Settings.from_env()
     client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
-    ledger = Ledger(settings.database_url)
+    ledger = ledger_for(settings)
     name = settings.registered_model
     champion = registry.aliases(client, name)["champion"]  # from the test above
     policy_path = Path(os.environ["DRIFTLOOP_PROMOTION_POLICY_PATH"])
@@ -268,8 +274,17 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
 
     # the champion's own weights, re-exported: the paired delta is exactly 0, the gate passes
     oncall = OnCallUser(id="7", name="oncall-alice")
+    rejected = max(
+        (v for v in client.search_model_versions(f"name='{name}'")),
+        key=lambda v: int(v.version),
+    ).version  # the useless candidate the gate rejected above
     responder = HITLResponder(
-        "retrain_detector", "await_promotion_approval", "Promote", oncall, timeout=900
+        "retrain_detector",
+        "await_promotion_approval",
+        "Promote",
+        oncall,
+        timeout=900,
+        before_answer=forge_xcoms(rejected),
     )
     responder.start()
     run, states = _run(
@@ -284,19 +299,31 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     assert states["promote"] == "success", states
     assert states["reject"] == "skipped", states
     assert states["approved_by_policy"] == "skipped"
-    decision = _xcom(run, "gate")
+    # the XComs were forged during the wait; the records were not
+    assert _xcom(run, "gate")["candidate_version"] == rejected
+    decision = ledger.get(f"retrain_detector/{run.run_id}/gate").payload
     assert decision["promote"]
     assert decision["requires_approval"]
-    candidate = _xcom(run, "register_candidate")["version"]
+    candidate = decision["candidate_version"]
+    assert candidate != rejected
     assert _xcom(run, "evaluate")["delta"]["point"] == 0.0
     aliases = registry.aliases(client, name)
     assert aliases["champion"] == candidate
     assert aliases["previous-champion"] == champion
     assert client.get_model_version(name, candidate).tags["promoted_by"] == "oncall-alice"
     kinds = [e.kind for e in ledger.entries(subject=f"model:{name}/v{candidate}")]
-    assert kinds == ["training_run", "evaluation", "gate_decision", "approval", "promotion"]
+    assert kinds == [
+        "training_run",
+        "evaluation",
+        "gate_decision",
+        "approval",
+        "promotion_intent",
+        "promotion",
+    ]
     promotion = ledger.entries(kind="promotion", subject=f"model:{name}/v{candidate}")[0]
+    # the XComs forged during the wait changed nothing: the ledger and the HITL record decide
     assert promotion.actor == "oncall-alice"
+    assert aliases["champion"] != rejected
     approval = ledger.entries(kind="approval", subject=f"model:{name}/v{candidate}")[0]
     assert approval.actor == "oncall-alice"
     assert approval.payload["chosen_options"] == ["Promote"]
@@ -333,6 +360,43 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     assert ledger.verify().ok
 
 
+def forge_xcoms(version: str):
+    """What a user with XCom edit rights can do through the REST API while the run waits for
+    its approval: point the candidate and the gate's decision at another (rejected) version,
+    and claim the answer came from someone else. Promotion must ignore all of it."""
+
+    def forge(session, run_id: str) -> None:
+        from airflow.models.xcom import XComModel
+
+        forged = {
+            ("register_candidate", "return_value"): {"version": version, "name": "x"},
+            ("gate", "return_value"): {
+                "promote": True,
+                "requires_approval": False,
+                "target_alias": "champion",
+                "candidate_version": version,
+                "champion_version": None,
+            },
+            ("await_promotion_approval", "hitl_answer"): {
+                "chosen_options": ["Promote"],
+                "responded_by_user": {"id": "666", "name": "mallory"},
+            },
+        }
+        for (task_id, key), value in forged.items():
+            XComModel.set(
+                key=key,
+                value=value,
+                dag_id="retrain_detector",
+                task_id=task_id,
+                run_id=run_id,
+                serialize=False,  # stored as given, as the REST API stores a JSON value
+                session=session,
+            )
+        session.flush()
+
+    return forge
+
+
 def run_id_of(client, name: str, version: str) -> str:
     return client.get_model_version(name, version).run_id
 
@@ -340,7 +404,7 @@ def run_id_of(client, name: str, version: str) -> str:
 def test_failed_retraining_for_a_drift_event_marks_it(stack):
     """No labeled frames in the window: the snapshot fails at once (no retry can help), the
     drift event it was for becomes RETRAINING_FAILED and the ledger says which tasks failed."""
-    from driftloop.audit.ledger import Ledger
+    from driftloop.audit.wiring import ledger_for
     from driftloop.config.settings import Settings
     from driftloop.drift import history
 
@@ -362,7 +426,7 @@ def test_failed_retraining_for_a_drift_event_marks_it(stack):
     event = history.get_event(engine, event_id)
     assert event["status"] == "RETRAINING_FAILED"
     assert "snapshot_dataset" in event["note"]
-    entry = Ledger(settings.database_url).entries(subject=f"drift_event:{event_id}")[-1]
+    entry = ledger_for(settings).entries(subject=f"drift_event:{event_id}")[-1]
     assert entry.payload == {"status": "failed", "failed_tasks": ["snapshot_dataset"]}
     # an unknown event is refused up front, naming the Param
     run, states = _run(

@@ -50,7 +50,7 @@ from driftloop_dev.airflow_runs import (
     wait_until,
     xcom,
 )
-from tests.integration.tcp_proxy import TcpProxy
+from driftloop_dev.faults.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
@@ -219,7 +219,8 @@ def _write_day(s3, bucket: str, spec, index: int) -> str:
 
 
 def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spec):
-    from driftloop.audit.ledger import Ledger
+    from driftloop.audit.wiring import ledger_for
+    from driftloop.config.settings import Settings
     from driftloop.drift import history
     from driftloop_dev.golden import publish_golden_set
     from driftloop_dev.synth.scenarios import ground_truth_of
@@ -414,7 +415,7 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
         assert set(json.loads(events[0]["features"])) <= set(truth.drifted_columns) | {
             f"embedding_pc{i}" for i in range(1, 6)
         }
-        ledger = Ledger(env["DRIFTLOOP_DATABASE_URL"])
+        ledger = ledger_for(Settings.from_env(env), s3=s3)
         answers = ledger.entries(subject=f"drift_event:{events[0]['id']}", kind="approval")
         assert [a.actor for a in answers] == [OPERATOR]
         assert [r["dag_run_id"] for r in dag_runs(api, RETRAIN, run_type="asset_triggered")] == [

@@ -327,6 +327,8 @@ def test_epochs_zero_fine_tunes_nothing(work, snapshot, trained):
             uri,
             "--base",
             payload["weights_uri"],
+            "--base-sha256",
+            payload["weights_sha256"],  # weights load only with their recorded hash
             "--epochs",
             "0",
             "--run-name",
@@ -355,7 +357,12 @@ def test_epochs_zero_fine_tunes_nothing(work, snapshot, trained):
         (["--data", "{empty}"], "no data.yaml"),
         (["--data", "{dataset}", "--base", "yolo99z.yaml"], "unknown model yaml"),
         (["--data", "{dataset}", "--base", "champion.onnx"], "unknown base model"),
-        (["--data", "{dataset}", "--base", "/nonexistent/best.pt"], "weights file not found"),
+        (["--data", "{dataset}", "--base", "/nonexistent/best.pt"], "--base-sha256"),
+        (
+            ["--data", "{dataset}", "--base", "/nonexistent/best.pt", "--base-sha256", "0" * 64],
+            "weights file not found",
+        ),
+        (["--data", "{dataset}", "--hyp", "epochs=900"], "--hyp key 'epochs' may not be set"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(work, snapshot, args, message):

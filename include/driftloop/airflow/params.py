@@ -8,7 +8,8 @@ Optional Params are empty-by-default fields (``type: ["null", …]``), never a s
 choices include ``None``: the Trigger form would show a literal "null" choice (and Airflow 3
 fails to render such a select, apache/airflow#62049). A knob with a fixed set of values
 (``approval``) is an empty field that suggests the values (``examples``) and accepts only
-them (``pattern``).
+them (``pattern``). ``approval`` may only make the policy stricter
+(:func:`check_approval_not_weakened`, applied when the run resolves its policy).
 
 Imported by the DAG file at parse time: Airflow, pydantic (an Airflow dependency) and
 driftloop's config only.
@@ -25,6 +26,32 @@ from driftloop.config.drift_policy import RUN_OVERRIDES, RunOverride, override_f
 
 #: the Param that is no policy knob: which day the checked window ends on
 END_DATE_PARAM = "end_date"
+#: the Param that overrides the policy's ``approval``, and its values, weakest first
+APPROVAL_PARAM = "approval"
+APPROVAL_STRICTNESS = ("none", "required")
+
+
+def check_approval_not_weakened(
+    policy_approval: str, requested: str | None, *, param: str = APPROVAL_PARAM
+) -> None:
+    """A run's Param may make the approval stricter than the policy file, never weaker: a
+    person who may trigger a run must not switch off the approval the policy's owners asked
+    for. RunConfError naming the Param otherwise (an unknown value too)."""
+    from driftloop.airflow.run_conf import RunConfError
+
+    if requested is None or requested == "":
+        return
+    if requested not in APPROVAL_STRICTNESS or policy_approval not in APPROVAL_STRICTNESS:
+        raise RunConfError(
+            f"Param {param}={requested!r} (policy: {policy_approval!r}): expected one of "
+            f"{', '.join(APPROVAL_STRICTNESS)}"
+        )
+    if APPROVAL_STRICTNESS.index(requested) < APPROVAL_STRICTNESS.index(policy_approval):
+        raise RunConfError(
+            f"Param {param}={requested!r} would weaken the policy's approval "
+            f"{policy_approval!r}: a run may only make approval stricter; leave it empty or "
+            "change the policy file"
+        )
 
 
 def _json_schema(override: RunOverride) -> dict[str, Any]:

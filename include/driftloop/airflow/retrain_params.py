@@ -12,8 +12,13 @@ choices include ``None``: the Trigger form would show a literal "null" choice. A
 fixed set of values (``promote_to``, ``approval``) suggests them (``examples``) and accepts
 only them (``pattern``).
 
+``base`` accepts only ``champion`` or an allow-listed model yaml, and ``hyperparameters`` only
+the tunable Ultralytics arguments (:mod:`driftloop.training.allowlists`; the tasks check both
+again, whatever the form let through).
+
 Imported by the DAG file at parse time: Airflow, pydantic (an Airflow dependency) and
-driftloop's config only; the policy file itself is not read here.
+driftloop's config and allow-lists only (standard library); the policy file itself is not read
+here.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from typing import Any
 from airflow.sdk import Param
 
 from driftloop.config.promotion_policy import OverridableField, trigger_overridable_fields
+from driftloop.training.allowlists import (
+    BASE_MODEL_YAMLS,
+    CHAMPION_BASE,
+    TUNABLE_HYPERPARAMETERS,
+)
 
 
 def run_params() -> dict[str, Param]:
@@ -70,15 +80,27 @@ def run_params() -> dict[str, Param]:
         "hyperparameters": Param(
             {},
             type="object",
+            # only the tunable Ultralytics arguments: epochs, imgsz, batch are the bounded
+            # Params above; the data, model, device and output paths are the run's own
+            propertyNames={"enum": sorted(TUNABLE_HYPERPARAMETERS)},
+            additionalProperties={"type": ["number", "boolean", "string", "array"]},
             description="Ultralytics training arguments (name: value) over the defaults: "
             "AdamW, no warm-up, lr0 0.005 from a model yaml, 0.0005 when fine-tuning the "
-            "champion. Logged with the run.",
+            "champion. Logged with the run. Tunable: "
+            + ", ".join(sorted(TUNABLE_HYPERPARAMETERS))
+            + ".",
         ),
         "base": Param(
-            "champion",
+            CHAMPION_BASE,
             type="string",
-            description="`champion` (fine-tune its weights; a model yaml when there is none) "
-            "or a model yaml such as yolo11n.yaml.",
+            examples=[CHAMPION_BASE, *BASE_MODEL_YAMLS],
+            pattern="^("
+            + "|".join(re.escape(b) for b in (CHAMPION_BASE, *BASE_MODEL_YAMLS))
+            + ")$",
+            description="`champion` (fine-tune its weights, checked against the SHA-256 its "
+            "model record holds; a model yaml when there is none) or a model yaml: "
+            + ", ".join(BASE_MODEL_YAMLS)
+            + ".",
         ),
         "drift_event_id": Param(
             None,

@@ -60,6 +60,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from driftloop.config.settings import TRAINING_BACKENDS, Settings  # noqa: F401 (re-exported)
+from driftloop.training.allowlists import SAFE_LOAD_ENV
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -85,6 +86,8 @@ S3_SECRET = "driftloop-s3"
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 MLFLOW_SECRET = "driftloop-mlflow"
 MLFLOW_TOKEN_KEY = "MLFLOW_TRACKING_TOKEN"
+#: MLflow basic-auth login of the trainer (compose's MLflow: EDIT on the training experiment only)
+MLFLOW_LOGIN_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 TRAINING_BACKEND_ENV = "DRIFTLOOP_TRAINING_BACKEND"
 
@@ -167,14 +170,18 @@ def training_pod_operator(
     :param service_account_name: Kubernetes service account (e.g. one bound to a cloud IAM
         role instead of the ``driftloop-s3`` Secret); its API token is not mounted.
     :param mlflow_tracking_uri, s3_endpoint_url, aws_region, bucket: non-secret config,
-        passed as ``MLFLOW_TRACKING_URI``, ``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``,
-        ``DRIFTLOOP_BUCKET`` (omitted when None).
+        passed as ``MLFLOW_TRACKING_URI``, ``AWS_ENDPOINT_URL_S3`` (and
+        ``MLFLOW_S3_ENDPOINT_URL``), ``AWS_DEFAULT_REGION``, ``DRIFTLOOP_BUCKET`` (omitted when
+        empty). ``s3_endpoint_url`` and ``aws_region`` default (None) to the settings
+        ``DRIFTLOOP_TRAINING_S3_ENDPOINT_URL`` / ``DRIFTLOOP_S3_REGION``: the pod runs outside
+        the Airflow network and needs the endpoint as the cluster reaches it.
     :param env: further non-secret env vars (templated values); secret-looking names are
         refused: put those in a Kubernetes Secret and pass ``extra_secrets``.
     :param s3_secret: Secret holding ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``; None when
         the service account provides S3 access.
-    :param mlflow_secret: Secret holding ``MLFLOW_TRACKING_TOKEN`` (optional reference); None
-        to not reference it.
+    :param mlflow_secret: Secret holding ``MLFLOW_TRACKING_TOKEN`` or the basic-auth login
+        ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (optional references);
+        None to not reference it.
     :param extra_secrets: more ``airflow.providers.cncf.kubernetes.secret.Secret`` objects.
     :param read_only_root_filesystem: the trainer's root filesystem is read-only (only the
         emptyDirs are writable); an escape hatch for images that write elsewhere.
@@ -207,31 +214,44 @@ def training_pod_operator(
         "PYTHONUNBUFFERED": "1",
         "YOLO_OFFLINE": "1",
         "YOLO_AUTOINSTALL": "0",
+        # checkpoints are read with torch.load(weights_only=True) (driftloop.training.yolo_env)
+        **SAFE_LOAD_ENV,
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
+    if s3_endpoint_url is None or aws_region is None:
+        settings_now = Settings.from_env()
+        if s3_endpoint_url is None:
+            s3_endpoint_url = settings_now.training_s3_endpoint_url
+        if aws_region is None:
+            aws_region = settings_now.s3_region
     optional = {
         "MLFLOW_TRACKING_URI": mlflow_tracking_uri,
         "AWS_ENDPOINT_URL_S3": s3_endpoint_url,
+        # MLflow's own S3 client, for s3:// artifact URIs (unproxied artifact stores)
+        "MLFLOW_S3_ENDPOINT_URL": s3_endpoint_url,
         "AWS_DEFAULT_REGION": aws_region,
         "DRIFTLOOP_BUCKET": bucket,
     }
     plain_env.update({name: value for name, value in optional.items() if value})
     plain_env.update(env or {})
+    plain_env.update(SAFE_LOAD_ENV)  # not something a caller's env may switch off
     _refuse_secrets_in_env(plain_env)
 
     env_vars = [k8s.V1EnvVar(name=name, value=str(value)) for name, value in plain_env.items()]
     if mlflow_secret:
-        # optional reference: the pod starts even where MLflow needs no token
-        env_vars.append(
-            k8s.V1EnvVar(
-                name=MLFLOW_TOKEN_KEY,
-                value_from=k8s.V1EnvVarSource(
-                    secret_key_ref=k8s.V1SecretKeySelector(
-                        name=mlflow_secret, key=MLFLOW_TOKEN_KEY, optional=True
-                    )
-                ),
+        # optional references: the pod starts even where MLflow needs no token or login (an
+        # MLflow that does need one then refuses the run: nothing proceeds unauthenticated)
+        for key in (MLFLOW_TOKEN_KEY, *MLFLOW_LOGIN_KEYS):
+            env_vars.append(
+                k8s.V1EnvVar(
+                    name=key,
+                    value_from=k8s.V1EnvVarSource(
+                        secret_key_ref=k8s.V1SecretKeySelector(
+                            name=mlflow_secret, key=key, optional=True
+                        )
+                    ),
+                )
             )
-        )
     secrets = [Secret("env", key, s3_secret, key) for key in S3_SECRET_KEYS] if s3_secret else []
     secrets += list(extra_secrets)
 

@@ -8,14 +8,25 @@ is stored as ISO-8601 text (UTC) so that the hash is reproducible from the row a
 ``prev_hash`` is the previous row's ``row_hash`` (64 zeros for the first row), ids are
 consecutive from 1. :func:`chain_problem` says why a row does not continue the chain: an
 edited row fails its own hash; a deleted row makes the next row's ``prev_hash`` (or id)
-mismatch; swapped rows fail their hashes (the id is hashed). Deleting the newest rows
-leaves a valid, shorter chain: verification against a head hash recorded elsewhere (a model
-card, an MLflow tag) detects truncation.
+mismatch; swapped rows fail their hashes (the id is hashed).
+
+A hash chain alone proves nothing against someone who can write the table: they can edit a
+row and recompute every later hash. Two things outside the database close that gap:
+
+* Row MAC. ``row_mac = hex(HMAC-SHA256(key, ascii(row_hash)))`` with ``DRIFTLOOP_LEDGER_HMAC_KEY``,
+  a key the database role never sees. A rewritten row needs a new ``row_hash`` and therefore a
+  new MAC, which only the key holder can compute. ``row_mac`` is not part of the hashed
+  document (it signs the hash). Rows written before the column existed have NULL: "unkeyed
+  legacy rows", which must all precede the first keyed row.
+* Anchors (:mod:`driftloop.audit.anchor`): a write-once S3 object per row holding its id,
+  hash and MAC; deleting the newest rows leaves anchors without rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +54,8 @@ audit_ledger = sa.Table(
     sa.Column("input_hashes", sa.Text, nullable=False),  # canonical JSON {name: sha256}
     sa.Column("prev_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("row_hash", sa.String(64), nullable=False, unique=True),
+    # added by migration 0002; NULL only on rows written before it (unkeyed legacy rows)
+    sa.Column("row_mac", sa.String(64), nullable=True),
 )
 
 HASHED_FIELDS = (
@@ -65,6 +78,15 @@ def compute_row_hash(row: Mapping[str, Any]) -> str:
     return sha256_bytes(canonical_json(doc).encode("utf-8"))
 
 
+def compute_row_mac(key: bytes, row_hash: str) -> str:
+    """The row's MAC: HMAC-SHA256 of its ``row_hash`` (ASCII hex) under the ledger key."""
+    return hmac.new(key, row_hash.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def mac_matches(key: bytes, row_hash: str, row_mac: str | None) -> bool:
+    return row_mac is not None and hmac.compare_digest(compute_row_mac(key, row_hash), row_mac)
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     id: int
@@ -77,6 +99,7 @@ class LedgerEntry:
     input_hashes: dict[str, str]
     prev_hash: str
     row_hash: str
+    row_mac: str | None = None
     inserted: bool = field(default=False, compare=False)  # False: an earlier append's row
 
     @property
@@ -101,20 +124,57 @@ class LedgerEntry:
             input_hashes=json.loads(row["input_hashes"]),
             prev_hash=row["prev_hash"],
             row_hash=row["row_hash"],
+            row_mac=row.get("row_mac"),
             inserted=inserted,
         )
 
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """What ``verify`` found. ``problems``: (row id or None, reason), in id order; the first
+    is ``first_bad_id``/``reason``. ``unkeyed``: the range of unkeyed legacy rows;
+    ``unanchored``: rows older than the first anchor; ``anchors``: anchors checked (None:
+    no anchor store given); ``macs_checked``: rows whose MAC was checked (0 without a key)."""
+
     ok: bool
-    rows: int  # rows checked (up to and including the first bad one)
+    rows: int
     first_bad_id: int | None
     reason: str
-    head: str = GENESIS_HASH  # row_hash of the last good row
+    head: str = GENESIS_HASH  # row_hash of the last row whose chain link holds
+    head_id: int = 0
+    problems: tuple[tuple[int | None, str], ...] = ()
+    unkeyed: tuple[int, int] | None = None
+    macs_checked: int = 0
+    anchors: int | None = None
+    unanchored: tuple[int, int] | None = None
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["problems"] = [{"id": i, "reason": r} for i, r in self.problems]
+        for name in ("unkeyed", "unanchored"):
+            span = getattr(self, name)
+            out[name] = None if span is None else {"first": span[0], "last": span[1]}
+        return out
+
+    def notes(self) -> list[str]:
+        """Facts that are not failures but must not read as a clean bill of health."""
+        out = []
+        if self.unkeyed:
+            out.append(
+                f"unkeyed legacy rows {self.unkeyed[0]}..{self.unkeyed[1]}: written before row "
+                "MACs existed; only the hash chain covers them"
+            )
+        if self.unanchored:
+            out.append(
+                f"unanchored rows {self.unanchored[0]}..{self.unanchored[1]}: older than the "
+                "first anchor; `driftloop ledger anchor` anchors them"
+            )
+        if self.anchors is None:
+            out.append("anchors not checked (no anchor bucket configured)")
+        return out
 
 
 def chain_problem(row: Mapping[str, Any], prev_hash: str, prev_id: int | None) -> str | None:

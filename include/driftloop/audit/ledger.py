@@ -5,8 +5,15 @@ decisions, promotions, rejections, rollbacks, retention — appends one row. It 
 same SQL database as the drift history (``DRIFTLOOP_DATABASE_URL``: SQLite on the embedded
 stack, PostgreSQL in production). What a row holds and how rows chain is
 :mod:`driftloop.audit.chain`; how things are hashed, :mod:`driftloop.audit.hashing`.
-``verify`` recomputes the chain in id order and names the first row that does not fit; pass
-the head hash recorded elsewhere as ``expected_head`` to detect truncation.
+Tamper evidence against a writer of the table (:mod:`driftloop.audit.verify`): each row
+carries an HMAC under a key the database never sees (``hmac_key``), and after each commit a
+write-once anchor goes to S3 (``anchors``, :mod:`driftloop.audit.anchor`). ``verify`` checks
+the chain, every MAC and every anchor and names the first rewritten or missing row. Before
+appending, the ledger writes the anchors that recent rows are missing (a writer that died
+between commit and anchor) and refuses to chain onto a head row that fails its hash or MAC;
+an anchor that cannot be written fails the append (the row stays: the next append or
+``driftloop ledger anchor`` writes its anchor). A ledger with keyed rows refuses unkeyed
+appends. Which key and which bucket: :func:`driftloop.audit.wiring.ledger_for`.
 
 Idempotency. ``idempotency_key`` is unique: a re-run of the same DAG task writes the same
 key, and ``append`` returns the row already there instead of adding a second one.
@@ -29,6 +36,8 @@ race gets an integrity error and retries on the new head.
 Command line (:mod:`driftloop.cli`; this module's ``-m`` form is kept for runbooks)::
 
     driftloop ledger verify [--database-url URL] [--expect-head HASH] [--json]
+    driftloop ledger anchor [--database-url URL]      write missing anchors of intact rows
+    driftloop ledger migrate | grant-app-role ROLE     schema (driftloop.audit.schema)
     driftloop ledger show [--database-url URL] [--subject S] [--kind K] [--limit N] [--json]
 """
 
@@ -45,22 +54,27 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from driftloop.audit.anchor import AnchorStore
+from driftloop.audit.anchoring import AnchorError, AnchoringMixin, LedgerError
 from driftloop.audit.chain import (
     GENESIS_HASH,
     HASHED_FIELDS,
     LedgerEntry,
     VerifyResult,
     audit_ledger,
-    chain_problem,
     compute_row_hash,
+    compute_row_mac,
     metadata,
 )
 from driftloop.audit.hashing import canonical_json, sha256_bytes, sha256_file, sha256_json
+from driftloop.audit.schema import create_engine, engine_at_head, upgrade
 
 __all__ = [
     "GENESIS_HASH",
     "HASHED_FIELDS",
     "KINDS",
+    "AnchorError",
+    "AnchorStore",
     "Ledger",
     "LedgerEntry",
     "LedgerError",
@@ -68,6 +82,7 @@ __all__ = [
     "audit_ledger",
     "canonical_json",
     "compute_row_hash",
+    "compute_row_mac",
     "engine_for",
     "metadata",
     "model_subject",
@@ -98,10 +113,6 @@ PG_LOCK_KEY = int.from_bytes(
 MAX_ATTEMPTS = 20
 
 
-class LedgerError(RuntimeError):
-    """An append could not be completed (e.g. the database stayed locked)."""
-
-
 def model_subject(model_name: str, version: int | str) -> str:
     """The ledger subject of a registered model version: ``model:<name>/v<version>``."""
     return f"model:{model_name}/v{version}"
@@ -114,13 +125,8 @@ def task_key(dag_id: str, run_id: str, task_id: str, map_index: int = -1, *extra
 
 
 def engine_for(url: str) -> sa.Engine:
-    """An engine for ``url`` with the ledger table created (SQLite: 30 s busy timeout)."""
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30}
-    engine = sa.create_engine(url, **kwargs)
-    metadata.create_all(engine)
-    return engine
+    """An engine for ``url`` with the schema migrated to head (SQLite: 30 s busy timeout)."""
+    return engine_at_head(url)
 
 
 def _is_sqlite_busy(err: BaseException) -> bool:
@@ -128,10 +134,12 @@ def _is_sqlite_busy(err: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
-class Ledger:
+class Ledger(AnchoringMixin):
     """The audit ledger in the database of ``engine_or_url``.
 
-    ``create``: create the table when missing (the CLI's ``verify`` does not).
+    ``hmac_key``: the rows' MAC key (None: unkeyed rows, refused once the ledger has keyed
+    rows). ``anchors``: where each row's write-once anchor goes (None: no anchors).
+    ``create``: migrate the schema to head (the CLI's ``verify`` does not).
     ``clock``: returns the timestamp of a new row (UTC; tests pin it).
     """
 
@@ -139,16 +147,26 @@ class Ledger:
         self,
         engine_or_url: sa.Engine | str,
         *,
+        hmac_key: bytes | None = None,
+        anchors: AnchorStore | None = None,
         create: bool = True,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if isinstance(engine_or_url, str):
-            self.engine = engine_for(engine_or_url) if create else _plain_engine(engine_or_url)
+            self.engine = engine_at_head(engine_or_url) if create else create_engine(engine_or_url)
         else:
             self.engine = engine_or_url
             if create:
-                metadata.create_all(self.engine, tables=[audit_ledger])
+                upgrade(self.engine)
+        if hmac_key is not None and len(hmac_key) < 32:
+            raise ValueError("the ledger HMAC key must have at least 32 bytes")
+        self._key = hmac_key
+        self.anchors = anchors
         self._clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def keyed(self) -> bool:
+        return self._key is not None
 
     def exists(self) -> bool:
         return sa.inspect(self.engine).has_table(audit_ledger.name)
@@ -206,6 +224,7 @@ class Ledger:
                 raise ValueError(f"input_hashes must map names to hash strings, got {name!r}")
         payload_text = canonical_json(payload)
         hashes_text = canonical_json(hashes)
+        self._anchor_recent_rows()  # a writer that died between its commit and its anchor
 
         last_error: BaseException | None = None
         for attempt in range(MAX_ATTEMPTS):
@@ -221,17 +240,15 @@ class Ledger:
                         .first()
                     )
                     if existing is not None:
-                        return LedgerEntry._from_row(existing, inserted=False)
-                    head_q = (
-                        sa.select(audit_ledger.c.id, audit_ledger.c.row_hash)
-                        .order_by(audit_ledger.c.id.desc())
-                        .limit(1)
-                    )
+                        entry = LedgerEntry._from_row(existing, inserted=False)
+                        break
+                    head_q = sa.select(audit_ledger).order_by(audit_ledger.c.id.desc()).limit(1)
                     if not locked and self.engine.dialect.name != "sqlite":
                         head_q = head_q.with_for_update()
-                    head = conn.execute(head_q).first()
+                    head = conn.execute(head_q).mappings().first()
+                    self._check_head(head)
                     row = {
-                        "id": 1 if head is None else int(head.id) + 1,
+                        "id": 1 if head is None else int(head["id"]) + 1,
                         "recorded_at": _iso_utc(self._clock()),
                         "kind": kind,
                         "actor": actor,
@@ -239,11 +256,15 @@ class Ledger:
                         "idempotency_key": idempotency_key,
                         "payload": payload_text,
                         "input_hashes": hashes_text,
-                        "prev_hash": GENESIS_HASH if head is None else head.row_hash,
+                        "prev_hash": GENESIS_HASH if head is None else head["row_hash"],
                     }
                     row["row_hash"] = compute_row_hash(row)
+                    row["row_mac"] = (
+                        None if self._key is None else compute_row_mac(self._key, row["row_hash"])
+                    )
                     conn.execute(sa.insert(audit_ledger).values(**row))
-                return LedgerEntry._from_row(row, inserted=True)
+                entry = LedgerEntry._from_row(row, inserted=True)
+                break
             except sa.exc.IntegrityError as err:
                 # another writer took this id / predecessor / key first: re-read the head
                 last_error = err
@@ -252,9 +273,13 @@ class Ledger:
                     raise
                 last_error = err
             time.sleep(min(1.0, 0.01 * 2**attempt) * (0.5 + random.random()))
-        raise LedgerError(
-            f"could not append to the ledger after {MAX_ATTEMPTS} attempts: {last_error}"
-        )
+        else:
+            raise LedgerError(
+                f"could not append to the ledger after {MAX_ATTEMPTS} attempts: {last_error}"
+            )
+        # after the commit: an anchor of a row that was rolled back would be a lie
+        self._anchor(entry.to_dict())  # also for an earlier append's row (its retry)
+        return entry
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -302,35 +327,13 @@ class Ledger:
     # -- verification ----------------------------------------------------------------------
 
     def verify(self, expected_head: str | None = None) -> VerifyResult:
-        """Recompute the chain in id order; name the first row that does not fit."""
-        prev_hash, prev_id, rows = GENESIS_HASH, None, 0
-        query = (
-            sa.select(audit_ledger).order_by(audit_ledger.c.id).execution_options(yield_per=1000)
+        """Check the chain, the MACs (with the key) and the anchors (with a store); name the
+        first rewritten or missing row (:mod:`driftloop.audit.verify`)."""
+        from driftloop.audit.verify import verify_ledger
+
+        return verify_ledger(
+            self.engine, key=self._key, anchors=self.anchors, expected_head=expected_head
         )
-        with self.engine.connect() as conn:
-            for row in conn.execute(query).mappings():
-                rows += 1
-                problem = chain_problem(row, prev_hash, prev_id)
-                if problem is not None:
-                    return VerifyResult(False, rows, int(row["id"]), problem, prev_hash)
-                prev_hash, prev_id = row["row_hash"], int(row["id"])
-        if expected_head is not None and expected_head != prev_hash:
-            return VerifyResult(
-                False,
-                rows,
-                None,
-                f"chain is intact but its head {prev_hash} is not the expected {expected_head} "
-                "(newest rows deleted, or rows appended since)",
-                prev_hash,
-            )
-        return VerifyResult(True, rows, None, "", prev_hash)
-
-
-def _plain_engine(url: str) -> sa.Engine:
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30}
-    return sa.create_engine(url, **kwargs)
 
 
 def _check_text(name: str, value: Any, max_len: int) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent
 PACKAGE_DIR = CONFIG_DIR.parent
@@ -111,6 +111,21 @@ class Settings(BaseModel):
     training_namespace: str = Field(
         "driftloop", min_length=1, description="namespace of the training pods"
     )
+    training_s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint as the training pods reach it (unset: AWS S3)"
+    )
+    s3_region: str | None = Field(
+        None, description="S3 region (the training pods' AWS_DEFAULT_REGION)"
+    )
+    golden_manifest_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the golden set's manifest as published (set: any other refused)",
+    )
+    training_mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow as the training pods reach it (unset: DRIFTLOOP_MLFLOW_TRACKING_URI)",
+    )
     training_python: str = Field(
         str(DEFAULT_TRAINING_PYTHON),
         min_length=1,
@@ -118,6 +133,14 @@ class Settings(BaseModel):
     )
     git_sha: str | None = Field(
         None, description="the code version the image was built from (recorded with runs)"
+    )
+    # -- audit ledger (driftloop.audit.wiring documents what happens when these are unset)
+    ledger_hmac_key: SecretStr | None = Field(
+        None,
+        description="key of the ledger rows' HMAC (secret, >= 32 chars; DB role must not see it)",
+    )
+    ledger_anchor_bucket: str | None = Field(
+        None, description="bucket of the ledger's write-once anchors (audit/anchors/); unset: none"
     )
 
     @field_validator("training_backend", mode="before")
@@ -134,6 +157,13 @@ class Settings(BaseModel):
         if value.startswith("@") or len(value.split()) == 5:
             return value
         raise ValueError("expected a cron expression of 5 fields or an @preset")
+
+    @field_validator("ledger_hmac_key")
+    @classmethod
+    def _strong_ledger_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_ledger_key(value.get_secret_value())
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -174,10 +204,32 @@ class Settings(BaseModel):
         return rows
 
 
+#: values a deployment template ships with: a key that is one of these is no secret
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "change_me", "secret", "password", "example")
+LEDGER_KEY_MIN_LENGTH = 32
+
+
+def check_ledger_key(key: str) -> None:
+    """Refuse a ledger HMAC key that is short, a template placeholder or one repeated
+    character (the message never contains the key)."""
+    if len(key) < LEDGER_KEY_MIN_LENGTH:
+        raise ValueError(f"the ledger key must have at least {LEDGER_KEY_MIN_LENGTH} characters")
+    lowered = key.lower()
+    if any(word in lowered for word in PLACEHOLDER_SECRETS) or len(set(key)) < 8:
+        raise ValueError("the ledger key is a placeholder: generate one (openssl rand -hex 32)")
+
+
+_SECRET_FIELDS = frozenset(
+    name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)
+)
+
+
 def _describe(err: ValidationError, values: Mapping[str, Any]) -> str:
     problems = []
     for item in err.errors(include_url=False):
         name = str(item["loc"][0]) if item["loc"] else "?"
         shown = redact(values.get(name, item.get("input")))
+        if name in _SECRET_FIELDS:  # a rejected secret is still a secret: never echo it
+            shown = "***"
         problems.append(f"{env_var(name)}={shown!r}: {item['msg']}")
     return "bad driftloop setting: " + "; ".join(problems)

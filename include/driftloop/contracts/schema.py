@@ -2,7 +2,9 @@
 
 This module is the single source of truth for the columns the serving side writes to
 ``inference/dt=YYYY-MM-DD/*.parquet``: the synthetic generator writes them, validation
-checks them, and drift statistics read the roles from here. It imports nothing heavy so
+checks them, and drift statistics read the roles from here. Columns beyond these are
+accepted (additive schema change), listed as a warning and ignored by drift statistics; a
+missing or retyped column of the contract fails validation. It imports nothing heavy so
 that DAG files may read it at parse time.
 """
 
@@ -62,6 +64,8 @@ CATEGORICAL_FEATURES: tuple[str, ...] = tuple(
     c.name for c in COLUMNS if c.role == "categorical" and c.drift
 )
 EMBEDDING_COLUMN = "embedding"
+#: when the image was scored: every row of ``dt=DAY`` must fall in [DAY, DAY + 1) UTC
+TIME_COLUMN = "ts"
 
 #: categories the contract allows; anything else fails validation
 ALLOWED_CATEGORIES: dict[str, tuple[str, ...]] = {

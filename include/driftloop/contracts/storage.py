@@ -177,14 +177,9 @@ def put_once(
 
 def _head_or_none(s3, bucket: str, key: str) -> dict[str, Any] | None:
     """The object's metadata, or None when S3 says it does not exist (and only then)."""
-    from botocore.exceptions import ClientError
+    from driftloop.contracts.stores import absent_if_not_found
 
-    try:
-        return s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        if _error_code(err) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
+    return absent_if_not_found(lambda: s3.head_object(Bucket=bucket, Key=key))
 
 
 def _create(s3, bucket: str, key: str, data: bytes, content_type: str) -> bool:

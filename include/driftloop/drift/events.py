@@ -76,8 +76,8 @@ def open_drift_event(
     import hashlib
     from datetime import timedelta
 
-    from driftloop.audit.ledger import Ledger
     from driftloop.drift import history
+    from driftloop.retrain.records import ledger
 
     engine = history.engine_for(settings.database_url)
     if history.event_of_run(engine, run_id) is None:
@@ -101,7 +101,7 @@ def open_drift_event(
     event_id = history.open_event(
         engine, run_id, decision["severity"], decision["drifted_features"]
     )
-    Ledger(settings.database_url).append(
+    ledger(settings).append(
         "drift_event",
         actor="drift_monitor",
         subject=f"drift_event:{event_id}",
@@ -119,32 +119,72 @@ def open_drift_event(
     return {"event_id": event_id, "already_open": False, "decision": dict(decision)}
 
 
-def record_event_answer(
-    settings: Settings, event_id: int, status: str, answer: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Close a drift event with the operator's answer, or as decided by policy when none was asked."""
-    from driftloop.drift import history
+#: the drift approval form's options and the event status each one leads to
+ANSWER_STATUS = {"Retrain": "ACTIONED", "Ignore": "IGNORED"}
 
-    if answer:
-        user = answer.get("responded_by_user") or {}
-        if isinstance(user, Mapping):
-            actor = str(user.get("name") or user.get("id") or "unknown")
-        else:
-            actor = str(user)
-        note = f"answered {answer.get('chosen_options')} at {answer.get('responded_at')}" + (
-            " (timed out: default)" if answer.get("timedout") else ""
-        )
-    else:
-        actor, note = "policy:auto", "approval not required by policy"
-    from driftloop.audit.ledger import Ledger
 
-    engine = history.engine_for(settings.database_url)
-    history.set_event_status(engine, event_id, status, actor=actor, note=note)
-    Ledger(settings.database_url).append(
+def answer_key(event_id: int) -> str:
+    """The ledger idempotency key of the answer to a drift event."""
+    return f"drift_event/{event_id}/answer"
+
+
+def _describe_answer(answer: Mapping[str, Any] | None) -> tuple[str, str]:
+    """(actor, note) of an answer; the policy when no one was asked."""
+    if not answer:
+        return "policy:auto", "approval not required by policy"
+    from driftloop.retrain.decision import approval_actor
+
+    note = f"answered {answer.get('chosen_options')} at {answer.get('responded_at')}"
+    return approval_actor(answer), note
+
+
+def _append_answer(settings: Settings, event_id: int, status: str, answer) -> Any:
+    from driftloop.retrain.records import ledger
+
+    actor, note = _describe_answer(answer)
+    return ledger(settings).append(
         "approval",
         actor=actor,
         subject=f"drift_event:{event_id}",
         payload={"status": status, "note": note, "answer": dict(answer) if answer else None},
-        idempotency_key=f"drift_event/{event_id}/answer",
+        idempotency_key=answer_key(event_id),
     )
+
+
+def record_drift_answer(answer: Mapping[str, Any], *, run_id: str) -> dict[str, Any]:
+    """``record_answer`` hook of drift_monitor's approval task: the operator's answer, read
+    from Airflow's HITL record, becomes the drift event's ledger row — what
+    :func:`recorded_answer` gives the steps after it (never the XCom users can edit)."""
+    from driftloop.drift import history
+
+    settings = Settings.from_env()
+    event_id = history.event_of_run(history.engine_for(settings.database_url), run_id)
+    if event_id is None:
+        raise LookupError(f"drift_monitor run {run_id} has no drift event to answer")
+    chosen = list(answer.get("chosen_options") or [])
+    if len(chosen) != 1 or chosen[0] not in ANSWER_STATUS:
+        raise ValueError(f"drift event {event_id}: unexpected answer {chosen}")
+    return _append_answer(settings, event_id, ANSWER_STATUS[chosen[0]], answer).payload
+
+
+def recorded_answer(settings: Settings, event_id: int) -> dict[str, Any] | None:
+    """The operator's answer to drift event ``event_id`` as the ledger holds it (None: no
+    one was asked)."""
+    from driftloop.retrain.records import ledger
+
+    row = ledger(settings).get(answer_key(event_id))
+    return None if row is None else row.payload.get("answer")
+
+
+def record_event_answer(
+    settings: Settings, event_id: int, status: str, answer: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Close a drift event with the operator's answer (from :func:`recorded_answer`), or as
+    decided by policy when none was asked."""
+    from driftloop.drift import history
+
+    actor, note = _describe_answer(answer)
+    engine = history.engine_for(settings.database_url)
+    history.set_event_status(engine, event_id, status, actor=actor, note=note)
+    _append_answer(settings, event_id, status, answer)
     return {"event_id": event_id, "status": status, "actor": actor, "note": note}

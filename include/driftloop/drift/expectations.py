@@ -1,9 +1,10 @@
 """The Great Expectations suite of an inference-log partition, and its results as reasons.
 
-The suite is derived from :mod:`driftloop.contracts.schema` (the data contract): exact column
-set, type family per column, not-null on non-nullable columns, value ranges, allowed
-categories, the camera-id pattern, the embedding length and at least one row. A GE result
-becomes a time-independent JSON document and one human-readable reason per failure.
+The suite is derived from :mod:`driftloop.contracts.schema` (the data contract): the
+contract's column set (additive columns are dropped before, see :mod:`.partition_read`), type
+family per column, not-null on non-nullable columns, value ranges, allowed categories, the
+camera-id pattern, the embedding length and at least one row. A GE result becomes a
+time-independent JSON document and one human-readable reason per failure.
 
 great_expectations is imported inside the functions (slow, and DAG files must not load it).
 """
@@ -11,6 +12,7 @@ great_expectations is imported inside the functions (slow, and DAG files must no
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -220,8 +222,13 @@ def _examples(result: dict[str, Any]) -> str:
     return f" (e.g. {shown})"
 
 
-def reasons_of(stable: dict[str, Any]) -> list[str]:
-    """Human-readable reasons from a stable GE result, one per failed expectation."""
+def reasons_of(stable: dict[str, Any], nan_counts: Mapping[str, int] | None = None) -> list[str]:
+    """Human-readable reasons from a stable GE result, one per failed expectation.
+
+    ``nan_counts``: rows holding NaN per column (:func:`~.partition_read.nan_counts`). GE sees
+    a pandas frame, where NaN and null look alike, so its null counts include the NaNs; those
+    are taken out here and reported as NaN by the caller."""
+    nan_counts = nan_counts or {}
     failed = [r for r in stable["results"] if not r.get("success")]
     missing: set[str] = set()
     mistyped: set[str] = set()
@@ -270,7 +277,9 @@ def reasons_of(stable: dict[str, Any]) -> list[str]:
             reasons.append(f"column {column!r}: wrong type, expected {contract}, got {got}")
             mistyped.add(column)
         elif kind == "expect_column_values_to_not_be_null":
-            reasons.append(f"column {column!r}: {count} nulls")
+            nulls = (count or 0) - nan_counts.get(column, 0)
+            if nulls > 0:
+                reasons.append(f"column {column!r}: {nulls} nulls")
         elif (
             kind == "expect_column_values_to_be_between"
             and cfg["kwargs"].get("column") == EMBEDDING_LEN_COLUMN

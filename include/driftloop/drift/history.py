@@ -53,9 +53,11 @@ drift_events = sa.Table(
 
 
 def engine_for(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, future=True)
-    metadata.create_all(engine)
-    return engine
+    """An engine for ``url`` with the schema migrated to head: these tables change through
+    Alembic revisions (:mod:`driftloop.audit.schema`), never ``create_all``."""
+    from driftloop.audit.schema import engine_at_head
+
+    return engine_at_head(url)
 
 
 def _now() -> datetime:

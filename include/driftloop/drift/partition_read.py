@@ -1,46 +1,116 @@
 """Reading a partition's Parquet parts from S3 for validation: exactly the listed content,
-schemas compared across parts, a pandas frame GE can check (plus the embedding's length).
+schemas compared across parts, a pandas frame GE can check (plus the embedding's length), and
+the checks GE cannot express: rows outside the partition's day and NaN values.
 
 An unreadable part, or parts whose schemas disagree, become reasons naming the key; they
-never raise. pyarrow and pandas are imported inside the functions.
+never raise. A store fault (a 500, a reset connection, a refused permission) does raise:
+:func:`is_store_fault` tells the two apart, so that one partition's bad content never stops
+the others while a sick store still fails the task for Airflow to retry. pyarrow and pandas
+are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from driftloop.contracts import schema
+from driftloop.contracts.stores import is_not_found
 from driftloop.drift.expectations import EMBEDDING_LEN_COLUMN
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
 
+#: S3 answers about one object of a partition (changed, archived to a cold storage class, a
+#: key or metadata S3 cannot take), not about the store's health: retrying the task cannot
+#: help, so the partition is set aside instead
+_CONTENT_ERROR_CODES = frozenset(
+    {
+        "PreconditionFailed",
+        "412",
+        "InvalidObjectState",
+        "KeyTooLongError",
+        "MetadataTooLarge",
+        "InvalidObjectName",
+    }
+)
+_EXAMPLES = 3
 
-def read_part(s3, bucket: str, key: str, etag: str | None) -> tuple[pa.Table | None, str | None]:
-    """(table, None) or (None, reason) for one Parquet part file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+
+def is_store_fault(err: BaseException) -> bool:
+    """Whether ``err`` is a fault of the store or the worker (retry the task) rather than
+    something one partition's content caused (set that partition aside, go on with the rest).
+
+    Store faults: S3 answers other than not-found and the content errors above (5xx,
+    throttling, access denied ...), connection and timeout errors, running out of memory.
+    Everything else — a request botocore refuses to build from the partition's key, a parse
+    error, a write-once conflict in the quarantine — is about the partition."""
+    from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+    if isinstance(err, ParamValidationError):
+        return False  # e.g. a key or metadata value S3 cannot carry: the partition's doing
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        return not (is_not_found(err) or code in _CONTENT_ERROR_CODES)
+    return isinstance(err, BotoCoreError | ConnectionError | TimeoutError | MemoryError)
+
+
+def fetch_part(s3, bucket: str, key: str, etag: str | None) -> tuple[bytes | None, str | None]:
+    """(bytes, None) or (None, reason) for one part file, exactly as listed (``IfMatch``)."""
     from botocore.exceptions import ClientError
 
     kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if etag:
         kwargs["IfMatch"] = etag  # validate exactly the content the partition was listed with
     try:
-        data = s3.get_object(**kwargs)["Body"].read()
+        return s3.get_object(**kwargs)["Body"].read(), None
     except ClientError as err:
         code = str(err.response.get("Error", {}).get("Code", ""))
         if code in ("PreconditionFailed", "412"):
             return None, f"{key}: changed since the partition was listed (etag {etag})"
-        if code in ("NoSuchKey", "404", "NotFound"):
+        if is_not_found(err):
             return None, f"{key}: object disappeared since the partition was listed"
+        if not is_store_fault(err):  # e.g. archived to a cold storage class
+            message = err.response.get("Error", {}).get("Message", "")
+            return None, f"{key}: cannot be read ({code}: {message})"
         raise
+
+
+def content_digest(data: bytes) -> str:
+    """SHA-256 of a part's bytes: equal digests, the same file (ETags are no content hash
+    for multipart or SSE-KMS uploads, and the bytes are in memory anyway)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_part(key: str, data: bytes) -> tuple[pa.Table | None, str | None]:
+    """(table, None) or (None, reason) for one part file's bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not data:
         return None, f"{key}: unreadable parquet (empty file, 0 bytes)"
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        return pq.read_table(pa.BufferReader(data)), None
     except (pa.ArrowException, OSError, ValueError) as err:
         return None, f"{key}: unreadable parquet ({type(err).__name__}: {err})"
-    return table, None
+
+
+def read_part(s3, bucket: str, key: str, etag: str | None) -> tuple[pa.Table | None, str | None]:
+    """(table, None) or (None, reason) for one Parquet part file."""
+    data, error = fetch_part(s3, bucket, key, etag)
+    if error is not None:
+        return None, error
+    return parse_part(key, data)
+
+
+def split_extra_columns(table: pa.Table) -> tuple[pa.Table, list[str]]:
+    """The table without the columns the contract does not name, and those columns' names.
+
+    Additive columns are accepted (the serving side may add a field before the contract
+    knows it); drift statistics read only the contract's columns, so they are dropped here."""
+    extra = [name for name in table.column_names if name not in schema.BY_NAME]
+    return (table.drop_columns(extra) if extra else table), extra
 
 
 def _type_str(t: pa.DataType) -> str:
@@ -130,3 +200,75 @@ def to_validation_frame(table: pa.Table):
     if schema.EMBEDDING_COLUMN in schema.BY_NAME and EMBEDDING_LEN_COLUMN not in df.columns:
         df[EMBEDDING_LEN_COLUMN] = lengths.to_pandas(types_mapper=nullable_ints.get)
     return df
+
+
+# --------------------------------------------------------------------------------------
+# checks GE cannot express on the pandas frame
+
+
+def day_bounds(day: str) -> tuple[datetime, datetime]:
+    """[start, end) of a partition's day in UTC."""
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def timestamps_outside_day(table: pa.Table, day: str) -> dict[str, Any] | None:
+    """Rows whose time column falls outside ``[day, day + 1)`` UTC, or None when all fall
+    inside (or the column is missing / not a timestamp: GE reports that). A tz-naive column
+    is read as UTC."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name = schema.TIME_COLUMN
+    if name not in table.column_names or not pa.types.is_timestamp(table.schema.field(name).type):
+        return None
+    column = table.column(name)
+    start, end = day_bounds(day)
+    tz_aware = column.type.tz is not None
+
+    def bound(moment: datetime):
+        return pa.scalar(moment if tz_aware else moment.replace(tzinfo=None), type=column.type)
+
+    outside = pc.or_(pc.less(column, bound(start)), pc.greater_equal(column, bound(end)))
+    count = int(pc.sum(outside).as_py() or 0)  # nulls are neither: the not-null check says so
+    if not count:
+        return None
+    examples = pc.filter(column, pc.fill_null(outside, False)).slice(0, _EXAMPLES)
+    return {
+        "column": name,
+        "count": count,
+        "day_start": start.isoformat(),
+        "day_end": end.isoformat(),
+        # arrow's own formatting: Python's datetime stops at year 9999, a timestamp does not
+        "examples": examples.cast(pa.string()).to_pylist(),
+    }
+
+
+def nan_counts(table: pa.Table) -> dict[str, int]:
+    """Rows holding a float NaN, per contract column of a float (or list of float) type.
+
+    NaN is no measurement: in a feature it would poison every histogram and distance, so it
+    is invalid, and reported as NaN — pandas, and so GE, would count it among the nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counts: dict[str, int] = {}
+    for name in table.column_names:
+        if name not in schema.BY_NAME:
+            continue
+        column = table.column(name)
+        t = column.type
+        if pa.types.is_floating(t):
+            n = int(pc.sum(pc.is_nan(column)).as_py() or 0)
+        elif (
+            pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+        ) and pa.types.is_floating(t.value_type):
+            n = 0
+            for chunk in column.chunks:  # parent indices count from each chunk's start
+                flat, parents = pc.list_flatten(chunk), pc.list_parent_indices(chunk)
+                n += int(pc.count_distinct(pc.filter(parents, pc.is_nan(flat))).as_py())
+        else:
+            continue
+        if n:
+            counts[name] = n
+    return counts

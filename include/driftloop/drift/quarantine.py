@@ -3,23 +3,50 @@
 A failing partition is copied (server-side) to ``quarantine/inference/dt=DAY/{content_id}/``
 together with ``validation_result.json``; originals are never touched, and re-running writes
 the same keys and bytes.
+
+Whatever a source key holds, the copy's key fits S3's 1,024-byte limit (a key that would not
+is replaced by a hash of the source key) and the copy's metadata is ASCII (S3 metadata
+cannot carry anything else): the source key is percent-encoded there (RFC 3986) and given
+exactly, with the copy's key, in ``validation_result.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import date
+from urllib.parse import quote
 
 from driftloop.contracts import storage
-from driftloop.drift.validation import PartitionVerdict
+from driftloop.contracts.stores import is_not_found
+from driftloop.drift.validation_results import PartitionVerdict
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE_NAME = "validation_result.json"
+#: S3's limit on a key, in bytes of its UTF-8 encoding
+MAX_KEY_BYTES = 1024
+#: the longest metadata value written (S3 allows 2 KB of user metadata in all)
+_MAX_METADATA_VALUE = 1024
 
 
 def quarantine_prefix(day: date | str, content_id: str) -> str:
     return f"{storage.QUARANTINE_PREFIX}/{storage.inference_prefix(day)}{content_id}/"
+
+
+def _key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def quarantine_key(dest_prefix: str, source_prefix: str, key: str) -> str:
+    """Where the copy of ``key`` goes: its name below the partition's prefix, kept when the
+    result fits S3's key limit, else ``sha256-<hash of the key>.parquet`` (always fits)."""
+    name = key[len(source_prefix) :] if key.startswith(source_prefix) else key.rsplit("/", 1)[-1]
+    dest = dest_prefix + name
+    if len(dest.encode()) <= MAX_KEY_BYTES:
+        return dest
+    suffix = ".parquet" if key.endswith(".parquet") else ""
+    return f"{dest_prefix}sha256-{_key_digest(key)}{suffix}"
 
 
 def quarantine_partition(
@@ -41,19 +68,18 @@ def quarantine_partition(
         )
     source_prefix = storage.inference_prefix(partition.day)
     dest_prefix = quarantine_prefix(partition.day, partition.content_id)
-    uris = []
+    uris, copies = [], []
     for key, etag in zip(partition.keys, partition.etags, strict=True):
-        name = (
-            key[len(source_prefix) :] if key.startswith(source_prefix) else key.rsplit("/", 1)[-1]
-        )
-        dest = dest_prefix + name
+        dest = quarantine_key(dest_prefix, source_prefix, key)
         _copy_once(s3, bucket, key, etag, dest)
         uris.append(storage.s3_uri(bucket, dest))
+        copies.append({"source_key": key, "source_etag": etag, "quarantine_key": dest})
     document = {
         "day": verdict.day,
         "content_id": verdict.content_id,
         "valid": verdict.valid,
         "reasons": verdict.reasons,
+        "warnings": verdict.warnings,
         "row_count": verdict.row_count,
         # not has_success: the marker may appear later, and this document must not change
         "partition": {
@@ -61,6 +87,7 @@ def quarantine_partition(
             "etags": list(partition.etags),
             "sizes": list(partition.sizes),
         },
+        "copies": copies,
         "result": verdict.result,
     }
     uris.append(storage.put_json_once(s3, bucket, dest_prefix + RESULT_FILE_NAME, document))
@@ -70,16 +97,29 @@ def quarantine_partition(
     return uris
 
 
+def copy_metadata(key: str, etag: str) -> dict[str, str]:
+    """ASCII metadata naming the copy's source: its ETag, the SHA-256 of its key, and the
+    key percent-encoded (RFC 3986) when that stays short; the exact key is in the result."""
+    metadata = {"source-etag": etag, "source-key-sha256": _key_digest(key)}
+    encoded = quote(key, safe="/")
+    if len(encoded) <= _MAX_METADATA_VALUE:
+        metadata["source-key"] = encoded
+    return metadata
+
+
 def _copy_once(s3, bucket: str, key: str, etag: str, dest: str) -> None:
     from botocore.exceptions import ClientError
 
     try:
         head = s3.head_object(Bucket=bucket, Key=dest)
     except ClientError as err:
-        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+        if not is_not_found(err):
             raise
     else:
-        if (head.get("Metadata") or {}).get("source-etag") == etag:
+        found = head.get("Metadata") or {}
+        # copies before the key hash was recorded named their (ASCII) source key as it is
+        same_source = found.get("source-key-sha256", _key_digest(found.get("source-key", "")))
+        if found.get("source-etag") == etag and same_source == _key_digest(key):
             return  # copied by an earlier run
         raise storage.WriteOnceViolation(
             f"s3://{bucket}/{dest} already exists and is not a copy of {key} (etag {etag})"
@@ -90,7 +130,7 @@ def _copy_once(s3, bucket: str, key: str, etag: str, dest: str) -> None:
         CopySource={"Bucket": bucket, "Key": key},
         CopySourceIfMatch=etag,  # copy exactly the content that was validated
         MetadataDirective="REPLACE",
-        Metadata={"source-key": key, "source-etag": etag},
+        Metadata=copy_metadata(key, etag),
         ContentType="application/vnd.apache.parquet"
         if key.endswith(".parquet")
         else "application/octet-stream",

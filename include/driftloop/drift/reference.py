@@ -1,7 +1,12 @@
 """Reference bundles: the binning, the merged profile and the sample a window is compared to.
 
 A bundle lives under ``profiles/reference/{reference_id}/`` (``binning.json``,
-``profile.json``, ``sample.parquet``), written once. ``drift_monitor`` builds one from the
+``profile.json``, ``sample.parquet``, then ``manifest.json`` with the SHA-256 of each), written
+once. The bundle is content-addressed: ``reference_id`` is the SHA-256 of its manifest's bytes,
+so the URI a model version's tag holds pins every byte of its reference. Every read of a bundle
+file (:func:`load_binning`, :func:`load_profile`, :func:`load_sample`,
+:func:`read_bundle_file`) checks the manifest against the id and the file against the manifest
+and raises :class:`ReferenceIntegrityError`, naming the object and both hashes, on a mismatch. ``drift_monitor`` builds one from the
 sliding window before the current one when no champion exists; the retraining DAG builds one
 from the champion's training window and stores its URI on the MLflow model version, so drift
 is measured against what the model actually learned from.
@@ -13,6 +18,8 @@ Per-partition work is cached by content: samples under ``profiles/samples/…/{c
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,19 +113,85 @@ def profile_partition(
     )
 
 
-def load_profile(s3, uri: str) -> Profile:
+BUNDLE_PREFIX = f"{PROFILES_PREFIX}/reference/"
+BUNDLE_FILES = ("binning.json", "profile.json", "sample.parquet")
+BUNDLE_MANIFEST = "manifest.json"
+BUNDLE_FORMAT = "driftloop.reference/1"
+_BUNDLE_FILE_KEY = re.compile(re.escape(BUNDLE_PREFIX) + r"(?P<id>[^/]+)/(?P<name>[^/]+)")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ReferenceIntegrityError(ValueError):
+    """A reference bundle's file or manifest is not what its content address records."""
+
+
+def bundle_manifest(s3, bucket: str, reference_id: str) -> dict[str, Any]:
+    """The manifest of bundle ``reference_id``, checked: its bytes hash to the id."""
+    from driftloop.contracts.stores import is_not_found
+
+    key = f"{BUNDLE_PREFIX}{reference_id}/{BUNDLE_MANIFEST}"
+    if not _SHA256.fullmatch(reference_id):
+        raise ReferenceIntegrityError(
+            f"reference bundle s3://{bucket}/{BUNDLE_PREFIX}{reference_id}/ is not content-"
+            "addressed (its id is no SHA-256): built before bundles carried a manifest; "
+            "rebuild it (retrain, or a sliding reference)"
+        )
+    try:
+        data = get_bytes(s3, bucket, key)
+    except Exception as err:
+        if is_not_found(err):
+            raise ReferenceIntegrityError(
+                f"reference bundle manifest s3://{bucket}/{key} is missing"
+            ) from err
+        raise
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != reference_id:
+        raise ReferenceIntegrityError(
+            f"reference bundle manifest s3://{bucket}/{key}: SHA-256 {actual}, "
+            f"recorded {reference_id} (the bundle's id)"
+        )
+    return json.loads(data)
+
+
+def read_bundle_file(s3, uri: str) -> bytes:
+    """The bytes of ``uri``; when it is a file of a reference bundle, checked against the
+    bundle's manifest (itself checked against the bundle's id) first."""
     bucket, key = split_s3_uri(uri)
-    return Profile.from_dict(get_json(s3, bucket, key))
+    match = _BUNDLE_FILE_KEY.fullmatch(key)
+    if match is None:
+        return get_bytes(s3, bucket, key)
+    manifest = bundle_manifest(s3, bucket, match["id"])
+    expected = (manifest.get("files") or {}).get(match["name"])
+    if expected is None:
+        raise ReferenceIntegrityError(f"{uri}: not listed in its bundle's {BUNDLE_MANIFEST}")
+    data = get_bytes(s3, bucket, key)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ReferenceIntegrityError(f"{uri}: SHA-256 {actual}, recorded {expected}")
+    return data
+
+
+def verify_reference_bundle(s3, uri: str) -> dict[str, Any]:
+    """Check every file of the bundle at ``uri`` (``s3://…/profiles/reference/{id}/``);
+    returns its manifest. ReferenceIntegrityError on the first difference."""
+    bundle = ReferenceBundle.from_uri(uri)
+    bucket, _ = split_s3_uri(bundle.uri)
+    manifest = bundle_manifest(s3, bucket, bundle.reference_id)
+    for name in BUNDLE_FILES:
+        read_bundle_file(s3, bundle.uri + name)
+    return manifest
+
+
+def load_profile(s3, uri: str) -> Profile:
+    return Profile.from_dict(json.loads(read_bundle_file(s3, uri)))
 
 
 def load_sample(s3, uri: str):
-    bucket, key = split_s3_uri(uri)
-    return parquet_bytes_to_table(get_bytes(s3, bucket, key))
+    return parquet_bytes_to_table(read_bundle_file(s3, uri))
 
 
 def load_binning(s3, uri: str) -> Binning:
-    bucket, key = split_s3_uri(uri)
-    return Binning.from_dict(get_json(s3, bucket, key))
+    return Binning.from_dict(json.loads(read_bundle_file(s3, uri)))
 
 
 def merge_window(s3, refs: Sequence[PartitionProfileRef | dict], sample_size: int):
@@ -178,12 +251,24 @@ def build_reference_bundle(
     put_json_once(s3, bucket, binning_key(binning.binning_id), binning.to_dict())
     refs = [profile_partition(s3, bucket, p, binning, sample_size) for p in partitions]
     profile, sample = merge_window(s3, refs, sample_size)
-    identity = dumps_canonical(
-        [binning.binning_id, sample_size, sorted(p.content_id for p in partitions)]
+    files = {
+        "binning.json": dumps_canonical(binning.to_dict()),
+        "profile.json": dumps_canonical(profile.to_dict()),
+        "sample.parquet": table_to_parquet_bytes(sample),
+    }
+    manifest = dumps_canonical(
+        {
+            "format": BUNDLE_FORMAT,
+            "binning_id": binning.binning_id,
+            "sample_size": sample_size,
+            "partitions": sorted(p.content_id for p in partitions),
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        }
     )
-    reference_id = hashlib.sha256(identity).hexdigest()[:24]
-    prefix = f"{PROFILES_PREFIX}/reference/{reference_id}/"
-    put_json_once(s3, bucket, prefix + "binning.json", binning.to_dict())
-    put_json_once(s3, bucket, prefix + "profile.json", profile.to_dict())
-    put_once(s3, bucket, prefix + "sample.parquet", table_to_parquet_bytes(sample))
+    reference_id = hashlib.sha256(manifest).hexdigest()
+    prefix = f"{BUNDLE_PREFIX}{reference_id}/"
+    for name, data in files.items():
+        kind = "application/json" if name.endswith(".json") else "application/octet-stream"
+        put_once(s3, bucket, prefix + name, data, kind)
+    put_once(s3, bucket, prefix + BUNDLE_MANIFEST, manifest, "application/json")  # last
     return ReferenceBundle(reference_id, s3_uri(bucket, prefix))

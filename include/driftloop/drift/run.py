@@ -46,6 +46,7 @@ def resolve_drift_run(
     """The first step of every run, whatever started it: refuse what no retry can fix (unknown
     conf keys, Params that contradict each other or the policy), then fix the window's end day
     and the effective policy. Raises :class:`RunConfError` or :class:`PolicyError`."""
+    from driftloop.airflow.params import APPROVAL_PARAM, check_approval_not_weakened
     from driftloop.airflow.run_conf import RunConfError, check_conf_keys, check_drift_params
     from driftloop.config.drift_policy import load_policy
     from driftloop.config.policies import PolicyError
@@ -53,6 +54,7 @@ def resolve_drift_run(
     check_conf_keys(conf, declared_params, "drift_monitor")
     base = load_policy(settings.policy_path)  # a broken policy file is named as such
     check_drift_params(params, drift_param_defaults(base))
+    check_approval_not_weakened(base.approval, params.get(APPROVAL_PARAM))
     overrides = policy_overrides(params)
     try:
         policy = load_policy(settings.policy_path, overrides)

@@ -37,15 +37,17 @@ def client(tracking_uri: str | None):
 
 def champion_reference(tracking_uri: str | None, model_name: str) -> dict | None:
     """The champion version and its reference-bundle URI, or None when there is no champion
-    (no registered model, no alias, or a version without a stored reference)."""
-    from mlflow.exceptions import MlflowException
+    (MLflow says there is no such registered model, or no version holds the alias) or the
+    champion has no stored reference — the sliding reference is then the baseline. Any other
+    MLflow error is raised: drift measured against a fallback baseline because MLflow answered
+    500 once would be a verdict about the wrong thing."""
+    from driftloop.promotion import registry
 
     if not tracking_uri:
         return None
-    try:
-        version = client(tracking_uri).get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException as err:
-        log.info("no champion reference for %s: %s", model_name, err.message)
+    version = registry.version_with_alias(client(tracking_uri), model_name, CHAMPION_ALIAS)
+    if version is None:
+        log.info("%s has no %s: the sliding reference is the baseline", model_name, CHAMPION_ALIAS)
         return None
     uri = (version.tags or {}).get(REFERENCE_TAG)
     if not uri:

@@ -83,8 +83,17 @@ def _decision_document(
             if reference.get(k) is not None
         },
         "missing_days": plan["missing_days"],
+        # additive columns, duplicate part files: accepted data, said out loud
+        "validation_warnings": list(validated.get("warnings", [])),
         "quarantined": [
-            {"day": q["day"], "window": q["window"], "reasons": q["reasons"]}
+            {
+                "day": q["day"],
+                "window": q["window"],
+                "reasons": q["reasons"],
+                **(
+                    {"quarantine_error": q["quarantine_error"]} if q.get("quarantine_error") else {}
+                ),
+            }
             for q in validated["quarantined"]
         ],
         "history_checks": decision.history_checks,

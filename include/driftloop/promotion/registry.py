@@ -2,7 +2,8 @@
 
 Promotion is an alias change, never a stage (stages are deprecated in MLflow): ``champion``
 serves, ``previous-champion`` is the one-step rollback, ``challenger`` is a candidate that a
-rollout guard still has to confirm. A version is the training run's INT8 ONNX model, logged as
+rollout guard still has to confirm. Aliases move only through
+:mod:`driftloop.promotion.transactions` (intent, compare-and-set, completion in the ledger). A version is the training run's INT8 ONNX model, logged as
 an MLflow model (``models:/m-…``), so ``mlflow.onnx.load_model("models:/<name>@champion")``
 loads what serves; the FP32 model of the same run is named by the version's
 ``fp32_model_uri`` tag. Every function takes an ``MlflowClient`` so it works the
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from driftloop.contracts.stores import absent_if_not_found
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -29,26 +31,26 @@ _LOGGED_MODEL_URI = re.compile(r"models:/(m-[0-9a-f]+)")
 
 
 def ensure_registered_model(client, name: str, description: str = "") -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
+    """Create the registered model when MLflow says it does not exist (and only then)."""
+    if absent_if_not_found(lambda: client.get_registered_model(name)) is None:
         client.create_registered_model(name, description=description or None)
 
 
 def aliases(client, name: str) -> dict[str, str]:
-    """``{alias: version}`` of a registered model ({} when it does not exist yet)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = client.get_registered_model(name)
-    except MlflowException:
+    """``{alias: version}`` of a registered model; {} only when MLflow says the model does
+    not exist. Any other error (a 500, a reset connection) is raised: an unreadable registry
+    is not an empty one — "no champion" would let the floors alone promote, and an empty
+    protected set would let retention archive the champion."""
+    model = absent_if_not_found(lambda: client.get_registered_model(name))
+    if model is None:
         return {}
     return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
 
 def version_with_alias(client, name: str, alias: str):
+    """The version holding ``alias``, or None when no version holds it (read from the
+    registered model's aliases: ``get_model_version_by_alias`` answers a missing alias with
+    INVALID_PARAMETER_VALUE, which cannot be told apart from a bad request)."""
     version = aliases(client, name).get(alias)
     return None if version is None else client.get_model_version(name, version)
 
@@ -119,45 +121,6 @@ def onnx_model_uris(version) -> dict[str, str]:
     return {kind: f"runs:/{version.run_id}/onnx/model_{kind}.onnx" for kind in ("int8", "fp32")}
 
 
-@dataclass(frozen=True)
-class AliasChange:
-    before: dict[str, str]
-    after: dict[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"before": self.before, "after": self.after}
-
-
-def promote(client, name: str, version: str, *, target: str = CHAMPION) -> AliasChange:
-    """Point ``target`` at ``version``. Promoting to champion keeps the old champion as
-    ``previous-champion`` (one-step rollback) and clears a ``challenger`` alias on it."""
-    if target not in (CHAMPION, CHALLENGER):
-        raise ValueError(f"promotion target must be {CHAMPION!r} or {CHALLENGER!r}, got {target!r}")
-    version = str(version)
-    before = aliases(client, name)
-    if target == CHAMPION:
-        old = before.get(CHAMPION)
-        if old is not None and old != version:
-            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, old)
-        client.set_registered_model_alias(name, CHAMPION, version)
-        if before.get(CHALLENGER) == version:
-            client.delete_registered_model_alias(name, CHALLENGER)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
-    return AliasChange(before, aliases(client, name))
-
-
-def rollback(client, name: str) -> AliasChange:
-    """Champion back to ``previous-champion`` (which is then cleared)."""
-    before = aliases(client, name)
-    previous = before.get(PREVIOUS_CHAMPION)
-    if previous is None:
-        raise LookupError(f"{name} has no {PREVIOUS_CHAMPION!r} version to roll back to")
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
-    return AliasChange(before, aliases(client, name))
-
-
 def set_tags(client, name: str, version: str, tags: Mapping[str, Any]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))
@@ -184,15 +147,19 @@ def version_infos(client, name: str):
 def apply_retention(client, name: str, plan, *, mode: str = "tag") -> list[int]:
     """Archive the plan's versions: tag them ``archived=true`` or delete them (policy ``mode``).
 
-    Versions holding a protected alias are refused here too, whatever the plan says.
-    """
+    Versions holding a protected alias are refused here too, whatever the plan says; the
+    aliases are read again before each version (an alias may have moved since the plan), and
+    an unreadable registry raises instead of looking unprotected. A version already gone
+    (deleted by an earlier attempt) is skipped."""
     if mode not in ("tag", "delete"):
         raise ValueError(f"retention archive mode must be 'tag' or 'delete', got {mode!r}")
-    protected = {int(v) for a, v in aliases(client, name).items() if a in PROTECTED_ALIASES}
     done = []
     for version in plan.archive:
+        protected = {int(v) for a, v in aliases(client, name).items() if a in PROTECTED_ALIASES}
         if int(version) in protected:
             raise ValueError(f"{name} v{version} holds a protected alias and cannot be archived")
+        if absent_if_not_found(lambda v=version: client.get_model_version(name, str(v))) is None:
+            continue
         if mode == "delete":
             client.delete_model_version(name, str(version))
         else:

@@ -40,7 +40,11 @@ def evaluate(
     from driftloop.evaluation.latency import measure_latency_interleaved
     from driftloop.promotion import registry
     from driftloop.promotion.gate import EvalSummary
-    from driftloop.retrain.model_files import download_onnx, log_evaluation_metrics
+    from driftloop.retrain.model_files import (
+        download_onnx,
+        log_evaluation_metrics,
+        recorded_onnx_hashes,
+    )
     from driftloop.retrain.snapshot_io import download_dataset
 
     client = tracking.client(settings.mlflow_tracking_uri)
@@ -53,8 +57,12 @@ def evaluate(
         models = {"candidate": candidate["models"]}
         if champion is not None:
             models["champion"] = registry.onnx_model_uris(champion)
+        # every ONNX file is checked against its recorded SHA-256 before onnxruntime opens it
+        hashes = recorded_onnx_hashes(
+            client, settings.registered_model, candidate["version"], champion
+        )
         onnx = {
-            (name, kind): download_onnx(uris[kind], work / name / kind)
+            (name, kind): download_onnx(uris[kind], work / name / kind, hashes[name][kind])
             for name, uris in models.items()
             for kind in ("fp32", "int8")
         }

@@ -17,6 +17,10 @@ from driftloop.retrain.records import ledger
 
 
 def apply_retention(settings: Settings, policy, run_id: str) -> dict[str, Any]:
+    """Archive the versions the retention plan names, as a guarded change: the plan is
+    written to the ledger (intent) before anything is tagged or deleted, the protected set is
+    read again right before each version is archived (an unreadable registry fails the task;
+    it never counts as "no aliases"), and the completion row says what was archived."""
     from driftloop.drift import tracking
     from driftloop.promotion import registry
     from driftloop.promotion.retention import plan_retention
@@ -26,22 +30,34 @@ def apply_retention(settings: Settings, policy, run_id: str) -> dict[str, Any]:
         registry.version_infos(client, settings.registered_model),
         keep_last=policy.retention_keep_last,
     )
+    result = {"archived": [], "kept": sorted(int(v) for v in plan.keep)}
+    if plan.empty:
+        return result
+    book = ledger(settings)
+    key = f"retrain_detector/{run_id}/retention"
+    subject = f"model:{settings.registered_model}"
+    book.append(
+        "retention_intent",
+        actor="policy:retention",
+        subject=subject,
+        payload={"plan": plan.to_dict(), "mode": policy.retention_archive},
+        idempotency_key=f"{key}/intent",
+    )
     archived = registry.apply_retention(
         client, settings.registered_model, plan, mode=policy.retention_archive
     )
-    if archived:
-        ledger(settings).append(
-            "retention",
-            actor="policy:retention",
-            subject=f"model:{settings.registered_model}",
-            payload={
-                "archived": archived,
-                "mode": policy.retention_archive,
-                "keep_last": policy.retention_keep_last,
-            },
-            idempotency_key=f"retrain_detector/{run_id}/retention",
-        )
-    return {"archived": archived, "kept": sorted(int(v) for v in plan.keep)}
+    book.append(
+        "retention",
+        actor="policy:retention",
+        subject=subject,
+        payload={
+            "archived": archived,
+            "mode": policy.retention_archive,
+            "keep_last": policy.retention_keep_last,
+        },
+        idempotency_key=key,
+    )
+    return {**result, "archived": archived}
 
 
 def record_failure(

@@ -223,14 +223,9 @@ def discover_frames(
 
 def get_object_or_none(s3, bucket: str, key: str) -> bytes | None:
     """An object's bytes, or None when it is gone (other errors propagate: retry the task)."""
-    from botocore.exceptions import ClientError
+    from driftloop.contracts.stores import absent_if_not_found
 
-    try:
-        return storage.get_bytes(s3, bucket, key)
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
+    return absent_if_not_found(lambda: storage.get_bytes(s3, bucket, key))
 
 
 def load_frame(s3, bucket: str, frame: Frame, spool: Path, index: int) -> Frame:

@@ -4,6 +4,12 @@
 ``<DRIFTLOOP_TRAINING_PYTHON> -m driftloop.training.train`` on the CPU and streams every line
 it prints into the task log as it comes (one progress line per epoch), then returns the result
 JSON the entrypoint wrote, exactly what the training pod returns through its XCom sidecar.
+
+The subprocess does not inherit the Airflow worker's environment (Fernet key, metadata DB URL,
+JWT and API secrets, the ledger's key): :func:`trainer_environment` passes only what training
+needs, by name — the system basics, Ultralytics' ``YOLO_*`` switches, the MLflow client's and
+S3's (boto3) settings and credentials, and the code version — and sets Ultralytics' safe
+checkpoint loading on.
 """
 
 from __future__ import annotations
@@ -53,6 +59,51 @@ def stream_subprocess(
     return returncode, list(tail)
 
 
+#: variables the trainer inherits when set, by exact name
+TRAINER_ENV_NAMES = frozenset(
+    {
+        # system basics
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ",
+        "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NO_PROXY", "no_proxy",
+        "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "MPLCONFIGDIR",
+        # the MLflow client: where to log, and its own credentials
+        "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_INSECURE_TLS",
+        "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+        "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_S3_IGNORE_TLS", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        # S3 through boto3: the dataset snapshot
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
+        "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE",
+        # driftloop settings the trainer reads (the code version of an image without .git)
+        "DRIFTLOOP_GIT_SHA", "DRIFTLOOP_BUCKET",
+    }
+)  # fmt: skip
+#: variables the trainer inherits by prefix: Ultralytics' own switches (YOLO_OFFLINE …)
+TRAINER_ENV_PREFIXES = ("YOLO_",)
+
+
+def trainer_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The training subprocess's environment: the allow-listed names of ``environ`` (nothing
+    of Airflow's, no database URL, no ledger key), the tracking URI of ``settings``, unbuffered
+    output and Ultralytics' offline and safe-loading switches (which no inherited value can
+    turn off)."""
+    from driftloop.training.allowlists import SAFE_LOAD_ENV
+    from driftloop.training.yolo_env import OFFLINE_ENV
+
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name in TRAINER_ENV_NAMES or name.startswith(TRAINER_ENV_PREFIXES)
+    }
+    if settings.mlflow_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    env["PYTHONUNBUFFERED"] = "1"  # each epoch's line reaches the task log when the epoch ends
+    env.update(OFFLINE_ENV)
+    env.update(SAFE_LOAD_ENV)
+    return env
+
+
 def train_local(
     settings: Settings, plan: Mapping[str, Any], snapshot_doc: Mapping[str, Any], run_id: str
 ) -> dict[str, Any]:
@@ -77,12 +128,7 @@ def train_local(
             work,
         ]
         log.info("training: %s", " ".join(argv))
-        # unbuffered: each epoch's line reaches the task log when the epoch ends
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri or "",
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = trainer_environment(settings, os.environ)
         returncode, tail = stream_subprocess(argv, env, TRAINING_LOG)
         if returncode != 0:
             raise RuntimeError(

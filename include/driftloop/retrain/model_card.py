@@ -1,9 +1,12 @@
 """The model card and ``model.json`` of a candidate (the ``model_record`` task).
 
-Both go into the candidate's MLflow run next to its weights, whatever the gate decided: the
-card says what the model is for, what it was trained on, how it scored against the champion
-and why it was promoted or rejected; ``model.json`` holds the SHA-256 of every artifact of the
-run and of its two logged ONNX models, the dataset hash and the hyper-parameters.
+Both go into the candidate's MLflow run next to its weights right after the gate, whatever it
+decided, and before any approval or promotion: the card says what the model is for, what it was
+trained on, how it scored against the champion and what the gate decided; ``model.json`` holds
+the SHA-256 of every artifact of the run and of its two logged ONNX models, the dataset hash
+and the hyper-parameters. The SHA-256 of the exact ``model.json`` bytes is the version's
+``model_record_sha256`` tag; :func:`check_model_record` checks the two agree (promotion does,
+before it moves an alias; a fine-tune does, before it trusts the champion's weight hash).
 """
 
 from __future__ import annotations
@@ -13,10 +16,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from driftloop.audit.hashing import sha256_bytes
+from driftloop.audit.hashing import sha256_bytes, sha256_file
 from driftloop.config.settings import Settings
 from driftloop.retrain.records import code_version
 from driftloop.retrain.training_arguments import hyperparameters_for
+
+#: model-version tag: SHA-256 of the exact bytes of the version's ``model.json``
+MODEL_RECORD_TAG = "model_record_sha256"
+RECORD_FILE = "model.json"
+CARD_FILE = "model_card.md"
+RECORD_FILES = (RECORD_FILE, CARD_FILE)
+#: the PyTorch weights in a training run (what a fine-tune starts from)
+WEIGHTS_ARTIFACT = "weights/best.pt"
 
 
 def model_card(snapshot_doc, evaluation, decision, candidate, plan) -> str:
@@ -69,30 +80,50 @@ def model_card(snapshot_doc, evaluation, decision, candidate, plan) -> str:
 def write_model_record(
     settings: Settings, snapshot_doc, evaluation, decision, candidate, plan, reference
 ) -> dict[str, Any]:
-    """Model card and ``model.json`` (SHA-256 of every artifact of the run and of its two logged
-    ONNX models, under ``models/<fp32|int8>/``; dataset hash, hyper-parameters) in the
-    candidate's MLflow run, next to its weights."""
-    from driftloop.audit.hashing import sha256_file
+    """Model card and ``model.json`` of the candidate, from the gate's decision (before any
+    approval or promotion), in its MLflow run next to its weights; then the SHA-256 of the exact
+    ``model.json`` bytes as the version's :data:`MODEL_RECORD_TAG` tag, what
+    :func:`check_model_record` (and promotion) compares against.
+
+    ``model.json``: SHA-256 of every artifact of the run and of its two logged ONNX models
+    (under ``models/<fp32|int8>/``), the dataset hash, the drift reference, the
+    hyper-parameters and the gate's decision. The hashes are checked against the ones recorded
+    when the model was made (the run's ``driftloop.weights_sha256`` tag for ``weights/best.pt``;
+    the version's ``int8_sha256`` / ``fp32_sha256`` for the ONNX files): a mismatch raises and
+    nothing is written."""
     from driftloop.drift import tracking
     from driftloop.retrain.model_files import logged_model_files
 
     client = tracking.client(settings.mlflow_tracking_uri)
     run_id = candidate["run_id"]
+    version = str(candidate["version"])
+    if (client.get_model_version(settings.registered_model, version).tags or {}).get(
+        MODEL_RECORD_TAG
+    ):
+        # written by an earlier attempt (promotion may already rest on it): keep it, checked
+        record, record_sha256 = verified_model_record(client, settings.registered_model, version)
+        return {
+            "artifacts": len(record.get("artifacts", {})),
+            "model_json_sha256": record_sha256,
+            "version": version,
+            "already_recorded": True,
+        }
     with tempfile.TemporaryDirectory(prefix="driftloop-card-") as work:
         work = Path(work)
         local = Path(client.download_artifacts(run_id, "", str(work / "artifacts")))
         hashes = {
             str(p.relative_to(local)): sha256_file(p)
             for p in sorted(local.rglob("*"))
-            if p.is_file() and p.name not in ("model.json", "model_card.md")
+            if p.is_file() and p.name not in RECORD_FILES
         }
         for kind, model_id in sorted((candidate.get("model_ids") or {}).items()):
             files = logged_model_files(model_id, work / "models") if model_id else {}
             hashes.update({f"models/{kind}/{rel}": sha256_file(p) for rel, p in files.items()})
+        check_recorded_hashes(client, settings.registered_model, version, run_id, hashes)
         card = model_card(snapshot_doc, evaluation, decision, candidate, plan)
         record = {
             "name": settings.registered_model,
-            "version": candidate["version"],
+            "version": version,
             "mlflow_run_id": run_id,
             "model_uri": candidate.get("model_uri"),
             "models": candidate.get("models"),
@@ -111,14 +142,94 @@ def write_model_record(
             "artifacts": hashes,
             "model_card_sha256": sha256_bytes(card.encode()),
             "gate": {"promote": decision.get("promote"), "reasons": decision.get("reasons", [])},
+            "evaluation_uri": (evaluation or {}).get("uri"),
             "code_version": code_version(settings),
         }
+        data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
         out = work / "record"
         out.mkdir()
-        (out / "model_card.md").write_text(card)
-        (out / "model.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+        (out / CARD_FILE).write_text(card)
+        (out / RECORD_FILE).write_bytes(data)
         client.log_artifacts(run_id, str(out))
-    return {
-        "artifacts": len(hashes),
-        "model_json_sha256": sha256_bytes(json.dumps(record, sort_keys=True).encode()),
-    }
+    record_sha256 = sha256_bytes(data)
+    # after the file: a tag never names bytes that are not there (a re-run rewrites both)
+    client.set_model_version_tag(
+        settings.registered_model, version, MODEL_RECORD_TAG, record_sha256
+    )
+    return {"artifacts": len(hashes), "model_json_sha256": record_sha256, "version": version}
+
+
+def check_recorded_hashes(
+    client, name: str, version: str, run_id: str, hashes: dict[str, str]
+) -> None:
+    """The hashes about to go into ``model.json`` are the ones recorded when the files were
+    made; ValueError naming the file and both hashes otherwise."""
+    from driftloop.retrain.model_files import onnx_sha256_tags
+    from driftloop.training.run import WEIGHTS_SHA256_TAG
+
+    expected: dict[str, str] = {}
+    weights_sha = (client.get_run(run_id).data.tags or {}).get(WEIGHTS_SHA256_TAG)
+    if weights_sha:
+        expected[WEIGHTS_ARTIFACT] = weights_sha
+    tagged = onnx_sha256_tags(client.get_model_version(name, version))
+    for kind, sha in tagged.items():
+        # the logged MLflow model's file, or the run artifact of a version from before those
+        logged, artifact = f"models/{kind}/model.onnx", f"onnx/model_{kind}.onnx"
+        expected[logged if logged in hashes or artifact not in hashes else artifact] = sha
+    for path, sha in sorted(expected.items()):
+        if hashes.get(path) != sha:
+            raise ValueError(
+                f"{name} v{version}: {path} has SHA-256 {hashes.get(path) or '(missing)'} in "
+                f"the run, but {sha} was recorded when it was made: refusing to record it"
+            )
+
+
+class ModelRecordError(ValueError):
+    """A version's ``model.json`` is missing, or not the one its tag records."""
+
+
+def verified_model_record(client, name: str, version: str) -> tuple[dict[str, Any], str]:
+    """``(model.json, its SHA-256)`` of version ``version``, after checking that the file's
+    bytes hash to the version's :data:`MODEL_RECORD_TAG`; ModelRecordError naming the version
+    otherwise. A registry error other than "not found" is raised as it is (fail closed)."""
+    from driftloop.contracts.stores import is_not_found
+
+    model = client.get_model_version(name, version)
+    expected = (model.tags or {}).get(MODEL_RECORD_TAG)
+    if not expected:
+        raise ModelRecordError(
+            f"{name} v{version} has no {MODEL_RECORD_TAG} tag: its model.json was never recorded"
+        )
+    with tempfile.TemporaryDirectory(prefix="driftloop-record-") as work:
+        try:
+            path = Path(client.download_artifacts(model.run_id, RECORD_FILE, work))
+            data = path.read_bytes()
+        except Exception as err:
+            if not (is_not_found(err) or isinstance(err, FileNotFoundError)):
+                raise
+            raise ModelRecordError(
+                f"{name} v{version}: run {model.run_id} has no {RECORD_FILE}"
+            ) from err
+    actual = sha256_bytes(data)
+    if actual != expected:
+        raise ModelRecordError(
+            f"{name} v{version}: {RECORD_FILE} has SHA-256 {actual}, but the version's "
+            f"{MODEL_RECORD_TAG} tag records {expected}"
+        )
+    record = json.loads(data)
+    if str(record.get("version")) != str(version) or record.get("name") != name:
+        raise ModelRecordError(
+            f"{name} v{version}: {RECORD_FILE} describes {record.get('name')} "
+            f"v{record.get('version')}"
+        )
+    return record, actual
+
+
+def check_model_record(settings: Settings, version: str | int) -> str:
+    """The SHA-256 of version ``version``'s ``model.json``, downloaded from its run and checked
+    against the version's :data:`MODEL_RECORD_TAG` tag; ModelRecordError (naming the version)
+    when the file or the tag is missing or they differ."""
+    from driftloop.drift import tracking
+
+    client = tracking.client(settings.mlflow_tracking_uri)
+    return verified_model_record(client, settings.registered_model, str(version))[1]

@@ -23,5 +23,12 @@ from driftloop.config.settings import Settings
 
 def run_policy(settings: Settings, params: Mapping[str, Any] | None = None) -> PromotionPolicy:
     """The policy file of ``settings`` with ``params``' overrides (version ``…+override``
-    when any applies). PolicyError (a ValueError) names the file and the bad key."""
-    return load_promotion_policy(settings.promotion_policy_path, promotion_overrides(params))
+    when any applies). PolicyError (a ValueError) names the file and the bad key; a Param that
+    would switch off the approval the file requires is refused (RunConfError, a ValueError)."""
+    from driftloop.airflow.params import check_approval_not_weakened
+
+    overrides = promotion_overrides(params)
+    if "approval" in overrides:
+        file_policy = load_promotion_policy(settings.promotion_policy_path)
+        check_approval_not_weakened(file_policy.approval, overrides["approval"], param="approval")
+    return load_promotion_policy(settings.promotion_policy_path, overrides)

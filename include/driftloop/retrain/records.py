@@ -23,10 +23,11 @@ def report_key(run_id: str, name: str) -> str:
 
 
 def ledger(settings: Settings):
-    """The audit ledger of ``settings.database_url`` (SQLAlchemy loads on use)."""
-    from driftloop.audit.ledger import Ledger
+    """The audit ledger of ``settings``: database, HMAC key and S3 anchors
+    (:func:`driftloop.audit.wiring.ledger_for`; SQLAlchemy loads on use)."""
+    from driftloop.audit.wiring import ledger_for
 
-    return Ledger(settings.database_url)
+    return ledger_for(settings)
 
 
 def code_version(settings: Settings) -> str:

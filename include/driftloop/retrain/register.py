@@ -74,6 +74,17 @@ def register(
             },
             idempotency_key=f"retrain_detector/{run_id}/register",
         )
+    if not created:
+        # a re-run of this DAG run re-trained, but the version registered by its first attempt
+        # is the candidate: describe that version, not the new training run's models
+        mlflow_run_id = version.run_id
+        onnx = {
+            "int8_model_uri": version.source,
+            "fp32_model_uri": (version.tags or {})[registry.FP32_MODEL_TAG],
+        }
+        onnx["int8_model_id"] = registry.logged_model_id(onnx["int8_model_uri"])
+        onnx["fp32_model_id"] = registry.logged_model_id(onnx["fp32_model_uri"])
+        training = {**training, "experiment_id": None}
     experiment_id = (
         training.get("experiment_id") or client.get_run(mlflow_run_id).info.experiment_id
     )

@@ -159,6 +159,7 @@ def snapshot_dataset(
     *,
     days: Sequence[date | str],
     golden_version: str = golden_set.DEFAULT_VERSION,
+    golden_sha256: str | None = None,
     val_share: float = 0.2,
     eval_share: float = 0.2,
     source_run: str | None = None,
@@ -169,7 +170,8 @@ def snapshot_dataset(
 
     Idempotent: the same inputs give the same sha256, and if that snapshot's manifest
     exists nothing of it is rewritten (``created=False``; the stored manifest is returned).
-    The golden set must have been published (GoldenSetMissing otherwise). ``source_run``
+    The golden set must have been published (GoldenSetMissing otherwise) and, with
+    ``golden_sha256`` (``DRIFTLOOP_GOLDEN_MANIFEST_SHA256``), its manifest must hash to it. ``source_run``
     (an Airflow run id, …) is provenance only: recorded in ``requests/``, never hashed.
     ValueError: no days, bad shares, no valid frames in the window (naming the days and
     the top rejection reasons), an empty train or val split, or a golden set that does not
@@ -179,7 +181,7 @@ def snapshot_dataset(
     val_share, eval_share = _check_shares(val_share, eval_share)
     if source_run is not None and (not isinstance(source_run, str) or not source_run):
         raise ValueError(f"source_run must be a non-empty string or None, got {source_run!r}")
-    gold = golden_set.load_golden_set(s3, bucket, golden_version)
+    gold = golden_set.load_golden_set(s3, bucket, golden_version, expected_sha256=golden_sha256)
     created_from = {
         "days": days,
         "golden_version": golden_version,
@@ -282,7 +284,13 @@ def snapshot_for_plan(
     NoFramesError when the window has no usable labeled frame."""
     from driftloop.retrain.records import ledger
 
-    result = snapshot_dataset(s3, settings.bucket, days=plan["days"], source_run=run_id)
+    result = snapshot_dataset(
+        s3,
+        settings.bucket,
+        days=plan["days"],
+        source_run=run_id,
+        golden_sha256=settings.golden_manifest_sha256,
+    )
     document = result.to_dict()
     ledger(settings).append(
         "dataset_snapshot",

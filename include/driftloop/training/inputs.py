@@ -4,8 +4,9 @@
 :func:`driftloop.retrain.snapshot_io.download_dataset`, which checks every file against the
 manifest; or a local folder), checks its ``data.yaml`` and writes a copy with an absolute
 ``path``. :func:`resolve_base` turns ``--base`` into what Ultralytics loads: a model ``.yaml``
-(train from scratch) or ``.pt`` weights (fine-tune), downloaded from S3 or MLflow when given
-as a URI. Bad input raises :class:`InputError` (exit status 2 of the entrypoint).
+(train from scratch; allow-listed by name) or ``.pt`` weights (fine-tune), downloaded from S3
+or MLflow when given as a URI and loaded only when their SHA-256 is the one recorded for them
+(``--base-sha256``). Bad input raises :class:`InputError` (exit status 2 of the entrypoint).
 """
 
 from __future__ import annotations
@@ -126,29 +127,76 @@ def prepare_dataset(uri: str, work: Path) -> Dataset:
     )
 
 
-def resolve_base(base: str, work: Path) -> tuple[Path | str, str]:
-    """``(what Ultralytics loads, kind)``; kind is ``"yaml"`` (from scratch) or ``"weights"``."""
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_weights(path: Path, expected_sha256: str, base: str) -> Path:
+    """``path`` when its SHA-256 is ``expected_sha256``; InputError naming both otherwise.
+    Runs before Ultralytics unpickles the file."""
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise InputError(
+            f"--base {base}: the weights' SHA-256 is {actual}, not the recorded "
+            f"{expected_sha256} (--base-sha256): refusing to load them"
+        )
+    return path
+
+
+def resolve_base(base: str, work: Path, sha256: str | None = None) -> tuple[Path | str, str]:
+    """``(what Ultralytics loads, kind)``; kind is ``"yaml"`` (from scratch) or ``"weights"``.
+
+    A yaml must be one of :data:`driftloop.training.allowlists.BASE_MODEL_YAMLS` (by name).
+    Weights (``.pt``: a path, or an s3:// / MLflow URI) need ``sha256``, the hash the registry
+    recorded for them; the file is fetched, hashed and refused unless it matches, before
+    anything unpickles it."""
+    from driftloop.training.allowlists import BASE_MODEL_YAMLS, DisallowedInput, check_sha256
+
     lowered = base.lower()
     if lowered.endswith((".yaml", ".yml")):
-        if "://" in base:
-            raise InputError(f"--base {base}: give a model .yaml by name or local path")
+        if base not in BASE_MODEL_YAMLS:
+            raise InputError(
+                f"--base {base}: unknown model yaml; the allowed model configs are "
+                f"{', '.join(BASE_MODEL_YAMLS)} (Ultralytics' bundled configs, by name)"
+            )
         from ultralytics.nn.tasks import yaml_model_load
 
         try:  # resolves Ultralytics' scaled names too: yolo11n.yaml -> yolo11.yaml, scale n
             config = yaml_model_load(base)
         except Exception as err:  # FileNotFoundError, or whatever the check raises offline
             raise InputError(
-                f"--base {base}: unknown model yaml (not a file, not an Ultralytics model "
-                f"config such as yolo11n.yaml / yolov8n.yaml): {err}"
+                f"--base {base}: unknown model yaml (not an Ultralytics model config in this "
+                f"environment): {err}"
             ) from err
         if not config.get("head"):
             raise InputError(f"--base {base}: not a model config (no 'head' section)")
         return base, "yaml"
     if not lowered.endswith(".pt"):
         raise InputError(
-            f"--base {base}: unknown base model; expected a model .yaml or weights .pt "
-            "(path, s3://, runs:/, models:/ or mlflow-artifacts:/ URI)"
+            f"--base {base}: unknown base model; expected an allowed model .yaml or weights .pt "
+            "(path, s3://, runs:/, models:/ or mlflow-artifacts:/ URI) with --base-sha256"
         )
+    if sha256 is None:
+        raise InputError(
+            f"--base {base}: weights are loaded only with their recorded SHA-256 "
+            "(--base-sha256); none was given"
+        )
+    try:
+        check_sha256(sha256, source="--base-sha256")
+    except DisallowedInput as err:
+        raise InputError(str(err)) from err
+    return check_weights(fetch_weights(base, work), sha256, base), "weights"
+
+
+def fetch_weights(base: str, work: Path) -> Path:
+    """The local file of the ``.pt`` weights ``base`` (downloaded from S3 or MLflow). Only
+    the store's "not found" is bad input (InputError); any other error is raised as it is."""
+    from driftloop.contracts.stores import is_not_found
+
     dest = work / "base"
     dest.mkdir(parents=True, exist_ok=True)
     if base.startswith("s3://"):
@@ -161,25 +209,26 @@ def resolve_base(base: str, work: Path) -> tuple[Path | str, str]:
         try:
             storage.s3_client().download_file(bucket, key, str(target))
         except ClientError as err:
-            raise InputError(f"--base {base}: cannot download: {err}") from err
-        return target, "weights"
+            if not is_not_found(err):
+                raise  # a fault of the store, not bad input: the task fails and is retried
+            raise InputError(f"--base {base}: no such object: {err}") from err
+        return target
     if base.startswith(MLFLOW_SCHEMES):
         import mlflow.artifacts
         from mlflow.exceptions import MlflowException
 
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=base, dst_path=str(dest)))
-        except (MlflowException, OSError) as err:
-            raise InputError(f"--base {base}: cannot download from MLflow: {err}") from err
+        except MlflowException as err:
+            if not is_not_found(err):
+                raise
+            raise InputError(f"--base {base}: not in MLflow: {err}") from err
         if local.is_dir():
-            found = sorted(local.rglob("best.pt")) or sorted(local.rglob("*.pt"))
-            if not found:
-                raise InputError(f"--base {base}: no .pt weights in the downloaded artifacts")
-            local = found[0]
-        return local, "weights"
+            raise InputError(f"--base {base}: names a folder; give the weights file itself")
+        return local
     if "://" in base:
         raise InputError(f"--base {base}: unsupported URI scheme (offline: no http downloads)")
     path = Path(base)
     if not path.is_file():
         raise InputError(f"--base {base}: weights file not found (nothing is downloaded)")
-    return path.resolve(), "weights"
+    return path.resolve()

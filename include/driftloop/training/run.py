@@ -22,10 +22,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from driftloop.training.inputs import Dataset, InputError, prepare_dataset, resolve_base
+from driftloop.training.inputs import (
+    Dataset,
+    InputError,
+    prepare_dataset,
+    resolve_base,
+    sha256_file,
+)
 from driftloop.training.tracking import clean_metrics, epoch_callback, log_params
 
 log = logging.getLogger(__name__)
+
+#: run tag holding the SHA-256 of the run's ``weights/best.pt``, recorded when it is logged
+WEIGHTS_SHA256_TAG = "driftloop.weights_sha256"
 
 #: summary metrics of the final validation (best.pt) in the xcom payload
 _SUMMARY = {
@@ -45,6 +54,20 @@ def hyp_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def checked_hyperparameters(pairs) -> dict[str, Any]:
+    """``--hyp`` as typed values, every key and value within
+    :data:`driftloop.training.allowlists.TUNABLE_HYPERPARAMETERS` (InputError naming the key):
+    ``data``, ``epochs``, ``imgsz``, ``batch``, paths and the device are the run's own."""
+    from driftloop.training.allowlists import DisallowedInput, check_hyperparameters
+
+    try:
+        return check_hyperparameters(
+            {key: hyp_value(value) for key, value in pairs}, source="--hyp"
+        )
+    except DisallowedInput as err:
+        raise InputError(str(err)) from err
 
 
 def _initial_weights(source: Path | str, kind: str, dataset: Dataset, target: Path, seed: int):
@@ -116,8 +139,8 @@ def fit(
     model = YOLO(str(base))
     for event, fn in epoch_callback(logged_params).items():
         model.add_callback(event, fn)
-    hyp = {key: hyp_value(value) for key, value in args.hyp}
     train_args = {
+        **checked_hyperparameters(args.hyp),  # first: the run's own arguments below win
         "data": str(dataset.data_yaml),
         "epochs": args.epochs,
         "imgsz": args.imgsz,
@@ -132,7 +155,6 @@ def fit(
         "name": "train",
         "exist_ok": True,
         "verbose": args.verbose,
-        **hyp,
     }
     results = model.train(**train_args)
     trainer = model.trainer
@@ -219,6 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:
         raise InputError("MLFLOW_TRACKING_URI is not set: the run must be logged to MLflow")
+    checked_hyperparameters(args.hyp)  # a refused --hyp fails before any download
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="driftloop-train-"))
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    base, kind = resolve_base(args.base, work)
+    base, kind = resolve_base(args.base, work, args.base_sha256)
     log.info(
         "dataset %s (sha256 %s, %d classes); base %s (%s); resolved in %.1f s",
         dataset.root,
@@ -255,6 +278,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "driftloop.component": "training",
         "driftloop.dataset_sha256": dataset.sha256,
         "driftloop.base": args.base,
+        **({"driftloop.base_sha256": args.base_sha256} if kind == "weights" else {}),
         **dict(args.tags),
     }
     with mlflow.start_run(run_name=args.run_name, tags=tags) as active:
@@ -286,6 +310,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             logged_params,
         )
         weights_dir, summary, seconds, run_dir = fit(args, out, dataset, base, kind, logged_params)
+        # what a later fine-tune from this model checks the weights against
+        weights_sha256 = sha256_file(weights_dir / "best.pt")
+        mlflow.set_tag(WEIGHTS_SHA256_TAG, weights_sha256)
         mlflow.log_artifacts(str(weights_dir), artifact_path="weights")
         for name in ("results.csv", "args.yaml"):
             if (run_dir / name).is_file():
@@ -321,6 +348,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "dataset_input": dataset_input,
             "git_commit": git_commit,
             "base": args.base,
+            "base_sha256": args.base_sha256 if kind == "weights" else None,
+            "weights_sha256": weights_sha256,
             "epochs": args.epochs,
             "metrics": summary,
             "train_seconds": round(seconds, 2),

@@ -5,7 +5,7 @@ ENTRYPOINT) and in the local backend (this repository's ``.venv-train``)::
 
     python -m driftloop.training.train \\
         --data s3://driftloop/datasets/<sha256>/ | /path/to/dataset \\
-        --base yolo11n.yaml | champion.pt | s3://…/best.pt | mlflow-artifacts:/…/best.pt | runs:/<id>/weights/best.pt \\
+        --base yolo11n.yaml | runs:/<id>/weights/best.pt --base-sha256 <hex> | s3://…/best.pt … \\
         --epochs 50 --imgsz 160 --batch 16 --device cpu|0 \\
         --experiment retrain-detector --run-name retrain-2026-01-31 --tags airflow.run_id=… \\
         --out /workspace/train --xcom-path /airflow/xcom/return.json
@@ -13,7 +13,9 @@ ENTRYPOINT) and in the local backend (this repository's ``.venv-train``)::
 Steps (:func:`driftloop.training.run.run`): resolve the dataset (S3 →
 :func:`driftloop.retrain.snapshot_io.download_dataset`; a local
 folder as is; it must hold ``data.yaml`` with ``train``/``val``/``names``), resolve the base
-model (a model ``.yaml`` trains from scratch; weights fine-tune the champion), train with
+model (an allow-listed model ``.yaml`` trains from scratch; weights fine-tune the champion and
+are loaded only when their SHA-256 is ``--base-sha256``, with Ultralytics' safe loading on),
+train with
 Ultralytics (seeded and deterministic, ``workers=0`` on CPU; one progress line per epoch on
 stdout), log to MLflow (tracking URI from ``MLFLOW_TRACKING_URI``; see
 :mod:`driftloop.training.tracking`): the code version (``mlflow.source.git.commit``), the
@@ -25,7 +27,7 @@ plots (``plots/``); then write the result as JSON to ``--xcom-path`` (the pod's
     {"run_id": …, "mlflow_run_id": …, "experiment_id": …, "weights_uri": "<artifact URI of best.pt>",
      "model_uri": "runs:/<run id>/weights/best.pt", "last_weights_uri": …, "dataset_uri": …,
      "dataset_sha256": …, "dataset_input": {"name": …, "digest": …}, "git_commit": … | null,
-     "base": …, "epochs": N, "metrics": {"mAP50": …, "mAP50-95": …, …}, "train_seconds": …,
+     "base": …, "base_sha256": … | null, "weights_sha256": <SHA-256 of best.pt>, "epochs": N, "metrics": {"mAP50": …, "mAP50-95": …, …}, "train_seconds": …,
      "plots": [...], "onnx": {"fp32_model_uri": "models:/m-…", "int8_model_uri": …,
      "fp32_model_id": …, "int8_model_id": …, "fp32_sha256": …, "int8_sha256": …, …} | null}
 
@@ -42,7 +44,8 @@ a trained one — a candidate that cannot beat its champion, for tests of the pr
 Ultralytics runs offline (:mod:`driftloop.training.yolo_env`) with its own MLflow callback off:
 this module does the logging, so runs are complete and named as the DAG asks.
 
-Exit status: 0 trained and logged; 2 bad input (missing ``data.yaml``, unknown base model,
+Exit status: 0 trained and logged; 2 bad input (missing ``data.yaml``, a base model or
+hyper-parameter outside the allow-lists, weights without or not matching ``--base-sha256``,
 malformed flags, no tracking URI); 1 anything that failed on the way (the MLflow run, if one
 was started, ends as FAILED).
 """
@@ -79,8 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--base",
         default=DEFAULT_BASE,
-        help="model .yaml (train from scratch) or weights .pt: local path, s3://, runs:/, "
-        f"models:/ or mlflow-artifacts:/ URI (fine-tune). Default {DEFAULT_BASE}",
+        help="an allowed model .yaml (train from scratch) or weights .pt: local path, s3://, "
+        f"runs:/, models:/ or mlflow-artifacts:/ URI (fine-tune; needs --base-sha256). "
+        f"Default {DEFAULT_BASE}",
+    )
+    parser.add_argument(
+        "--base-sha256",
+        default=None,
+        help="the recorded SHA-256 of the --base weights: they are refused unless they match",
     )
     parser.add_argument("--epochs", type=int, default=50, help="0: no training (see module doc)")
     parser.add_argument("--imgsz", type=int, default=160)
@@ -96,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="further Ultralytics train arguments, e.g. lr0=0.005 optimizer=AdamW",
+        help="further Ultralytics train arguments, e.g. lr0=0.005 optimizer=AdamW; only the "
+        "tunable ones (driftloop.training.allowlists.TUNABLE_HYPERPARAMETERS)",
     )
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     parser.add_argument("--run-name", default=None)

@@ -5,8 +5,11 @@ try to download a font (``Arial.ttf``, for plot labels), model weights (any ``*.
 and ``yolo26n.pt`` for the AMP check on GPU), pip-install missing packages, send usage
 events, and start its own MLflow run. :func:`configure`:
 
-- sets ``YOLO_OFFLINE=1`` (no connectivity checks or downloads) and ``YOLO_AUTOINSTALL=0``
-  (never pip-install at run time);
+- sets ``YOLO_OFFLINE=1`` (no connectivity checks or downloads), ``YOLO_AUTOINSTALL=0``
+  (never pip-install at run time) and ``ULTRALYTICS_SAFE_LOAD=1``: every checkpoint is read
+  with ``torch.load(weights_only=True)`` against Ultralytics' allow-list of model classes, so
+  a ``.pt`` file cannot run code when it is unpickled (weights are also hash-checked before
+  they get here, :func:`driftloop.training.inputs.resolve_base`);
 - points ``YOLO_CONFIG_DIR`` at a private, writable folder (never the user's
   ``~/.config/Ultralytics``) holding ``Arial.ttf`` / ``Arial.Unicode.ttf`` — copies of
   matplotlib's bundled DejaVuSans — so the font check finds them locally;
@@ -43,10 +46,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from driftloop.training.allowlists import SAFE_LOAD_ENV
+
 #: environment every Ultralytics process of ours runs with
 OFFLINE_ENV = {
     "YOLO_OFFLINE": "1",
     "YOLO_AUTOINSTALL": "0",
+    **SAFE_LOAD_ENV,
 }
 #: Ultralytics settings keys of integrations, all switched off
 INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
@@ -91,6 +97,11 @@ def configure(
             "ultralytics was imported before driftloop.training.yolo_env.configure(); "
             "its config folder can no longer change"
         )
+    if already and not _safe_load_active():
+        raise RuntimeError(
+            "ultralytics was imported before driftloop.training.yolo_env.configure() without "
+            "ULTRALYTICS_SAFE_LOAD=1: its checkpoints would be unpickled unrestricted"
+        )
     os.environ.update(OFFLINE_ENV)
     os.environ["YOLO_CONFIG_DIR"] = str(config)
     # Ultralytics reads its fonts from $YOLO_CONFIG_DIR/Ultralytics (it appends the folder
@@ -117,6 +128,14 @@ def configure(
     updates["weights_dir"] = str(config / "weights")
     settings.update(updates)
     return config
+
+
+def _safe_load_active() -> bool:
+    """Whether the imported Ultralytics reads checkpoints with ``weights_only=True``."""
+    tasks = sys.modules.get("ultralytics.nn.tasks")
+    utils = sys.modules.get("ultralytics.utils")
+    flags = [getattr(module, "SAFE_LOAD", None) for module in (tasks, utils) if module is not None]
+    return bool(flags) and all(flag is True for flag in flags)
 
 
 def check_offline_base(name: str) -> None:

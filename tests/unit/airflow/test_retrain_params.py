@@ -56,3 +56,29 @@ def test_a_filled_knob_becomes_the_runs_policy_and_a_bad_one_is_refused():
         bad["approval"] = "sometimes"
     with pytest.raises(ParamValidationError, match="map_tolerance"):
         bad["map_tolerance"] = 2
+
+
+@pytest.mark.parametrize(
+    "base", ["runs:/0123/weights/best.pt", "s3://driftloop/x/best.pt", "/srv/best.pt", "x.yaml"]
+)
+def test_the_base_param_is_the_champion_or_an_allowed_yaml(base):
+    """issue 9: any string used to reach Ultralytics' unpickler."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(retrain_detector_params())
+    with pytest.raises(ParamValidationError, match="base"):
+        params["base"] = base
+    params["base"] = "yolo11n.yaml"
+    params["base"] = "champion"
+    assert params.validate()["base"] == "champion"
+
+
+@pytest.mark.parametrize("key", ["epochs", "imgsz", "batch", "data", "project", "device"])
+def test_hyperparameters_cannot_name_a_bounded_param_or_the_data(key):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(retrain_detector_params())
+    with pytest.raises(ParamValidationError, match="hyperparameters"):
+        params["hyperparameters"] = {"lr0": 0.01, key: 900}
+    params["hyperparameters"] = {"lr0": 0.01, "mosaic": 0}
+    assert params.validate()["hyperparameters"] == {"lr0": 0.01, "mosaic": 0}

@@ -111,8 +111,8 @@ def test_resolve_run_refuses_bad_params_before_anything_else():
         _resolve({"hysteresis": 2})
     with pytest.raises(RunConfError, match="end_date"):
         _resolve({"end_date": "29/11/2026"})
-    # anything else the overridden policy rejects still names the run's Params
-    with pytest.raises(RunConfError, match=r"Params \(approval=sometimes\)"):
+    # an approval value that is none of the policy's is named with the Param
+    with pytest.raises(RunConfError, match=r"Param approval='sometimes'"):
         _resolve({"approval": "sometimes"})
 
 

@@ -490,3 +490,52 @@ def test_dockerignore_sends_what_the_dockerfile_copies(dockerfile):
         if keyword == "COPY" and not rest.startswith("--from"):
             source = rest.split()[0].rstrip("/")
             assert source in included, f"COPY {source} is excluded from the build context"
+
+
+def test_the_pod_loads_checkpoints_safely_whatever_the_caller_passes(build):
+    """issue 9: Ultralytics' weights_only checkpoint loading on the GPU pool too."""
+    _, pod = build(env={"ULTRALYTICS_SAFE_LOAD": "0"})
+    env = {e.name: e.value for e in _base(pod).env}
+    assert env["ULTRALYTICS_SAFE_LOAD"] == "1"
+
+
+# ----------------------------------------------- issue 9: the pod's S3 endpoint, region, login
+def test_pod_gets_s3_endpoint_and_region_from_the_settings(build, monkeypatch):
+    """The DAG passes no endpoint: the pod still gets the one the cluster reaches, and the
+    region (compose sets DRIFTLOOP_TRAINING_S3_ENDPOINT_URL / DRIFTLOOP_S3_REGION)."""
+    monkeypatch.setenv("DRIFTLOOP_TRAINING_S3_ENDPOINT_URL", "http://minio.lan:9000")
+    monkeypatch.setenv("DRIFTLOOP_S3_REGION", "eu-central-1")
+    _, pod = build(s3_endpoint_url=None)
+    env = {e.name: e.value for e in _base(pod).env}
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://minio.lan:9000"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio.lan:9000"
+    assert env["AWS_DEFAULT_REGION"] == "eu-central-1"
+    # an explicit argument wins over the settings
+    _, pod = build(s3_endpoint_url="http://other:9000", aws_region="us-west-2")
+    env = {e.name: e.value for e in _base(pod).env}
+    assert (env["AWS_ENDPOINT_URL_S3"], env["AWS_DEFAULT_REGION"]) == (
+        "http://other:9000",
+        "us-west-2",
+    )
+
+
+def test_pod_without_endpoint_settings_uses_aws_defaults(build, monkeypatch):
+    monkeypatch.delenv("DRIFTLOOP_TRAINING_S3_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("DRIFTLOOP_S3_REGION", raising=False)
+    _, pod = build(s3_endpoint_url=None)
+    names = {e.name for e in _base(pod).env}
+    assert not names & {"AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION"}
+
+
+def test_pod_reads_the_trainers_mlflow_login_from_the_secret(build, monkeypatch):
+    """Compose's MLflow has basic auth: the pod logs in as `trainer`, read from the Secret,
+    never the Airflow process's own login (which may move aliases)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "airflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "airflow-login-password-0123456789")
+    _, pod = build(context=_minimal_context())
+    env = {e.name: e for e in _base(pod).env}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert env[key].value is None, key
+        ref = env[key].value_from.secret_key_ref
+        assert (ref.name, ref.key, ref.optional) == ("driftloop-mlflow", key, True)
+    assert "airflow-login-password-0123456789" not in json.dumps(_serialized(pod))

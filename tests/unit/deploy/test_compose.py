@@ -39,13 +39,14 @@ AIRFLOW_SERVICES = {
 }
 # services built from the Airflow image (x-airflow-common)
 AIRFLOW_IMAGE_SERVICES = AIRFLOW_SERVICES | {"flower"}
-ONE_SHOT_SERVICES = {"airflow-init", "create-buckets"}
+ONE_SHOT_SERVICES = {"airflow-init", "create-buckets", "mlflow-init"}
 EXPECTED_SERVICES = AIRFLOW_IMAGE_SERVICES | {
     "postgres",
     "redis",
     "minio",
     "create-buckets",
     "mlflow",
+    "mlflow-init",
     "pushgateway",
     "prometheus",
     "alertmanager",
@@ -66,7 +67,8 @@ CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
 # only the tasks (workers) use these; the triggerer gets the S3 connection for the sensor
 TASK_ONLY_ENV = {"AIRFLOW_CONN_KUBERNETES_DEFAULT", "DRIFTLOOP_DATABASE_URL"}
 S3_ENV = "AIRFLOW_CONN_AWS_DEFAULT"
-KUBE_MOUNT = "/opt/airflow/.kube"
+# a dedicated kubeconfig file, mounted on the workers only
+KUBE_MOUNT = "/opt/airflow/.kube/config"
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -191,9 +193,18 @@ def raw(raw_text: str) -> dict:
     return yaml.safe_load(raw_text)
 
 
+#: what an operator puts where .env.example says change-me (the stack refuses the placeholders)
+OPERATOR_VALUE = "Qz7w-k3Jd9-operator"
+
+
+def operator_env(example: dict[str, str]) -> dict[str, str]:
+    """.env.example as an operator fills it in: every change-me replaced by a real value."""
+    return {key: value.replace("change-me", OPERATOR_VALUE) for key, value in example.items()}
+
+
 @pytest.fixture(scope="module")
 def env_example() -> dict[str, str]:
-    return read_env_file(ENV_EXAMPLE)
+    return operator_env(read_env_file(ENV_EXAMPLE))
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +274,16 @@ def test_compose_refuses_to_render_without_the_secrets(raw):
         "AIRFLOW_FERNET_KEY",
         "AIRFLOW_API_SECRET_KEY",
         "AIRFLOW_JWT_SECRET",
-        "AIRFLOW_ADMIN_PASSWORD",
+        "AIRFLOW_USER_PASSWORDS",
+        "AIRFLOW_DB_PASSWORD",
+        "DRIFTLOOP_APP_DB_PASSWORD",
+        "MLFLOW_S3_SECRET_KEY",
+        "TRAINER_S3_SECRET_KEY",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_AIRFLOW_PASSWORD",
+        "MLFLOW_TRAINER_PASSWORD",
+        "MLFLOW_FLASK_SECRET_KEY",
+        "DRIFTLOOP_LEDGER_HMAC_KEY",
         "GRAFANA_ADMIN_PASSWORD",
         "REDIS_PASSWORD",
         "FLOWER_PASSWORD",
@@ -379,7 +399,7 @@ def test_ui_ports_are_published(services):
     for name, container_ports in UI_PORTS.items():
         published = {}
         for mapping in services[name].get("ports", []):
-            host, _, container = str(mapping).rpartition(":")
+            *_, host, container = str(mapping).split(":")
             published[int(container)] = int(host)
         assert container_ports <= set(published), f"{name}: publish {sorted(container_ports)}"
         host_ports.extend(published.values())
@@ -440,9 +460,11 @@ def test_airflow_core_settings(airflow_env):
         "http://airflow-apiserver:8080/execution/"
     )
     assert airflow_env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
-    user, role = airflow_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(":")
-    assert user
-    assert role == "admin"
+    users = dict(
+        u.split(":") for u in airflow_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")
+    )
+    assert "admin" in users.values()
+    assert "admin" not in users, "a shared admin account"
     assert airflow_env["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
 
 
@@ -454,7 +476,7 @@ def test_airflow_connections_are_valid_json(worker_env, env_example):
     assert aws["password"] == env_example["DRIFTLOOP_S3_SECRET_KEY"]
     k8s = json.loads(worker_env["AIRFLOW_CONN_KUBERNETES_DEFAULT"])
     assert k8s["conn_type"] == "kubernetes"
-    assert k8s["extra"]["kube_config_path"].startswith(KUBE_MOUNT + "/")
+    assert k8s["extra"]["kube_config_path"] == KUBE_MOUNT
 
 
 def test_airflow_reads_the_connections(worker_env):
@@ -470,10 +492,11 @@ def test_airflow_reads_the_connections(worker_env):
     assert k8s.extra_dejson["namespace"]
 
 
-def test_driftloop_settings_from_the_compose_env(worker_env, env_example):
+def test_driftloop_settings_from_the_compose_env(raw, env_example):
     from driftloop.airflow.training_task import TRAINING_BACKEND_ENV
     from driftloop.config.settings import Settings
 
+    worker_env = as_dict(render(raw, env_example)["services"]["airflow-worker"]["environment"])
     dag_sources = "\n".join(p.read_text() for p in (REPO / "dags").glob("*.py"))
     unknown = sorted(
         key
@@ -490,10 +513,13 @@ def test_driftloop_settings_from_the_compose_env(worker_env, env_example):
     assert settings.aws_conn_id == "aws_default"
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
     assert settings.pushgateway_url == "http://pushgateway:9091"
+    # the row-only application role, not the owner (issue 9)
     assert settings.database_url == (
-        f"postgresql+psycopg2://driftloop:{env_example['DRIFTLOOP_DB_PASSWORD']}"
+        f"postgresql+psycopg2://driftloop_app:{env_example['DRIFTLOOP_APP_DB_PASSWORD']}"
         "@postgres:5432/driftloop"
     )
+    assert settings.ledger_hmac_key.get_secret_value() == env_example["DRIFTLOOP_LEDGER_HMAC_KEY"]
+    assert settings.ledger_anchor_bucket == settings.bucket
 
 
 # -------------------------------------------------------------------------------- Celery
@@ -711,7 +737,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
 # -------------------------------------------------------------------- PostgreSQL init SQL
 def _sql_objects() -> tuple[dict[str, str], dict[str, str]]:
     sql = (COMPOSE_DIR / "init-databases.sql").read_text()
-    roles = dict(re.findall(r"CREATE ROLE (\w+) WITH LOGIN PASSWORD :'(\w+)'\s*;", sql, flags=re.I))
+    roles = dict(
+        re.findall(r"CREATE ROLE (\w+) WITH LOGIN [^;]*PASSWORD :'(\w+)'\s*;", sql, flags=re.I)
+    )
     databases = dict(re.findall(r"CREATE DATABASE (\w+) WITH OWNER (\w+)", sql, flags=re.I))
     return roles, databases
 
@@ -722,13 +750,20 @@ def test_init_sql_creates_the_databases_the_env_references(
     from sqlalchemy.engine import make_url
 
     roles, databases = _sql_objects()
-    assert set(databases) == {"driftloop", "mlflow"}
+    assert set(databases) == {"airflow", "driftloop", "mlflow"}
 
+    # the tasks: the application role, which owns nothing
     driftloop = make_url(worker_env["DRIFTLOOP_DATABASE_URL"])
     assert driftloop.host == "postgres"
-    assert databases[driftloop.database] == driftloop.username
-    assert driftloop.username in roles
-    assert driftloop.password == env_example["DRIFTLOOP_DB_PASSWORD"]
+    assert driftloop.username == "driftloop_app" in roles
+    assert driftloop.username not in databases.values()
+    assert driftloop.password == env_example["DRIFTLOOP_APP_DB_PASSWORD"]
+    # migrations: the owner, in airflow-init only
+    owner = make_url(
+        as_dict(services["airflow-init"]["environment"])["DRIFTLOOP_OWNER_DATABASE_URL"]
+    )
+    assert databases[owner.database] == owner.username == "driftloop"
+    assert owner.password == env_example["DRIFTLOOP_DB_PASSWORD"]
 
     backend_uri = as_dict(services["mlflow"]["environment"])["MLFLOW_BACKEND_STORE_URI"]
     mlflow_url = make_url(backend_uri)
@@ -736,12 +771,14 @@ def test_init_sql_creates_the_databases_the_env_references(
     assert databases[mlflow_url.database] == mlflow_url.username
     assert mlflow_url.password == env_example["MLFLOW_DB_PASSWORD"]
 
-    # the Airflow metadata database is the one the postgres image creates itself
+    # the Airflow metadata database: its own owner role, not the superuser (issue 9)
     metadata = make_url(airflow_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     postgres_env = as_dict(services["postgres"]["environment"])
-    assert metadata.database == postgres_env["POSTGRES_DB"]
-    assert metadata.username == postgres_env["POSTGRES_USER"]
-    assert metadata.password == postgres_env["POSTGRES_PASSWORD"]
+    assert databases[metadata.database] == metadata.username == "airflow"
+    assert metadata.username != postgres_env["POSTGRES_USER"]
+    assert (
+        metadata.password == env_example["AIRFLOW_DB_PASSWORD"] != postgres_env["POSTGRES_PASSWORD"]
+    )
 
 
 def test_postgres_runs_the_init_script(services):
@@ -769,16 +806,21 @@ def test_postgres_init_script_passes_passwords_as_psql_variables(tmp_path):
     bin_dir = fake_bin(tmp_path, "psql", f'for a in "$@"; do printf "%s\\n" "$a"; done > "{log}"\n')
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "POSTGRES_USER": "airflow",
-        "POSTGRES_DB": "airflow",
-        "DRIFTLOOP_DB_PASSWORD": "pw-d'rift",
-        "MLFLOW_DB_PASSWORD": "pw-ml flow",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": "postgres",
+        "POSTGRES_PASSWORD": "pw-superuser-0123456789",
+        "AIRFLOW_DB_PASSWORD": "pw-airflow-0123456789",
+        "DRIFTLOOP_DB_PASSWORD": "pw-d'rift-0123456789",
+        "DRIFTLOOP_APP_DB_PASSWORD": "pw-app-0123456789",
+        "MLFLOW_DB_PASSWORD": "pw-ml flow-0123456789",
         "DRIFTLOOP_INIT_SQL": str(COMPOSE_DIR / "init-databases.sql"),
+        "DRIFTLOOP_CHECK_SECRETS": str(COMPOSE_DIR / "check-secrets.sh"),
     }
     subprocess.run(["sh", str(COMPOSE_DIR / "postgres-init.sh")], env=env, check=True)
     args = log.read_text().splitlines()
-    assert "driftloop_password=pw-d'rift" in args
-    assert "mlflow_password=pw-ml flow" in args
+    assert "driftloop_password=pw-d'rift-0123456789" in args
+    assert "mlflow_password=pw-ml flow-0123456789" in args
+    assert "driftloop_app_password=pw-app-0123456789" in args
     assert args[args.index("--file") + 1] == env["DRIFTLOOP_INIT_SQL"]
 
     env.pop("MLFLOW_DB_PASSWORD")
@@ -803,52 +845,62 @@ def test_buckets_agree_across_services(services, airflow_env):
     assert "mlflow" in mlflow_env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
 
 
-def _run_create_buckets(tmp_path: Path, user_info: str) -> list[list[str]]:
+BUCKET_USERS = {
+    "airflow-app": "driftloop-airflow",
+    "mlflow-app": "driftloop-mlflow",
+    "trainer-app": "driftloop-trainer",
+}
+
+
+def _run_create_buckets(tmp_path: Path, user_info: str) -> tuple[list[list[str]], dict[str, dict]]:
     log = tmp_path / "mc.log"
-    policy_copy = tmp_path / "policy.json"
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir(exist_ok=True)
     bin_dir = fake_bin(
         tmp_path,
         "mc",
         f"""echo "$*" >> "{log}"
 case "$*" in
-  "admin policy create"*) cp "$6" "{policy_copy}" ;;
+  "admin policy create"*) cp "$6" "{policy_dir}/$5.json" ;;
   "admin user info"*) echo "{user_info}" ;;
 esac
 """,
     )
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "DRIFTLOOP_CHECK_SECRETS": str(COMPOSE_DIR / "check-secrets.sh"),
         "MINIO_ROOT_USER": "root",
-        "MINIO_ROOT_PASSWORD": "rootpass",
-        "DRIFTLOOP_S3_ACCESS_KEY": "app",
-        "DRIFTLOOP_S3_SECRET_KEY": "apppass",
+        "MINIO_ROOT_PASSWORD": "rootpass-0123456789",
+        "DRIFTLOOP_S3_ACCESS_KEY": "airflow-app",
+        "DRIFTLOOP_S3_SECRET_KEY": "airflowpass-0123456789",
+        "MLFLOW_S3_ACCESS_KEY": "mlflow-app",
+        "MLFLOW_S3_SECRET_KEY": "mlflowpass-0123456789",
+        "TRAINER_S3_ACCESS_KEY": "trainer-app",
+        "TRAINER_S3_SECRET_KEY": "trainerpass-0123456789",
         "DATA_BUCKET": "driftloop",
         "MLFLOW_BUCKET": "driftloop-mlflow",
     }
     subprocess.run(["sh", str(COMPOSE_DIR / "create-buckets.sh")], env=env, check=True)
-    policy = json.loads(policy_copy.read_text())
-    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
-    assert resources == {
-        "arn:aws:s3:::driftloop",
-        "arn:aws:s3:::driftloop-mlflow",
-        "arn:aws:s3:::driftloop/*",
-        "arn:aws:s3:::driftloop-mlflow/*",
-    }
-    return [line.split() for line in log.read_text().splitlines()]
+    policies = {f.stem: json.loads(f.read_text()) for f in policy_dir.glob("*.json")}
+    return [line.split() for line in log.read_text().splitlines()], policies
 
 
 def test_create_buckets_script(tmp_path):
-    calls = _run_create_buckets(tmp_path, user_info="AccessKey: app\nStatus: enabled")
-    assert ["mb", "--ignore-existing", "local/driftloop"] in calls
+    calls, policies = _run_create_buckets(tmp_path, user_info="AccessKey: x\nStatus: enabled")
+    # object lock on the data bucket (write-once evidence, audit anchors), versioning on both
+    assert ["mb", "--ignore-existing", "--with-lock", "local/driftloop"] in calls
     assert ["mb", "--ignore-existing", "local/driftloop-mlflow"] in calls
     assert ["version", "enable", "local/driftloop"] in calls
-    assert ["admin", "user", "add", "local", "app", "apppass"] in calls
-    assert ["admin", "policy", "attach", "local", "driftloop-app", "--user", "app"] in calls
+    assert ["version", "enable", "local/driftloop-mlflow"] in calls
+    assert set(policies) == set(BUCKET_USERS.values())
+    for user, policy in BUCKET_USERS.items():
+        assert ["admin", "policy", "attach", "local", policy, "--user", user] in calls
     assert not any("root" in call and "attach" in call for call in calls)
 
 
 def test_create_buckets_script_is_idempotent(tmp_path):
-    calls = _run_create_buckets(tmp_path, user_info="AccessKey: app\nPolicyName: driftloop-app")
+    info = "PolicyName: driftloop-airflow driftloop-mlflow driftloop-trainer"
+    calls, _ = _run_create_buckets(tmp_path, user_info=info)
     assert not any(call[:3] == ["admin", "policy", "attach"] for call in calls)
 
 
@@ -869,6 +921,7 @@ def test_mlflow_command_line_parses(services):
     assert params["artifacts_destination"] == "s3://driftloop-mlflow/artifacts"
     assert params["host"] == "0.0.0.0"
     assert int(params["port"]) == 5000
+    assert params["app_name"] == "basic-auth"
 
 
 def test_mlflow_image_matches_the_client_version():
@@ -885,14 +938,25 @@ def test_mlflow_image_matches_the_client_version():
 def test_airflow_init_migrates_creates_the_gpu_pool_and_writes_the_password_file(
     tmp_path, services
 ):
+    import sqlalchemy as sa
+
     log = tmp_path / "airflow.log"
     bin_dir = fake_bin(tmp_path, "airflow", f'echo "$*" >> "{log}"\n')
-    (bin_dir / "python").symlink_to(sys.executable)
+    # the interpreter of this virtualenv (a symlink would lose the venv's site-packages)
+    fake_bin(tmp_path, "python", f'exec "{sys.executable}" "$@"\n')
     password_file = tmp_path / "auth" / "passwords.json"
+    owner_db = tmp_path / "driftloop.db"
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "AIRFLOW_ADMIN_USERNAME": "admin",
-        "AIRFLOW_ADMIN_PASSWORD": "s3cr3t-Pw",
+        "AIRFLOW__CORE__FERNET_KEY": "fernet-key-0123456789-abcdefghij",
+        "AIRFLOW__API__SECRET_KEY": "api-secret-0123456789",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-0123456789",
+        "AIRFLOW_DB_PASSWORD": "airflow-db-0123456789",
+        "REDIS_PASSWORD": "redis-pass-0123456789",
+        "DRIFTLOOP_DB_PASSWORD": "owner-pass-0123456789",
+        "DRIFTLOOP_OWNER_DATABASE_URL": f"sqlite:///{owner_db}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "alice:admin,bob:op",
+        "AIRFLOW_USER_PASSWORDS": "alice:s3cr3t-Pw-alice-0123,bob:s3cr3t-Pw-bob-01234",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
     }
     script = COMPOSE_DIR / "airflow-init.sh"
@@ -902,17 +966,22 @@ def test_airflow_init_migrates_creates_the_gpu_pool_and_writes_the_password_file
         "db migrate",
         "pools set gpu 1 GPU trainings of retrain_detector (one per GPU)",
     ]
-    assert json.loads(password_file.read_text()) == {"admin": "s3cr3t-Pw"}
+    # the driftloop schema was created with the owner URL
+    tables = set(sa.inspect(sa.create_engine(f"sqlite:///{owner_db}")).get_table_names())
+    assert {"audit_ledger", "drift_checks", "drift_events"} <= tables
+    assert json.loads(password_file.read_text()) == {
+        "alice": "s3cr3t-Pw-alice-0123",
+        "bob": "s3cr3t-Pw-bob-01234",
+    }
     assert stat.S_IMODE(password_file.stat().st_mode) & 0o007 == 0, "world-readable passwords"
     subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True)  # again
 
     init = services["airflow-init"]
     assert init["command"] == ["bash", "/opt/airflow/include/compose/airflow-init.sh"]
     init_env = as_dict(init["environment"])
-    assert (
-        init_env["AIRFLOW_ADMIN_USERNAME"]
-        == init_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(":")[0]
-    )
+    users = init_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    names = [u.split(":")[0] for u in users.split(",")]
+    assert names == [p.split(":")[0] for p in init_env["AIRFLOW_USER_PASSWORDS"].split(",")]
 
 
 # ---------------------------------------------------------------------------- Dockerfile
@@ -945,7 +1014,7 @@ def test_dockerfile_python_matches_the_project():
 
 @pytest.mark.parametrize(
     "script",
-    ["airflow-init.sh", "postgres-init.sh", "create-buckets.sh"],
+    ["airflow-init.sh", "postgres-init.sh", "create-buckets.sh", "check-secrets.sh"],
 )
 def test_helper_scripts_parse(script):
     shell = "bash" if script == "airflow-init.sh" else "sh"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
+import botocore.config
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -95,19 +101,48 @@ def ctx() -> expectations.ValidationContext:
     return expectations.make_context()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def aws_s3():
-    """One in-process moto S3 for the module (starting moto per test is the slow part)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        with moto.mock_aws():
-            client = boto3.client("s3", region_name="us-east-1")
-            client.create_bucket(Bucket=BUCKET)
-            yield client
+    """One moto S3 server over HTTP for the module — the server the embedded stack runs
+    (``python -m moto.server``), so requests go through botocore's whole HTTP path."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start on {url}") from None
+                time.sleep(0.1)
+        client = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+            # one attempt: a test that injects a store fault sees it at once
+            config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -226,18 +261,31 @@ def test_missing_embedding_column(s3, ctx):
     assert verdict.reasons == ["column 'embedding' missing"]
 
 
-def test_extra_column(s3, ctx):
+def test_extra_column_is_accepted_and_flagged(s3, ctx):
+    """Additive schema change: accepted, listed, ignored by drift statistics (issue 9)."""
     values = valid_columns()
     values["exposure"] = [1.0] * N_ROWS
     verdict = validate_table(s3, ctx, loose_table(values))
-    assert_invalid_with(verdict, "unexpected column 'exposure'")
+    assert verdict.valid, verdict.reasons
+    assert verdict.extra_columns == ["exposure"]
+    assert verdict.result["extra_columns"] == ["exposure"]
+    assert verdict.warnings == [
+        "additive columns accepted, ignored by drift statistics: 'exposure'"
+    ]
+    assert verdict.result["warnings"] == verdict.warnings
 
 
 def test_extra_column_named_like_the_derived_length_column(s3, ctx):
+    """A column named like the derived length column is an extra column: it can neither
+    collide with nor mask the embedding-length check."""
     values = valid_columns()
     values[expectations.EMBEDDING_LEN_COLUMN] = [schema.EMBEDDING_DIM] * N_ROWS
-    verdict = validate_table(s3, ctx, loose_table(values))
-    assert_invalid_with(verdict, f"unexpected column {expectations.EMBEDDING_LEN_COLUMN!r}")
+    values["embedding"] = [row[:32] for row in values["embedding"]]
+    verdict = validate_table(s3, ctx, loose_table(values, {"embedding": pa.list_(pa.float32())}))
+    assert_invalid_with(
+        verdict, f"column 'embedding': {N_ROWS} rows with length != {schema.EMBEDDING_DIM}"
+    )
+    assert verdict.extra_columns == [expectations.EMBEDDING_LEN_COLUMN]
 
 
 def test_wrong_dtype_brightness_as_strings(s3, ctx):

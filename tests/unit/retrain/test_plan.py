@@ -7,7 +7,11 @@ from datetime import date
 import pytest
 
 from driftloop.retrain.plan import plan_retrain, resolve_trigger
-from driftloop.retrain.training_arguments import hyperparameters_for, training_arguments
+from driftloop.retrain.training_arguments import (
+    ResolvedBase,
+    hyperparameters_for,
+    training_arguments,
+)
 
 TODAY = date(2026, 3, 10)
 
@@ -86,7 +90,8 @@ def test_fine_tuning_starts_from_a_lower_learning_rate_unless_asked_otherwise():
     args = training_arguments(
         plan_retrain({"end_date": "2031-01-10"}, resolve_trigger({}, [], "manual"),
                      today=TODAY, auto_retrain=True),
-        {"uri": "s3://b/datasets/x/"}, "runs:/abc/weights/best.pt", "run-1", "/tmp/x.json",
+        {"uri": "s3://b/datasets/x/"}, ResolvedBase("runs:/abc/weights/best.pt", "e" * 64),
+        "run-1", "/tmp/x.json",
     )  # fmt: skip
     hyp = args[args.index("--hyp") + 1 :]
     assert "lr0=0.0005" in hyp

@@ -5,6 +5,7 @@ The ledger and the drift history are real SQLite databases in a temp folder."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -137,3 +138,15 @@ def test_an_unknown_action_is_refused():
 )
 def test_branch_after_the_gate(promote, requires_approval, task_id):
     assert after_gate({"promote": promote, "requires_approval": requires_approval}) == task_id
+
+
+def test_a_param_cannot_switch_off_the_approval_the_policy_file_requires(settings, tmp_path):
+    strict = tmp_path / "strict.yaml"
+    document = yaml.safe_load(Path(DEFAULT_PROMOTION_POLICY_PATH).read_text())
+    strict.write_text(yaml.safe_dump({**document, "approval": "required"}))
+    strict_settings = settings.model_copy(update={"promotion_policy_path": strict})
+    with pytest.raises(ValueError, match="Param approval='none' would weaken"):
+        run_policy(strict_settings, {"approval": "none"})
+    assert run_policy(strict_settings, {"approval": "required"}).approval == "required"
+    # the other way round is allowed: a run may ask for an approval the file does not
+    assert run_policy(settings, {"approval": "required"}).approval == "required"

@@ -495,3 +495,16 @@ def test_no_heavy_imports():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_golden_set_that_is_not_the_published_one_is_refused(s3, world):
+    """With the manifest's SHA-256 pinned (DRIFTLOOP_GOLDEN_MANIFEST_SHA256), a golden set
+    rewritten in S3 is not evaluated on."""
+    import hashlib
+
+    from driftloop.evaluation.golden import GoldenSetIntegrityError, golden_manifest_bytes
+
+    published = hashlib.sha256(golden_manifest_bytes(s3, world, "v1")).hexdigest()
+    assert snapshot_dataset(s3, world, days=DAYS, golden_sha256=published).sha256
+    with pytest.raises(GoldenSetIntegrityError, match="recorded " + "0" * 64):
+        snapshot_dataset(s3, world, days=DAYS, golden_sha256="0" * 64)

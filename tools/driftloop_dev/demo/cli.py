@@ -93,11 +93,11 @@ def _story(args: argparse.Namespace, *, as_json: bool = False) -> int:
     phases["stack"] = time.monotonic() - began
     log_path = args.root / "logs" / "demo-dag-test.log"
     try:
-        from driftloop.audit.ledger import Ledger
         from driftloop.config.settings import Settings
         from driftloop.contracts.storage import s3_client
         from driftloop.drift import tracking
         from driftloop.promotion import registry
+        from driftloop.retrain.records import ledger
         from driftloop_dev.synth import S3Sink, generate_world
 
         settings = Settings.from_env()
@@ -184,7 +184,7 @@ def _story(args: argparse.Namespace, *, as_json: bool = False) -> int:
             )
         client = tracking.client(settings.mlflow_tracking_uri)
         aliases = registry.aliases(client, settings.registered_model)
-        verified = Ledger(settings.database_url).verify()
+        verified = ledger(settings).verify()
         say()
         say(
             f"registry {settings.registered_model}: "

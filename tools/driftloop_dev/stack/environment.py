@@ -39,9 +39,10 @@ class EnvironmentMixin:
         path.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}) + "\n")
         path.chmod(0o600)
 
-    def _fernet_key(self) -> str:
-        """Airflow's Fernet key, kept with the metadata DB (which outlives a stack)."""
-        path = self.root / FERNET_KEY_FILE
+    def _fernet_key(self, name: str = FERNET_KEY_FILE) -> str:
+        """Airflow's Fernet key (or another random 32-byte key, ``name``), kept with the
+        database it protects (which outlives a stack)."""
+        path = self.root / name
         with contextlib.suppress(OSError):
             key = path.read_text().strip()
             if key:
@@ -75,6 +76,9 @@ class EnvironmentMixin:
             "DRIFTLOOP_BUCKET": DATA_BUCKET,
             "DRIFTLOOP_MLFLOW_TRACKING_URI": mlflow,
             "DRIFTLOOP_DATABASE_URL": f"sqlite:///{self.root / 'driftloop.db'}",
+            # the ledger's MAC key lives as long as its database (kept under the root)
+            "DRIFTLOOP_LEDGER_HMAC_KEY": self._fernet_key("ledger-hmac.key"),
+            "DRIFTLOOP_LEDGER_ANCHOR_BUCKET": DATA_BUCKET,
             # Airflow
             "AIRFLOW_HOME": str(airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
