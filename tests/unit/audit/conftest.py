@@ -3,25 +3,14 @@ server the embedded stack runs), one per module; a fresh bucket per test."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+def s3_endpoint(moto_endpoint):
+    return moto_endpoint
 
 
 @pytest.fixture

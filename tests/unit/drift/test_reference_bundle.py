@@ -1,7 +1,7 @@
 """Reference bundles are content-addressed and checked on every read (issue 9, item 4): the
 bundle id is the SHA-256 of its manifest, the manifest holds each file's SHA-256, and a
 rewritten profile, sample, binning or manifest is refused, naming the object and both hashes.
-In-process moto S3; partitions from the synthetic world."""
+A moto S3 server over HTTP; partitions from the synthetic world."""
 
 from __future__ import annotations
 
@@ -19,26 +19,18 @@ from driftloop.drift.reference import (
     load_sample,
     verify_reference_bundle,
 )
+from tests.unit.conftest import s3_client_for
 
-moto = pytest.importorskip("moto")
-boto3 = pytest.importorskip("boto3")
 synth = pytest.importorskip("driftloop_dev.synth")
 
 BUCKET = "reference-tests"
 
 
 @pytest.fixture(scope="module")
-def s3():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        with moto.mock_aws():
-            client = boto3.client("s3", region_name="us-east-1")
-            client.create_bucket(Bucket=BUCKET)
-            yield client
+def s3(moto_endpoint):
+    client = s3_client_for(moto_endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    return client
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
-import botocore.config
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from driftloop.contracts import schema, storage
+from driftloop.contracts.stores import absent_if_not_found
 from driftloop.drift import expectations, quarantine, validation
+from tests.unit.conftest import s3_client_for
 
 boto3 = pytest.importorskip("boto3")
 moto = pytest.importorskip("moto")
@@ -101,48 +97,14 @@ def ctx() -> expectations.ValidationContext:
     return expectations.make_context()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def aws_s3():
-    """One moto S3 server over HTTP for the module — the server the embedded stack runs
-    (``python -m moto.server``), so requests go through botocore's whole HTTP path."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start on {url}") from None
-                time.sleep(0.1)
-        client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-            # one attempt: a test that injects a store fault sees it at once
-            config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
-        )
+def aws_s3(moto_endpoint):
+    """The session's moto S3 server (over HTTP, as the embedded stack runs it) with the
+    module's bucket."""
+    client = s3_client_for(moto_endpoint)
+    if absent_if_not_found(lambda: client.head_bucket(Bucket=BUCKET)) is None:
         client.create_bucket(Bucket=BUCKET)
-        yield client
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    return client
 
 
 @pytest.fixture

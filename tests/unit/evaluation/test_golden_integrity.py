@@ -1,6 +1,6 @@
 """The golden set is checked before use (issue 9, item 4): its manifest against the SHA-256
 recorded for it and for being well formed, each file against the manifest; a difference names
-the object and both hashes. In-process moto S3; the embedded stack's rendered golden set."""
+the object and both hashes. A moto S3 server over HTTP; the embedded stack's rendered golden set."""
 
 from __future__ import annotations
 
@@ -11,30 +11,22 @@ import pytest
 
 from driftloop.contracts import storage
 from driftloop.evaluation import golden
+from tests.unit.conftest import s3_client_for
 
-moto = pytest.importorskip("moto")
-boto3 = pytest.importorskip("boto3")
 golden_world = pytest.importorskip("driftloop_dev.golden")
 
 BUCKET = "golden-tests"
 
 
 @pytest.fixture(scope="module")
-def s3():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        with moto.mock_aws():
-            client = boto3.client("s3", region_name="us-east-1")
-            client.create_bucket(Bucket=BUCKET)
-            files, manifest = golden_world.golden_files(n=6)
-            for key, data, content_type in files:
-                storage.put_bytes(client, BUCKET, key, data, content_type)
-            storage.put_json_once(client, BUCKET, golden.golden_manifest_key(), manifest)
-            yield client
+def s3(moto_endpoint):
+    client = s3_client_for(moto_endpoint)
+    client.create_bucket(Bucket=BUCKET)
+    files, manifest = golden_world.golden_files(n=6)
+    for key, data, content_type in files:
+        storage.put_bytes(client, BUCKET, key, data, content_type)
+    storage.put_json_once(client, BUCKET, golden.golden_manifest_key(), manifest)
+    return client
 
 
 def _manifest_sha(s3) -> str:
