@@ -19,6 +19,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: what the embedded stack of the integration tests puts in os.environ that would turn the unit
+#: tests' own SQLite ledgers into keyed, anchored ones (in the stack's bucket)
+STACK_LEDGER_VARIABLES = ("DRIFTLOOP_LEDGER_HMAC_KEY", "DRIFTLOOP_LEDGER_ANCHOR_BUCKET")
+
+
+@pytest.fixture(autouse=True)
+def _no_stack_ledger(monkeypatch):
+    """Unit tests set up the ledger they test; a test that wants a key or anchors sets them."""
+    for name in STACK_LEDGER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """The URL of a moto S3 server for the whole session (tests use their own buckets)."""

@@ -141,7 +141,8 @@ class FaultHarness:
         def cached(settings, plan, snapshot_doc, run_id):
             if self._training not in self._trained:
                 self._trained[self._training] = real(settings, plan, snapshot_doc, run_id)
-            return dict(self._trained[self._training])
+                return dict(self._trained[self._training])
+            return _fresh_run_like(settings, self._trained[self._training])
 
         local_training.train_local = cached
 
@@ -260,3 +261,35 @@ class FaultHarness:
             yield record
         finally:
             put(original, saved_delay)
+
+
+def _fresh_run_like(settings, trained: dict) -> dict:
+    """The cached training result in a new MLflow run of its own (its artifacts and tags
+    copied, its logged ONNX models shared): one run per model version, as real trainings
+    give — a version's ``model.json`` lives in its run, so two versions must not share one."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    source = client.get_run(trained.get("mlflow_run_id") or trained["run_id"])
+    tags = {k: v for k, v in source.data.tags.items() if not k.startswith("mlflow.")}
+    run = client.create_run(source.info.experiment_id, tags=tags)
+    with tempfile.TemporaryDirectory(prefix="driftloop-faults-run-") as work:
+        local = Path(client.download_artifacts(source.info.run_id, "", work))
+        for written_later in ("model.json", "model_card.md", "drift_reference"):
+            path = local / written_later
+            if path.is_dir():
+                import shutil
+
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        client.log_artifacts(run.info.run_id, str(local))
+    client.set_terminated(run.info.run_id)
+    fresh = dict(trained)
+    for key in ("mlflow_run_id", "run_id"):
+        if key in fresh:
+            fresh[key] = run.info.run_id
+    return fresh
