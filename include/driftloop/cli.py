@@ -95,6 +95,7 @@ def _ledger(args: argparse.Namespace, *, keyed: bool = False):
     from driftloop.audit.ledger import Ledger
     from driftloop.audit.wiring import ledger_for
     from driftloop.config.settings import Settings
+    from driftloop.contracts.storage import s3_client
 
     settings = Settings.from_env()
     url = args.database_url or settings.database_url
@@ -106,7 +107,9 @@ def _ledger(args: argparse.Namespace, *, keyed: bool = False):
         overrides = {"database_url": url}
         if getattr(args, "anchor_bucket", None):
             overrides["ledger_anchor_bucket"] = args.anchor_bucket
-        ledger = ledger_for(settings.model_copy(update=overrides), create=False)
+        # an operator's command: boto3's environment, never a task's Airflow connection (a
+        # shell inside a worker may still carry the AIRFLOW_CTX_* of the task that spawned it)
+        ledger = ledger_for(settings.model_copy(update=overrides), s3=s3_client(), create=False)
     else:
         ledger = Ledger(url, create=False)
     if not ledger.exists():

@@ -4,6 +4,7 @@ by its own PID — so requests go through botocore's whole HTTP path."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -24,10 +25,16 @@ def _free_port() -> int:
 STACK_LEDGER_VARIABLES = ("DRIFTLOOP_LEDGER_HMAC_KEY", "DRIFTLOOP_LEDGER_ANCHOR_BUCKET")
 
 
+def _task_context_variables() -> list[str]:
+    """``AIRFLOW_CTX_*``: ``dag.test()`` leaves the last task's context in os.environ, which
+    makes code (and subprocesses) that follow believe they run inside that task."""
+    return [name for name in os.environ if name.startswith("AIRFLOW_CTX_")]
+
+
 @pytest.fixture(autouse=True)
 def _no_stack_ledger(monkeypatch):
     """Unit tests set up the ledger they test; a test that wants a key or anchors sets them."""
-    for name in STACK_LEDGER_VARIABLES:
+    for name in (*STACK_LEDGER_VARIABLES, *_task_context_variables()):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -40,6 +40,9 @@ def test_verify_and_anchor_commands(tmp_path, s3_client, bucket, s3_endpoint):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # a shell inside a worker: the CLI still uses boto3's environment, not the task's hook
+        "AIRFLOW_CTX_DAG_ID": "retrain_detector",
+        "AIRFLOW_CONN_AWS_DEFAULT": "aws://?endpoint_url=http%3A%2F%2F127.0.0.1%3A9",
     }
     ok = cli("verify", "--json", env=env)
     assert ok.returncode == 0, ok.stderr
