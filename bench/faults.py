@@ -3,8 +3,12 @@ retrain_detector and rollback_detector under each fault (refuse, reset, stall, H
 and of MLflow, then recovered; the invariants checked after each case.
 
 Prints the table (step × fault → outcome, invariants held) and ends with
-``summary: cases=N violations=M``. ``--quick``: one case per fault mode and service on a
-representative set of steps (minutes, not hours). ``--dag`` / ``--step`` narrow the full table.
+``summary: cases=N … violations=M``. Each DAG's cases start with a healthy survey run that
+counts every step's requests per service: a (step, service) pair with none is reported
+``untouched`` (its faults cannot reach it) and not run. Partial faults follow the full table:
+the second alias write of a move, a version tag, a ledger anchor. ``--quick``: one case per
+fault mode and service on a representative set of steps (minutes, not hours). ``--dag`` /
+``--step`` narrow the full table.
 Run: ``.venv/bin/python bench/faults.py [--quick]``.
 """
 
@@ -55,16 +59,24 @@ def main() -> int:
     )
     (root / "airflow").mkdir(parents=True)
     from driftloop_dev.faults import Fault
-    from driftloop_dev.faults.cases import run_case, table
-    from driftloop_dev.faults.harness import ORDER, Case, FaultHarness, all_cases
+    from driftloop_dev.faults.cases import run_case, run_survey, table, touches_table
+    from driftloop_dev.faults.harness import (
+        ORDER,
+        Case,
+        FaultHarness,
+        all_cases,
+        survey_cases,
+        untouched,
+    )
     from driftloop_dev.stack import EmbeddedStack, migrate_airflow_db
 
+    dag_ids = tuple(d for d in ORDER if not args.dag or d in args.dag)
     if args.quick:
-        cases = [Case(d, s, svc, Fault(m)) for d, s, svc, m in QUICK]
+        cases = [Case(d, s, svc, Fault(m)) for d, s, svc, m in QUICK if d in dag_ids]
+        surveys = []
     else:
-        cases = all_cases(ORDER)
-    if args.dag:
-        cases = [c for c in cases if c.dag_id in args.dag]
+        cases = all_cases(dag_ids)
+        surveys = survey_cases(dag_ids)
     if args.step:
         cases = [c for c in cases if c.step in args.step]
     started = time.monotonic()
@@ -78,18 +90,35 @@ def main() -> int:
             print(bag.import_errors, file=sys.stderr)
             return 2
         harness = FaultHarness(stack, root / "faults", bag.get_dag)
-        outcomes = []
+        outcomes, touches = [], {}
         try:
-            for number, case in enumerate(cases, 1):
-                outcome = run_case(harness, case)
-                outcomes.append(outcome)
-                print(f"[{number}/{len(cases)}] {case}: {outcome.outcome} ({outcome.seconds:.0f} s)",
-                      file=sys.stderr, flush=True)  # fmt: skip
+            for dag_id in dag_ids:  # a DAG's surveys, then its cases
+                for survey in (s for s in surveys if s.dag_id == dag_id):
+                    outcome, seen = run_survey(harness, survey)
+                    outcomes.append(outcome)
+                    for pair, counts in seen.items():  # two retrain surveys: both paths
+                        known = touches.setdefault(pair, dict.fromkeys(counts, 0))
+                        for service, n in counts.items():
+                            known[service] = max(known[service], n)
+                    _progress(survey, outcome, "survey")
+                todo = [c for c in cases if c.dag_id == dag_id]
+                for number, case in enumerate(todo, 1):
+                    outcome = untouched(case, touches) or run_case(harness, case)
+                    outcomes.append(outcome)
+                    _progress(case, outcome, f"{number}/{len(todo)}")
         finally:
             harness.close()
+    if touches:
+        print(touches_table(touches))
+        print()
     print(table(outcomes))
     print(f"# {len(outcomes)} cases in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
+
+
+def _progress(case, outcome, where: str) -> None:
+    print(f"[{where}] {case}: {outcome.outcome} ({outcome.seconds:.0f} s)",
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
 Runs on the `driftloop_drift_confirmed` Asset (emitted by `drift_monitor`), on the 1st of every
 month, or by hand (Params: reason, `last_n_days`, epochs, image size, base, `dry_run`, and
 `drift_event_id` to retrain for a drift event after its review; the promotion-policy Params
-override the policy file for this run only, recorded as version `<version>+override`).
+override the policy file for this run only, recorded as version `<version>+override`; a Param
+may make the gate stricter, but loosen it — a lower floor, a wider tolerance, another metric —
+only together with `approval: required`, so that an operator approves what the file would
+refuse).
 
 1. `plan` — why (drift event, schedule, person), which days, the effective promotion policy
    and the `auto_retrain` flag (policy file, overridable by the Airflow Variable

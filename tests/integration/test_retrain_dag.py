@@ -260,7 +260,7 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     from driftloop.audit.wiring import ledger_for
     from driftloop.config.settings import Settings
     from driftloop.promotion import registry
-    from tests.integration.operator import HITLResponder, OnCallUser
+    from driftloop_dev.oncall import HITLResponder, OnCallUser
 
     settings = Settings.from_env()
     client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])

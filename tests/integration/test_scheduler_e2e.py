@@ -50,7 +50,7 @@ from driftloop_dev.airflow_runs import (
     wait_until,
     xcom,
 )
-from driftloop_dev.faults.tcp_proxy import TcpProxy
+from driftloop_dev.faults import FaultProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
@@ -165,7 +165,7 @@ def scheduler_stack(tmp_path_factory, world_spec):
     policy_path = root / "drift_policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
     core = EmbeddedStack(root, REPO).start()  # moto, mlflow: the proxy needs moto's port
-    proxy = TcpProxy(core.components["s3"].port)
+    proxy = FaultProxy(core.components["s3"].port, name="s3")
     connection = json.loads(core.env["AIRFLOW_CONN_AWS_DEFAULT"])
     connection["extra"]["endpoint_url"] = proxy.url
     extra_env = {
@@ -300,10 +300,10 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
 
         # 4. S3 unreachable for a minute while validate runs; the scheduler killed mid-run
         wait_for_task_state(api, DRIFT, check, "plan", ["success"], 600)
-        stack.proxy.refuse()  # validate is next
+        stack.proxy.set("refuse")  # validate is next
         timeline.note(f"S3 unreachable (proxy refuses connections) for {OUTAGE_S} s")
         time.sleep(OUTAGE_S)
-        stack.proxy.accept()
+        stack.proxy.set("pass")
         timeline.note("S3 reachable again")
         wait_for_task_state(api, DRIFT, check, "statistics", ["running", "success"], 900)
         os.kill(stack.components["airflow-scheduler"].pid, signal.SIGKILL)

@@ -122,6 +122,7 @@ def policy_param(knob: OverridableField) -> Param:
     schema: dict[str, Any] = dict(knob.json_schema)
     description = (
         f"Promotion policy `{'.'.join(knob.path)}` for this run. Empty: the policy file's value."
+        " Weaker than the file only with approval: required."
     )
     if knob.description:
         description += f" ({knob.description})"

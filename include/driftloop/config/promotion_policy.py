@@ -292,6 +292,50 @@ TRIGGER_OVERRIDABLE: tuple[tuple[str, ...], ...] = (
 )
 
 
+#: which way each trigger-overridable knob makes the gate stricter: ``higher`` / ``lower``
+#: values, a tuple of values weakest first, or ``None`` (neither: precision, not a threshold).
+#: ``primary_metric`` has no order: any change of what is compared counts as loosening.
+STRICTER: dict[tuple[str, ...], str | tuple[str, ...] | None] = {
+    ("primary_metric",): "unchanged",
+    ("map_tolerance",): "lower",
+    ("latency_tolerance",): "lower",
+    ("int8_max_map_loss",): "lower",
+    ("min_map50",): "higher",
+    ("min_map50_95",): "higher",
+    ("max_p95_latency_ms",): "lower",
+    ("promote_to",): ("champion", "challenger"),
+    ("approval",): ("none", "required"),
+    ("bootstrap", "n_resamples"): None,
+    ("bootstrap", "confidence"): "higher",
+}
+
+
+def loosened_knobs(policy: PromotionPolicy, overrides: Mapping[str, Any]) -> list[str]:
+    """The knobs of the nested ``overrides`` (as :func:`promotion_overrides` gives them) that
+    would make ``policy``'s gate weaker: ``"min_map50 0.8 → 0.5"`` each."""
+    loosened = []
+    for path, direction in STRICTER.items():
+        node: Any = overrides
+        for name in path:
+            node = node.get(name) if isinstance(node, Mapping) else None
+        if node is None or direction is None:
+            continue
+        current: Any = policy
+        for name in path:
+            current = getattr(current, name)
+        if direction == "higher":
+            weaker = node < current
+        elif direction == "lower":
+            weaker = node > current
+        elif direction == "unchanged":
+            weaker = node != current
+        else:
+            weaker = node in direction and direction.index(node) < direction.index(current)
+        if weaker:
+            loosened.append(f"{'_'.join(path)} {current} → {node}")
+    return loosened
+
+
 @dataclass(frozen=True)
 class OverridableField:
     """One policy knob a manual trigger may override, as a form would show it.

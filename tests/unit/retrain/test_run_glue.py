@@ -96,9 +96,9 @@ def test_run_policy_applies_the_params_and_ignores_empty_ones(settings, tmp_path
     plain = run_policy(settings, {"map_tolerance": None, "approval": "", "reason": "x"})
     assert plain.version == yaml.safe_load(DEFAULT_PROMOTION_POLICY_PATH.read_text())["version"]
     changed = run_policy(
-        settings, {"min_map50": 0.5, "bootstrap_n_resamples": 200, "promote_to": "challenger"}
+        settings, {"min_map50": 0.9, "bootstrap_n_resamples": 200, "promote_to": "challenger"}
     )
-    assert (changed.min_map50, changed.bootstrap_n_resamples) == (0.5, 200)
+    assert (changed.min_map50, changed.bootstrap_n_resamples) == (0.9, 200)
     assert changed.promote_to == "challenger"
     assert changed.version == f"{plain.version}+override"
     elsewhere = tmp_path / "policy.yaml"
@@ -150,3 +150,35 @@ def test_a_param_cannot_switch_off_the_approval_the_policy_file_requires(setting
     assert run_policy(strict_settings, {"approval": "required"}).approval == "required"
     # the other way round is allowed: a run may ask for an approval the file does not
     assert run_policy(settings, {"approval": "required"}).approval == "required"
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "named"),
+    [
+        ("min_map50", 0.5, "min_map50 0.8 → 0.5"),
+        ("min_map50_95", 0.1, "min_map50_95 0.4 → 0.1"),
+        ("map_tolerance", 0.5, "map_tolerance 0.02 → 0.5"),
+        ("latency_tolerance", 0.9, "latency_tolerance 0.1 → 0.9"),
+        ("int8_max_map_loss", 0.2, "int8_max_map_loss 0.01 → 0.2"),
+        ("max_p95_latency_ms", 300.0, "max_p95_latency_ms 30.0 → 300.0"),
+        ("bootstrap_confidence", 0.5, "bootstrap_confidence 0.95 → 0.5"),
+        ("primary_metric", "map50", "primary_metric map50_95 → map50"),
+    ],
+)
+def test_a_param_loosens_the_gate_only_when_an_operator_approves(settings, param, value, named):
+    with pytest.raises(ValueError, match="only when an operator approves") as refused:
+        run_policy(settings, {param: value})
+    assert named in str(refused.value)
+    approved = run_policy(settings, {param: value, "approval": "required"})
+    assert approved.approval == "required"
+    assert approved.version.endswith("+override")
+
+
+def test_stricter_and_neutral_params_need_no_approval(settings):
+    stricter = run_policy(
+        settings,
+        {"min_map50": 0.9, "map_tolerance": 0.0, "max_p95_latency_ms": 10.0,
+         "bootstrap_confidence": 0.99, "promote_to": "challenger", "primary_metric": "map50_95",
+         "bootstrap_n_resamples": 5000},
+    )  # fmt: skip
+    assert (stricter.min_map50, stricter.map_tolerance, stricter.approval) == (0.9, 0.0, "none")

@@ -10,6 +10,8 @@ from driftloop_dev.faults.harness import (
     DRIFT_END,
     NOT_RUN,
     RETRAIN_END,
+    SURVEY,
+    TRAINING_OF_STEP,
     Case,
     FaultHarness,
     Outcome,
@@ -32,9 +34,25 @@ def run_case(harness: FaultHarness, case: Case) -> Outcome:
     try:
         outcome = runner(harness, case)
     except Exception as err:  # the harness itself could not run the case: say so
-        outcome = Outcome(case, "not run", note=f"harness error: {type(err).__name__}: {err}")
+        outcome = Outcome(case, "harness error", note=f"{type(err).__name__}: {err}")
     outcome.seconds = round(time.monotonic() - started, 1)
     return outcome
+
+
+def run_survey(harness: FaultHarness, case: Case) -> tuple[Outcome, dict]:
+    """A :data:`SURVEY` case: its DAG run healthy with every step's requests counted, and the
+    invariants checked as after any case. Returns its outcome (``survey``, or ``violation``:
+    a healthy run broke an invariant) and ``{(dag_id, step): {service: requests}}``."""
+    outcome = run_case(harness, case)
+    record = harness.last_record or {}
+    touches = {(case.dag_id, step): seen for step, seen in record.get("touches", {}).items()}
+    if outcome.outcome in ("completed (fault not hit)", "completed"):
+        steps = ", ".join(
+            f"{step} {seen['s3']}/{seen['mlflow']}" for (_, step), seen in touches.items()
+        )
+        outcome = Outcome(case, "survey", note=f"requests s3/mlflow: {steps}",
+                          seconds=outcome.seconds)  # fmt: skip
+    return outcome, touches
 
 
 def _verdict(case, record, final_state, problems, note="", rerun=False) -> Outcome:
@@ -185,18 +203,23 @@ def _retrain_case(harness: FaultHarness, case: Case) -> Outcome:
                                   ["brightness"])  # fmt: skip
     champion_before = _champion(harness)
     before = invariants.input_keys(harness.s3, harness.bucket)
-    harness._training = "good"
-    conf = {**RETRAIN_CONF, "epochs": GOOD_EPOCHS, "drift_event_id": event_id}
-    with harness.fault_on_first_try(case) as record:
-        dag_run, states, moment = harness.run_dag("retrain_detector", conf)
-    problems = check_registry_and_ledger(harness)
-    rerun = _failed(dag_run, states)
-    problems += invariants.event_status_is_true(_event(event_id), rerun)
-    problems += invariants.compared_with_the_champion(_xcom(dag_run, "evaluate"), champion_before)
-    if rerun:  # what an operator does after a failed retraining: re-run it
-        dag_run, states, _ = harness.run_dag("retrain_detector", conf, moment)
-        problems += check_registry_and_ledger(harness)
-        problems += invariants.event_status_is_true(_event(event_id), _failed(dag_run, states))
+    rejected = case.step == SURVEY and case.service == "reject"
+    harness._training = "useless" if rejected else TRAINING_OF_STEP.get(case.step, "good")
+    epochs = USELESS_EPOCHS if harness._training == "useless" else GOOD_EPOCHS
+    with harness.approving(case) as approval_conf:
+        conf = {**RETRAIN_CONF, "epochs": epochs, "drift_event_id": event_id, **approval_conf}
+        with harness.instrument(case) as record:
+            dag_run, states, moment = harness.run_dag("retrain_detector", conf)
+        problems = check_registry_and_ledger(harness)
+        rerun = _failed(dag_run, states)
+        problems += invariants.event_status_is_true(_event(event_id), rerun)
+        problems += invariants.compared_with_the_champion(
+            _xcom(dag_run, "evaluate"), champion_before
+        )
+        if rerun:  # what an operator does after a failed retraining: re-run it
+            dag_run, states, _ = harness.run_dag("retrain_detector", conf, moment)
+            problems += check_registry_and_ledger(harness)
+            problems += invariants.event_status_is_true(_event(event_id), _failed(dag_run, states))
     problems += invariants.inputs_kept(before, invariants.input_keys(harness.s3, harness.bucket))
     final = "failed" if _failed(dag_run, states) else "success"
     return _retire_on_violation(harness, _verdict(case, record, final, problems, rerun=rerun))
@@ -206,7 +229,7 @@ def _rollback_case(harness: FaultHarness, case: Case) -> Outcome:
     world = _retrain_world(harness)
     if _previous_champion(harness) is None:  # a rollback needs one: promote again, healthy
         _promote_seed(harness, world, GOOD_EPOCHS, "good")
-    with harness.fault_on_first_try(case) as record:
+    with harness.instrument(case) as record:
         dag_run, _, moment = harness.run_dag("rollback_detector", {"reason": "fault harness"})
     problems = check_registry_and_ledger(harness)
     final = dag_run.state
@@ -230,7 +253,9 @@ def _previous_champion(harness) -> str | None:
 
 def _drift_case(harness: FaultHarness, case: Case) -> Outcome:
     """A drift check in a fresh world; when the retrain cases left one, in theirs: drift then
-    follows a champion with a stored training-window reference."""
+    follows a champion with a stored training-window reference. Drift events earlier cases
+    left open are ignored first (as an operator would): each case's drift is a new one, so its
+    event, approval and confirmation steps run."""
     import os
 
     harness.write_data("drift")
@@ -238,22 +263,43 @@ def _drift_case(harness: FaultHarness, case: Case) -> Outcome:
         os.environ.update(harness.retrain_world)
     else:
         harness.new_world()
+    _ignore_ongoing_events()
     champion = _champion(harness)
     before = invariants.input_keys(harness.s3, harness.bucket)
-    conf = {"end_date": DRIFT_END}
-    with harness.fault_on_first_try(case) as record:
-        dag_run, _, moment = harness.run_dag("drift_monitor", conf)
-    problems = check_registry_and_ledger(harness)
-    problems += invariants.reference_is_the_champions(_xcom(dag_run, "reference"), champion)
-    final = dag_run.state
-    rerun = final != "success"
-    if rerun:
-        dag_run, _, _ = harness.run_dag("drift_monitor", conf, moment)
-        final = dag_run.state
-        problems += check_registry_and_ledger(harness)
+    with harness.approving(case) as approval_conf:
+        conf = {"end_date": DRIFT_END, **approval_conf}
+        with harness.instrument(case) as record:
+            dag_run, _, moment = harness.run_dag("drift_monitor", conf)
+        problems = check_registry_and_ledger(harness)
         problems += invariants.reference_is_the_champions(_xcom(dag_run, "reference"), champion)
+        final = dag_run.state
+        rerun = final != "success"
+        if rerun:
+            dag_run, _, _ = harness.run_dag("drift_monitor", conf, moment)
+            final = dag_run.state
+            problems += check_registry_and_ledger(harness)
+            problems += invariants.reference_is_the_champions(_xcom(dag_run, "reference"), champion)
     problems += invariants.inputs_kept(before, invariants.input_keys(harness.s3, harness.bucket))
     return _verdict(case, record, str(final), problems, rerun=rerun)
+
+
+def _ignore_ongoing_events() -> None:
+    import sqlalchemy as sa
+
+    from driftloop.drift import history
+
+    settings, _, _ = _stores()
+    engine = history.engine_for(settings.database_url)
+    with engine.connect() as conn:
+        ongoing = conn.execute(
+            sa.select(history.drift_events.c.id).where(
+                history.drift_events.c.status.in_(history.ONGOING_EVENT_STATUSES)
+            )
+        ).scalars()
+        ids = list(ongoing)
+    for event_id in ids:
+        history.set_event_status(engine, event_id, "IGNORED", actor="fault-harness",
+                                 note="the next fault case checks a new drift")  # fmt: skip
 
 
 def _xcom(dag_run, task_id: str):
@@ -261,6 +307,17 @@ def _xcom(dag_run, task_id: str):
         if ti.task_id == task_id and ti.state == "success":
             return ti.xcom_pull(task_ids=task_id)
     return None
+
+
+def touches_table(touches: dict[tuple[str, str], dict[str, int]]) -> str:
+    """What the survey runs saw: requests per step and service in a healthy run."""
+    rows = [("step", "s3", "mlflow")] + [
+        (f"{dag_id}.{step}", str(seen.get("s3", 0)), str(seen.get("mlflow", 0)))
+        for (dag_id, step), seen in touches.items()
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(r[i].rjust(widths[i]) if i else r[i].ljust(widths[i])
+                               for i in range(3)) for r in rows)  # fmt: skip
 
 
 def table(outcomes: Iterable[Outcome]) -> str:
@@ -277,5 +334,12 @@ def table(outcomes: Iterable[Outcome]) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
-    lines.append(f"summary: cases={len(outcomes)} violations={violations}")
+    counts = {name: sum(o.outcome == name for o in outcomes)
+              for name in ("untouched", "not run", "survey", "harness error")}  # fmt: skip
+    run = len(outcomes) - sum(counts.values())
+    lines.append(
+        f"summary: cases={len(outcomes)} run={run} untouched={counts['untouched']} "
+        f"not_run={counts['not run']} surveys={counts['survey']} "
+        f"harness_errors={counts['harness error']} violations={violations}"
+    )
     return "\n".join(lines)

@@ -10,8 +10,13 @@ a whole (same DAG run, cleared: what an operator does), healthy. Each case gets 
 registered model name, ledger/drift-history database and promotion policy.
 
 Training is real but cached: the first run of each kind (``useless``: 0 epochs, ``good``)
-trains in ``.venv-train``; later runs reuse that MLflow run (``train_local`` is patched in
-this process). Faults are therefore not injected into ``train`` itself.
+trains in ``.venv-train``; later runs copy that MLflow run into a new one (``train_local`` is
+patched in this process). A fault on ``train`` therefore hits the task's own store calls and
+that copy, not a training subprocess.
+
+Which (step, service) pairs are run: a :data:`SURVEY` run of each DAG, healthy, counts the
+requests every step sends each service; a pair with none cannot meet the fault (the proxy is
+the only way to the service) and is reported ``untouched`` with that count, not run.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,23 +46,45 @@ STEPS = {
         "resolve_run", "wait_for_data", "plan", "validate", "reference", "profile_partition",
         "statistics",
         "decide", "evidently_report", "log_to_mlflow", "push_metrics", "open_drift_event",
-        "confirm_drift",
+        "await_approval", "confirm_drift",
     ),
     "retrain_detector": (
-        "plan", "snapshot_dataset", "reference_profile", "register_candidate", "evaluate",
-        "gate", "promote", "model_record", "retention",
+        "plan", "snapshot_dataset", "reference_profile", "train", "register_candidate",
+        "evaluate", "gate", "model_record", "await_promotion_approval", "promote", "reject",
+        "retention",
     ),
     "rollback_detector": ("rollback",),
 }  # fmt: skip
-NOT_RUN = {
-    ("retrain_detector", "train"): "cached: trained once healthy, reused by every case",
-    ("retrain_detector", "reject"): "the cases' candidate passes the gate (reject path unused)",
-    ("retrain_detector", "await_promotion_approval"): "policy approval none in these worlds "
-    "(the HITL path is covered by test_retrain_dag's HITLResponder)",
-    ("drift_monitor", "await_approval"): "policy approval none in these worlds",
+NOT_RUN: dict[tuple[str, str], str] = {}
+#: the Human-in-the-loop steps, and what the on-call responder answers them (in their cases
+#: and in their DAG's survey the approval is required: the retrain policy file, the drift Param)
+APPROVAL_ANSWERS = {
+    ("retrain_detector", "await_promotion_approval"): "Promote",
+    ("drift_monitor", "await_approval"): "Retrain",
 }
 FAULTS = (Fault("refuse"), Fault("reset"), Fault("stall"), Fault("http500"))
 SERVICES = ("s3", "mlflow")
+#: the step name of a DAG's survey run (healthy, every step's requests counted)
+SURVEY = "(survey)"
+#: the training each retrain case's candidate gets: ``useless`` fails the gate's floors
+TRAINING_OF_STEP = {"reject": "useless"}
+#: faults on part of a step's requests: half-done alias moves, tags and anchors
+PARTIAL_FAULTS = {
+    ("retrain_detector", "promote"): (
+        ("mlflow", Fault("http500", method="POST", path=r"/registered-models/alias", after=1)),
+        ("mlflow", Fault("http500", method="DELETE", path=r"/registered-models/alias")),
+        ("mlflow", Fault("http500", method="POST", path=r"/model-versions/set-tag")),
+        ("s3", Fault("http500", method="PUT", path=r"/audit/anchors/")),
+    ),
+    ("rollback_detector", "rollback"): (
+        ("mlflow", Fault("http500", method="POST", path=r"/registered-models/alias", after=1)),
+        ("mlflow", Fault("http500", method="POST", path=r"/model-versions/set-tag")),
+        ("s3", Fault("http500", method="PUT", path=r"/audit/anchors/")),
+    ),
+    ("retrain_detector", "retention"): (
+        ("mlflow", Fault("http500", method="POST", path=r"/model-versions/set-tag", after=1)),
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -73,9 +101,9 @@ class Case:
 @dataclass
 class Outcome:
     case: Case
-    outcome: (
-        str  # failed-then-recovered | completed | completed (fault not hit) | violation | not run
-    )
+    #: failed-then-recovered | failed closed | completed | completed (fault not hit) |
+    #: untouched | violation | not run | survey | harness error
+    outcome: str
     problems: list[str] = field(default_factory=list)
     note: str = ""
     faulted_requests: int = 0
@@ -91,13 +119,38 @@ ORDER = ("retrain_detector", "rollback_detector", "drift_monitor")
 
 
 def all_cases(dag_ids=ORDER, services=SERVICES, faults=FAULTS) -> list[Case]:
-    return [
+    """Every step × service × fault, then the partial faults (:data:`PARTIAL_FAULTS`)."""
+    cases = [
         Case(dag_id, step, service, fault)
         for dag_id in dag_ids
         for step in STEPS[dag_id]
         for service in services
         for fault in faults
     ]
+    return cases + [
+        Case(dag_id, step, service, fault)
+        for (dag_id, step), partial in PARTIAL_FAULTS.items()
+        if dag_id in dag_ids
+        for service, fault in partial
+        if service in services
+    ]
+
+
+def survey_cases(dag_ids=ORDER) -> list[Case]:
+    """One healthy, counted run per DAG; retrain twice (its promote and its reject path)."""
+    cases = [Case(dag_id, SURVEY, "-", Fault()) for dag_id in dag_ids]
+    if "retrain_detector" in dag_ids:
+        cases.append(Case("retrain_detector", SURVEY, "reject", Fault()))
+    return cases
+
+
+def untouched(case: Case, touches: dict[tuple[str, str], dict[str, int]]) -> Outcome | None:
+    """The case's outcome without running it when its DAG's survey saw its step send its
+    service no request (None: run it)."""
+    seen = touches.get((case.dag_id, case.step))
+    if seen is None or seen.get(case.service, 0) > 0:
+        return None
+    return Outcome(case, "untouched", note=f"healthy survey run: 0 requests to {case.service}")
 
 
 class FaultHarness:
@@ -119,6 +172,8 @@ class FaultHarness:
         self._training = "good"
         self._moment = datetime(2033, 1, 1, tzinfo=UTC)
         self._worlds = 0
+        #: what the last :meth:`instrument` recorded
+        self.last_record: dict | None = None
         #: the world the retrain and rollback cases share (see cases._retrain_world)
         self.retrain_world: dict[str, str] | None = None
         self._data_written: set[str] = set()
@@ -187,6 +242,8 @@ class FaultHarness:
         policy.update({"min_map50": 0.2, "min_map50_95": 0.08, "max_p95_latency_ms": 1000.0,
                        "latency_tolerance": 0.5, "approval": "none"})  # fmt: skip
         (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
+        approval = {**policy, "approval": "required"}
+        (folder / "approval_policy.yaml").write_text(yaml.safe_dump(approval))
         seed = {**policy, "min_map50": 0.0, "min_map50_95": 0.0}
         (folder / "seed_policy.yaml").write_text(yaml.safe_dump(seed))
         world = {
@@ -207,6 +264,35 @@ class FaultHarness:
         self.s3.create_bucket(Bucket=bucket)
         return {"DRIFTLOOP_LEDGER_ANCHOR_BUCKET": bucket}
 
+    @contextmanager
+    def approving(self, case: Case):
+        """When ``case`` is an approval step's or its DAG's survey: the approval required and
+        an on-call responder answering every request (a retried or re-run task asks again)
+        until the case ends. Yields the run conf it adds."""
+        step = next((s for d, s in APPROVAL_ANSWERS if d == case.dag_id), None)
+        if step is None or case.step not in (step, SURVEY):
+            yield {}
+            return
+        from driftloop_dev.oncall import HITLResponder, OnCallUser
+
+        responder = HITLResponder(
+            case.dag_id, step, APPROVAL_ANSWERS[(case.dag_id, step)],
+            OnCallUser(id="7", name="oncall-faults"), timeout=7200, keep_answering=True,
+        )  # fmt: skip
+        policy = os.environ.get("DRIFTLOOP_PROMOTION_POLICY_PATH", "")
+        if case.dag_id == "retrain_detector":
+            os.environ["DRIFTLOOP_PROMOTION_POLICY_PATH"] = str(
+                Path(policy).with_name("approval_policy.yaml")
+            )
+        responder.start()
+        try:
+            yield {"approval": "required"} if case.dag_id == "drift_monitor" else {}
+        finally:
+            responder.stop()
+            os.environ["DRIFTLOOP_PROMOTION_POLICY_PATH"] = policy
+        if responder.error is not None:
+            raise RuntimeError(f"the on-call responder failed: {responder.error!r}")
+
     def run_dag(self, dag_id: str, conf: dict, moment: datetime | None = None):
         """``dag.test()`` of one DAG run; the same ``moment`` re-runs the same DAG run."""
         if moment is None:
@@ -217,50 +303,122 @@ class FaultHarness:
         return dag_run, states, moment
 
     @contextmanager
+    def instrument(self, case: Case):
+        """What the case's DAG run runs under: the fault on its step's first try, or, for a
+        :data:`SURVEY` case, every step counted (see :meth:`counting_requests`)."""
+        if case.step == SURVEY:
+            context = self.counting_requests(case.dag_id)
+        else:
+            context = self.fault_on_first_try(case)
+        with context as record:
+            self.last_record = record
+            yield record
+
+    @contextmanager
     def fault_on_first_try(self, case: Case):
         """The fault is on while the first try of ``case.step`` runs, off for every other
         moment; yields what happened (``tries``, ``raised``, ``hits``)."""
-        task = self._dag(case.dag_id).get_task(case.step)
+        record = {"tries": 0, "raised": None, "hits": 0}
+        proxy = self.services.proxies[case.service]
+
+        def wrap(original, name):
+            @functools.wraps(original)
+            def wrapped(*args, **kwargs):
+                if name != "execute_complete":  # a deferred try resumes: the same try
+                    record["tries"] += 1
+                if record["tries"] > 1:
+                    return original(*args, **kwargs)
+                before = sum(proxy.stats.faulted.values())
+                self.services.set(case.service, case.fault)
+                try:
+                    return original(*args, **kwargs)
+                except BaseException as err:
+                    record["raised"] = f"{type(err).__name__}: {err}"[:240]
+                    raise
+                finally:
+                    self.services.heal()
+                    record["hits"] = sum(proxy.stats.faulted.values()) - before
+
+            return wrapped
+
+        with self._wrapped(case.dag_id, case.step, wrap, retry_now=True):
+            yield record
+
+    @contextmanager
+    def counting_requests(self, dag_id: str):
+        """A healthy run with every step of ``dag_id`` counted: yields ``{"touches": {step:
+        {service: requests}}, "seconds": {step: s}, "tries": n, "raised": None, "hits": 0}``.
+        A step that sends a service no request in a healthy run cannot meet its fault."""
+        record = {"tries": 0, "raised": None, "hits": 0, "touches": {}, "seconds": {}}
+        proxies = self.services.proxies
+
+        def requests_so_far() -> dict[str, int]:
+            return {n: p.stats.forwarded + sum(p.stats.faulted.values())
+                    for n, p in proxies.items()}  # fmt: skip
+
+        def counter(step):
+            def wrap(original, name):
+                @functools.wraps(original)
+                def wrapped(*args, **kwargs):
+                    record["tries"] += 1
+                    before, started = requests_so_far(), time.monotonic()
+                    try:
+                        return original(*args, **kwargs)
+                    finally:
+                        after = requests_so_far()
+                        seen = record["touches"].setdefault(step, dict.fromkeys(proxies, 0))
+                        for name in proxies:
+                            seen[name] += after[name] - before[name]
+                        record["seconds"][step] = record["seconds"].get(step, 0.0) + (
+                            time.monotonic() - started
+                        )
+
+                return wrapped
+
+            return wrap
+
+        with ExitStack() as stack:
+            for step in STEPS[dag_id]:
+                stack.enter_context(self._wrapped(dag_id, step, counter(step)))
+            yield record
+
+    @contextmanager
+    def _wrapped(self, dag_id: str, step: str, wrap, *, retry_now: bool = False):
+        """``step``'s callable (its sensor's ``poke``, its HITL operator's ``execute`` and
+        ``execute_complete``) replaced by ``wrap(callable)`` while the context is open;
+        ``wrap(callable, attribute name)``; ``retry_now``: its retry delay 0, so a retry runs at once, as Airflow would after it."""
+        task = self._dag(dag_id).get_task(step)
         # a mapped task keeps its callable and retry delay in partial_kwargs: patch there
         holder = getattr(task, "partial_kwargs", None)
         if not isinstance(holder, dict) or "python_callable" not in holder:
             holder = None
-        attr = "poke" if hasattr(task, "poke") else "python_callable"
-        original = holder[attr] if holder is not None else getattr(task, attr, None)
-        if original is None:
-            raise LookupError(f"{case.step} has no callable the harness can wrap")
-        record = {"tries": 0, "raised": None, "hits": 0}
-        proxy = self.services.proxies[case.service]
-
-        @functools.wraps(original)
-        def wrapped(*args, **kwargs):
-            record["tries"] += 1
-            if record["tries"] > 1:
-                return original(*args, **kwargs)
-            before = sum(proxy.stats.faulted.values())
-            self.services.set(case.service, case.fault)
-            try:
-                return original(*args, **kwargs)
-            except BaseException as err:
-                record["raised"] = f"{type(err).__name__}: {err}"[:240]
-                raise
-            finally:
-                self.services.heal()
-                record["hits"] = sum(proxy.stats.faulted.values()) - before
-
-        def put(callable_, delay):
-            if holder is not None:
-                holder[attr], holder["retry_delay"] = callable_, delay
-            else:
-                setattr(task, attr, callable_)
-                task.retry_delay = delay
-
+        if holder is not None:
+            attrs = ["python_callable"]
+        elif hasattr(task, "poke"):
+            attrs = ["poke"]
+        elif getattr(task, "python_callable", None) is not None:
+            attrs = ["python_callable"]
+        else:
+            attrs = ["execute", "execute_complete"]
+        saved = {a: holder[a] if holder is not None else getattr(task, a) for a in attrs}
         saved_delay = holder.get("retry_delay") if holder is not None else task.retry_delay
-        put(wrapped, timedelta(0))
+
+        def put(name, value):
+            if holder is not None:
+                holder[name] = value
+            else:
+                setattr(task, name, value)
+
+        for name, original in saved.items():
+            put(name, wrap(original, name))
+        if retry_now:
+            put("retry_delay", timedelta(0))
         try:
-            yield record
+            yield
         finally:
-            put(original, saved_delay)
+            for name, original in saved.items():
+                put(name, original)
+            put("retry_delay", saved_delay)
 
 
 def _fresh_run_like(settings, trained: dict) -> dict:

@@ -13,7 +13,9 @@ server). A test switches its :class:`Fault` at run time:
 The proxy reads each *request* (request line, headers, body by ``Content-Length`` or chunked)
 before it forwards it, so a fault switched on also hits connections that a client keeps in its
 pool, and a fault may apply only to requests whose method and path match (``match``: e.g. only
-``POST .../registered-models/alias``, "the alias moved but the tag write failed"). Responses
+``POST .../registered-models/alias``, "the alias moved but the tag write failed"), and only
+after the first ``after`` matching requests have passed ("the first alias moved, the second
+did not"). Responses
 are piped back unparsed: clients send one request at a time per connection.
 """
 
@@ -34,19 +36,24 @@ _MAX_HEADER = 256 * 1024
 @dataclass(frozen=True)
 class Fault:
     """A fault mode and, optionally, the requests it applies to (``method`` exact,
-    ``path`` a regular expression searched in the request target); others pass."""
+    ``path`` a regular expression searched in the request target; ``after``: that many
+    matching requests pass first, counted from when the fault is set); others pass."""
 
     mode: str = "pass"
     method: str | None = None
     path: str | None = None
+    after: int = 0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"fault mode must be one of {MODES}, not {self.mode!r}")
-        if self.mode == "refuse" and (self.method or self.path):
+        if self.mode == "refuse" and (self.method or self.path or self.after):
             raise ValueError("refuse acts on connections, not requests: it takes no match")
+        if self.after < 0:
+            raise ValueError(f"after must be >= 0, not {self.after}")
 
-    def hits(self, method: str, target: str) -> bool:
+    def matches(self, method: str, target: str) -> bool:
+        """The request is one this fault is about (``after`` aside)."""
         if self.mode == "pass":
             return False
         if self.method and method.upper() != self.method.upper():
@@ -55,6 +62,8 @@ class Fault:
 
     def __str__(self) -> str:
         match = " ".join(x for x in (self.method, self.path) if x)
+        if self.after:
+            match = f"{match} after {self.after}".strip()
         return f"{self.mode}[{match}]" if match else self.mode
 
 
@@ -75,6 +84,7 @@ class FaultProxy:
         self.port = 0
         self.stats = FaultStats()
         self._fault = Fault()
+        self._matched = 0  # requests the current fault matched so far (for ``after``)
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
@@ -94,6 +104,7 @@ class FaultProxy:
         fault = Fault(fault) if isinstance(fault, str) else fault
         with self._lock:
             self._fault = fault
+            self._matched = 0
             stalled, self._stalled = self._stalled, set()
         for conn in stalled:  # a stall ends with the fault: its clients have given up
             _close(conn)
@@ -151,7 +162,7 @@ class FaultProxy:
                     return  # the client closed its connection
                 method, target, raw = request
                 fault = self._fault
-                if fault.hits(method, target):
+                if self._hits(fault, method, target):
                     self._count(fault.mode)
                     self._apply(fault.mode, client)
                     return
@@ -191,6 +202,15 @@ class FaultProxy:
         elif mode == "stall":
             with self._lock:
                 self._stalled.add(client)  # held open, unanswered, until the fault changes
+
+    def _hits(self, fault: Fault, method: str, target: str) -> bool:
+        if not fault.matches(method, target):
+            return False
+        with self._lock:
+            if fault is not self._fault:
+                return False  # switched while the request was read
+            self._matched += 1
+            return self._matched > fault.after
 
     def _count(self, mode: str) -> None:
         with self._lock:
@@ -237,6 +257,12 @@ class _Reader:
         for line in lines[1:]:
             key, _, value = line.partition(":")
             headers[key.strip().lower()] = value.strip()
+        if headers.get("expect", "").lower() == "100-continue":
+            # the proxy reads the whole body before it decides: say "go on" itself (botocore
+            # would otherwise wait a second for it on every PUT) and forward without the header
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            kept = [line for line in lines if not line.lower().startswith("expect:")]
+            head = "\r\n".join(kept).encode("latin-1")
         raw = head + b"\r\n\r\n"
         if "chunked" in headers.get("transfer-encoding", "").lower():
             while True:

@@ -5,6 +5,7 @@ response is recorded from outside. This answers it in a background thread throug
 API's own handler of ``PATCH …/hitlDetails`` (validation, row locks, the resume of the parked
 task), called in-process on the same metadata DB, minus HTTP and login.
 ``test_scheduler_e2e`` does the same through the REST API of a running scheduler, as a named user.
+Used by ``test_retrain_dag`` and by the fault harness's approval cases.
 """
 
 from __future__ import annotations
@@ -39,21 +40,38 @@ class HITLResponder(threading.Thread):
         user: OnCallUser,
         timeout: float,
         before_answer=None,
+        keep_answering: bool = False,
     ):
         super().__init__(daemon=True, name=f"hitl-{dag_id}-{task_id}")
         self.dag_id, self.task_id, self.option, self.user = dag_id, task_id, option, user
         #: called with (session, run_id) while the request waits, before it is answered
         self.before_answer = before_answer
         self.deadline = time.monotonic() + timeout
-        self.answered_run_id: str | None = None
+        #: answer every request until :meth:`stop` (a retried task asks again), not only one
+        self.keep_answering = keep_answering
+        #: the runs whose request was answered, in order
+        self.answered: list[str] = []
         self.error: BaseException | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def answered_run_id(self) -> str | None:
+        return self.answered[0] if self.answered else None
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
 
     def run(self) -> None:
         try:
-            while time.monotonic() < self.deadline and self.answered_run_id is None:
-                self.answered_run_id = self._answer_if_asked()
-                time.sleep(1)
-        except BaseException as err:  # reported by the test through .error
+            while time.monotonic() < self.deadline and not self._stopped.is_set():
+                run_id = self._answer_if_asked()
+                if run_id is not None:
+                    self.answered.append(run_id)
+                    if not self.keep_answering:
+                        return
+                self._stopped.wait(1)
+        except BaseException as err:  # reported by the caller through .error
             self.error = err
 
     def _answer_if_asked(self) -> str | None:
