@@ -292,15 +292,9 @@ def drift_monitor():
 
     await_approval = RecordedHITLBranchOperator(
         task_id="await_approval",
-        subject="Critical drift in the window ending "
-        "{{ ti.xcom_pull(task_ids='decide')['window']['end'] }}: retrain the detector?",
-        body=(
-            "Drifted features: **{{ ti.xcom_pull(task_ids='decide')['drifted_features'] | join(', ') }}**\n\n"
-            "Policy version `{{ ti.xcom_pull(task_ids='decide')['policy_version'] }}`. "
-            "[Drift report]({{ ti.xcom_pull(task_ids='log_to_mlflow')['report_url'] }}) "
-            "(Evidently, in the MLflow run of this check).\n\n"
-            "*Retrain* emits the drift-confirmed event (retraining starts); *Ignore* closes the event."
-        ),
+        # worded from the drift event's ledger row when the task starts (see drift_request)
+        subject="Critical drift: retrain the detector?",
+        describe_request="driftloop.drift.events:drift_request",
         options=["Retrain", "Ignore"],
         options_mapping={"Retrain": "confirm_drift", "Ignore": "ignore_drift"},
         record_answer="driftloop.drift.events:record_drift_answer",

@@ -15,19 +15,21 @@
 -- mlflow        : owner of the MLflow backend store (the mlflow service only)
 
 \set ON_ERROR_STOP on
+-- TEMPLATE template0: UTF8 whatever the cluster's default encoding (a C-locale cluster has
+-- SQL_ASCII, and template1 refuses another encoding).
 
 CREATE ROLE airflow WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'airflow_password';
-CREATE DATABASE airflow WITH OWNER airflow ENCODING 'UTF8';
+CREATE DATABASE airflow WITH OWNER airflow ENCODING 'UTF8' TEMPLATE template0;
 REVOKE ALL ON DATABASE airflow FROM PUBLIC;
 
 CREATE ROLE driftloop WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'driftloop_password';
 CREATE ROLE driftloop_app WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'driftloop_app_password';
-CREATE DATABASE driftloop WITH OWNER driftloop ENCODING 'UTF8';
+CREATE DATABASE driftloop WITH OWNER driftloop ENCODING 'UTF8' TEMPLATE template0;
 REVOKE ALL ON DATABASE driftloop FROM PUBLIC;
 GRANT CONNECT ON DATABASE driftloop TO driftloop_app;
 
 CREATE ROLE mlflow WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'mlflow_password';
-CREATE DATABASE mlflow WITH OWNER mlflow ENCODING 'UTF8';
+CREATE DATABASE mlflow WITH OWNER mlflow ENCODING 'UTF8' TEMPLATE template0;
 REVOKE ALL ON DATABASE mlflow FROM PUBLIC;
 
 -- Inside the driftloop database: only the owner creates objects; what the owner creates, the

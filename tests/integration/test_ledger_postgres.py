@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,10 @@ pytestmark = pytest.mark.integration
 KEY = b"0123456789abcdef0123456789abcdef-test-key"
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    """A throw-away cluster (trust auth on 127.0.0.1) on a free port; yields the owner URL."""
+@contextmanager
+def _cluster():
+    """A throw-away cluster (trust auth on 127.0.0.1, superuser ``owner``) on a free port;
+    yields its port."""
     from driftloop_dev.stack.net import free_port
     from driftloop_dev.stack.postgres import _RunAs
     from driftloop_dev.stack.prerequisites import postgres_bindir
@@ -47,9 +49,8 @@ def postgres():
         [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", ""],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs,
     )  # fmt: skip
-    url = f"postgresql+psycopg2://owner@127.0.0.1:{port}/postgres"
     try:
-        engine = sa.create_engine(url)
+        engine = sa.create_engine(_url("owner", port, "postgres"))
         for _ in range(100):
             try:
                 with engine.connect():
@@ -58,14 +59,27 @@ def postgres():
                 time.sleep(0.2)
         else:
             pytest.fail("PostgreSQL did not accept connections in 20 s")
-        with engine.begin() as conn:
-            conn.execute(sa.text("CREATE ROLE driftloop_app LOGIN"))
         engine.dispose()
-        yield url, f"postgresql+psycopg2://driftloop_app@127.0.0.1:{port}/postgres"
+        yield port
     finally:
         server.send_signal(signal.SIGINT)  # fast shutdown: pooled connections may be open
         server.wait(timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _url(user: str, port: int, database: str) -> str:
+    return f"postgresql+psycopg2://{user}@127.0.0.1:{port}/{database}"
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A cluster with the application role; yields the owner's and the app role's URLs."""
+    with _cluster() as port:
+        engine = sa.create_engine(_url("owner", port, "postgres"))
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE ROLE driftloop_app LOGIN"))
+        engine.dispose()
+        yield _url("owner", port, "postgres"), _url("driftloop_app", port, "postgres")
 
 
 def test_the_app_role_may_only_insert_and_select_and_the_trigger_refuses_everyone(postgres):
@@ -105,3 +119,75 @@ def test_the_app_role_may_only_insert_and_select_and_the_trigger_refuses_everyon
 
     with pytest.raises(ValueError, match="owns audit_ledger"):
         schema.grant_app_role(owner, "owner")
+
+
+def test_compose_init_script_on_a_real_server_gives_each_service_only_its_own(tmp_path):
+    """include/compose/postgres-init.sh and init-databases.sql as the postgres container runs
+    them (psql as the superuser, passwords as psql variables); then the migrations as the
+    driftloop owner (airflow-init) and the tasks as driftloop_app."""
+    from driftloop.audit import schema
+    from driftloop.audit.ledger import Ledger
+
+    compose = Path(__file__).resolve().parents[2] / "include" / "compose"
+    with _cluster() as port:
+        env = {
+            **os.environ,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(port),
+            "POSTGRES_USER": "owner",
+            "POSTGRES_DB": "postgres",
+            "POSTGRES_PASSWORD": "superuser-Xq3v9LmT2wR8pZ5k",
+            "AIRFLOW_DB_PASSWORD": "airflow-Hj7nB4cV1xQ9mK2s",
+            "DRIFTLOOP_DB_PASSWORD": "driftloop-Tz6yU3eW8rP1aN5d",
+            "DRIFTLOOP_APP_DB_PASSWORD": "app-Gf2kL9sD4hJ7qM3x",
+            "MLFLOW_DB_PASSWORD": "mlflow-Rb8vC5nX2zT6wY1e",
+            "DRIFTLOOP_INIT_SQL": str(compose / "init-databases.sql"),
+            "DRIFTLOOP_CHECK_SECRETS": str(compose / "check-secrets.sh"),
+        }
+        done = subprocess.run(
+            ["sh", str(compose / "postgres-init.sh")], env=env, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+        owner = schema.create_engine(_url("driftloop", port, "driftloop"))
+        assert schema.upgrade(owner) == schema.head_revision()  # airflow-init, as the owner
+        schema.grant_app_role(owner, "driftloop_app")
+        app = Ledger(_url("driftloop_app", port, "driftloop"), hmac_key=KEY)
+        app.append("evaluation", actor="a", subject="s", payload={}, idempotency_key="1")
+        assert app.verify().ok
+        with app.engine.begin() as conn:  # rows, never schema
+            for statement in (
+                "UPDATE audit_ledger SET actor = 'x'",
+                "CREATE TABLE mine (x int)",
+                "DROP TABLE drift_events",
+            ):
+                with pytest.raises(sa.exc.ProgrammingError), conn.begin_nested():
+                    conn.execute(sa.text(statement))
+        # each service reaches its own database only
+        for user, database in (
+            ("driftloop_app", "mlflow"),
+            ("driftloop_app", "airflow"),
+            ("airflow", "driftloop"),
+            ("mlflow", "driftloop"),
+            ("driftloop", "airflow"),
+        ):
+            engine = sa.create_engine(_url(user, port, database))
+            with pytest.raises(sa.exc.OperationalError, match="permission denied for database"):
+                engine.connect().close()
+            engine.dispose()
+        for user in ("airflow", "driftloop", "driftloop_app", "mlflow"):
+            engine = sa.create_engine(_url(user, port, "postgres"))
+            with engine.connect() as conn:
+                superuser = conn.execute(
+                    sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                ).scalar()
+            engine.dispose()
+            assert superuser is False, user
+        for role, database in (("airflow", "airflow"), ("mlflow", "mlflow")):
+            engine = sa.create_engine(_url(role, port, database))
+            with engine.begin() as conn:  # the owner of its database creates its schema
+                conn.execute(sa.text("CREATE TABLE IF NOT EXISTS probe (x int)"))
+            engine.dispose()
+        owner.dispose()
+        app.engine.dispose()

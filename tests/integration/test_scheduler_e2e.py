@@ -320,6 +320,8 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
         report_url = xcom(api, DRIFT, check, "log_to_mlflow")["report_url"]
         assert report_url.startswith(env["MLFLOW_TRACKING_URI"])
         assert report_url in request["body"]
+        # worded from the recorded event (ledger row), not from XComs users can edit
+        assert f"window ending {yesterday}: retrain" in request["subject"]
         # A person reads the request first. An answer within a second or so of the request
         # races the scheduler's bookkeeping of the parked task in Airflow 3.3 (the executor's
         # "finished" event then finds the resumed task queued and fails it, "state changed

@@ -151,6 +151,44 @@ def _append_answer(settings: Settings, event_id: int, status: str, answer) -> An
     )
 
 
+def drift_request(*, run_id: str) -> tuple[str, str]:
+    """``describe_request`` hook of drift_monitor's approval task: subject and body of the
+    request, worded from this run's ``drift_event`` ledger row and the drift check's MLflow
+    run (the report link), not from XComs users can edit."""
+    from driftloop.airflow.links import mlflow_artifact_url
+    from driftloop.drift import history, tracking
+    from driftloop.drift.publish import REPORT_ARTIFACT
+    from driftloop.retrain.records import ledger
+
+    settings = Settings.from_env()
+    key = f"drift_monitor/{run_id}/open_drift_event"
+    row = ledger(settings).get(key)
+    if row is None:
+        raise LookupError(f"no ledger row {key}: the approval asks about a recorded event only")
+    event = row.payload
+    check = history.get_check(history.engine_for(settings.database_url), run_id) or {}
+    mlflow_run_id = check.get("mlflow_run_id")
+    if mlflow_run_id:
+        run = tracking.client(settings.mlflow_tracking_uri).get_run(mlflow_run_id)
+        url = mlflow_artifact_url(
+            settings.mlflow_tracking_uri, run.info.experiment_id, mlflow_run_id, REPORT_ARTIFACT
+        )
+        report = f"[Drift report]({url}) (Evidently, in the MLflow run of this check)."
+    else:
+        report = "No drift report was published for this check."
+    features = ", ".join(event["drifted_features"]) or "none"
+    subject = (
+        f"{event['severity'].capitalize()} drift in the window ending {event['window']['end']}: "
+        "retrain the detector?"
+    )
+    body = (
+        f"Drifted features: **{features}**\n\n"
+        f"Policy version `{event['policy_version']}`. {report}\n\n"
+        "*Retrain* emits the drift-confirmed event (retraining starts); *Ignore* closes the event."
+    )
+    return subject, body
+
+
 def record_drift_answer(answer: Mapping[str, Any], *, run_id: str) -> dict[str, Any]:
     """``record_answer`` hook of drift_monitor's approval task: the operator's answer, read
     from Airflow's HITL record, becomes the drift event's ledger row — what
