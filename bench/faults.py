@@ -39,7 +39,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a representative subset")
     parser.add_argument("--dag", action="append", help="only these DAGs (repeatable)")
     parser.add_argument("--step", action="append", help="only these steps (repeatable)")
+    parser.add_argument("--save", type=Path, help="also write the outcomes here (JSON lines)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+",
+        help="print one table of outcomes saved by earlier runs (shards of the table)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.merge:
+        return _merge(args.merge)
 
     root = Path(tempfile.mkdtemp(prefix="driftloop-faults-"))
     # Airflow reads its configuration when first imported: fix it before any import of it
@@ -59,7 +66,14 @@ def main() -> int:
     )
     (root / "airflow").mkdir(parents=True)
     from driftloop_dev.faults import Fault
-    from driftloop_dev.faults.cases import run_case, run_survey, table, touches_table
+    from driftloop_dev.faults.cases import (
+        merge_touches,
+        run_case,
+        run_survey,
+        seed_retrain_world,
+        table,
+        touches_table,
+    )
     from driftloop_dev.faults.harness import (
         ORDER,
         Case,
@@ -92,19 +106,22 @@ def main() -> int:
         harness = FaultHarness(stack, root / "faults", bag.get_dag)
         outcomes, touches = [], {}
         try:
+            if "drift_monitor" in dag_ids and "retrain_detector" not in dag_ids:
+                seed_retrain_world(harness)  # drift follows a champion, as after retraining
             for dag_id in dag_ids:  # a DAG's surveys, then its cases
                 for survey in (s for s in surveys if s.dag_id == dag_id):
                     outcome, seen = run_survey(harness, survey)
                     outcomes.append(outcome)
-                    for pair, counts in seen.items():  # two retrain surveys: both paths
-                        known = touches.setdefault(pair, dict.fromkeys(counts, 0))
-                        for service, n in counts.items():
-                            known[service] = max(known[service], n)
+                    if args.save:
+                        _save(args.save, outcome, seen)
+                    merge_touches(touches, seen)
                     _progress(survey, outcome, "survey")
                 todo = [c for c in cases if c.dag_id == dag_id]
                 for number, case in enumerate(todo, 1):
                     outcome = untouched(case, touches) or run_case(harness, case)
                     outcomes.append(outcome)
+                    if args.save:
+                        _save(args.save, outcome)
                     _progress(case, outcome, f"{number}/{len(todo)}")
         finally:
             harness.close()
@@ -113,6 +130,38 @@ def main() -> int:
         print()
     print(table(outcomes))
     print(f"# {len(outcomes)} cases in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _save(path: Path, outcome, touches=None) -> None:
+    import dataclasses
+    import json
+
+    row = dataclasses.asdict(outcome)
+    row["touches"] = [[dag, step, seen] for (dag, step), seen in (touches or {}).items()]
+    with path.open("a") as out:
+        out.write(json.dumps(row) + "\n")
+
+
+def _merge(paths: list[Path]) -> int:
+    import json
+
+    from driftloop_dev.faults import Fault
+    from driftloop_dev.faults.cases import merge_touches, table, touches_table
+    from driftloop_dev.faults.harness import Case, Outcome
+
+    outcomes, touches = [], {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            merge_touches(touches, {(dag, step): seen for dag, step, seen in row.pop("touches")})
+            case = row.pop("case")
+            case["fault"] = Fault(**case["fault"])
+            outcomes.append(Outcome(case=Case(**case), **row))
+    if touches:
+        print(touches_table(touches))
+        print()
+    print(table(outcomes))
     return 0
 
 

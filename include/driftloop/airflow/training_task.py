@@ -20,8 +20,10 @@ Contract with the entrypoint (``driftloop.training.train``)
 
 Credentials come ONLY from Kubernetes Secrets, as ``valueFrom.secretKeyRef`` env vars:
 ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` from the Secret ``driftloop-s3`` (keys of
-the same names) and, optionally, ``MLFLOW_TRACKING_TOKEN`` from ``driftloop-mlflow`` (key
-``MLFLOW_TRACKING_TOKEN``; the pod starts without it if the Secret or key is missing). They
+the same names) and, optionally, the MLflow login from ``driftloop-mlflow``: keys
+``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (MLflow's basic-auth app, the
+``trainer`` user) or ``MLFLOW_TRACKING_TOKEN`` (the pod starts without a key that is missing;
+an MLflow that needs a login then refuses the run). They
 never appear in arguments or literal env values; :func:`training_pod_operator` refuses
 secret-looking literal env names, secret-looking flags and URLs with embedded credentials.
 

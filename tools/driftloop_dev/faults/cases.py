@@ -49,7 +49,7 @@ def run_survey(harness: FaultHarness, case: Case) -> tuple[Outcome, dict]:
     if outcome.outcome in ("completed (fault not hit)", "completed"):
         steps = ", ".join(
             f"{step} {seen['s3']}/{seen['mlflow']}" for (_, step), seen in touches.items()
-        )
+        )  # the full counts, and each step's seconds: the touches table
         outcome = Outcome(case, "survey", note=f"requests s3/mlflow: {steps}",
                           seconds=outcome.seconds)  # fmt: skip
     return outcome, touches
@@ -162,6 +162,12 @@ def _promote_seed(harness: FaultHarness, world: dict, epochs: int, training: str
         os.environ["DRIFTLOOP_PROMOTION_POLICY_PATH"] = world["DRIFTLOOP_PROMOTION_POLICY_PATH"]
     if states.get("promote") != "success":
         raise RuntimeError(f"seed retraining ({training}) did not promote: {states}")
+
+
+def seed_retrain_world(harness: FaultHarness) -> dict:
+    """The retrain world, seeded now: drift cases run without the retrain cases (a shard of
+    the table) then still follow a champion with a stored training-window reference."""
+    return _retrain_world(harness)
 
 
 def _retrain_world(harness: FaultHarness) -> dict:
@@ -309,15 +315,25 @@ def _xcom(dag_run, task_id: str):
     return None
 
 
+def merge_touches(into: dict, seen: dict) -> None:
+    """Add one survey's counts to ``into``: the larger count of each step and service (the
+    two retrain surveys each run one path)."""
+    for pair, counts in seen.items():
+        known = into.setdefault(pair, dict.fromkeys(counts, 0))
+        for service, n in counts.items():
+            known[service] = max(known.get(service, 0), n)
+
+
 def touches_table(touches: dict[tuple[str, str], dict[str, int]]) -> str:
     """What the survey runs saw: requests per step and service in a healthy run."""
-    rows = [("step", "s3", "mlflow")] + [
-        (f"{dag_id}.{step}", str(seen.get("s3", 0)), str(seen.get("mlflow", 0)))
+    rows = [("step", "s3", "mlflow", "s")] + [
+        (f"{dag_id}.{step}", str(seen.get("s3", 0)), str(seen.get("mlflow", 0)),
+         f"{seen.get('seconds', 0):.0f}")
         for (dag_id, step), seen in touches.items()
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    ]  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  ".join(r[i].rjust(widths[i]) if i else r[i].ljust(widths[i])
-                               for i in range(3)) for r in rows)  # fmt: skip
+                               for i in range(4)) for r in rows)  # fmt: skip
 
 
 def table(outcomes: Iterable[Outcome]) -> str:

@@ -241,6 +241,9 @@ class FaultHarness:
         )
         policy.update({"min_map50": 0.2, "min_map50_95": 0.08, "max_p95_latency_ms": 1000.0,
                        "latency_tolerance": 0.5, "approval": "none"})  # fmt: skip
+        # every promotion then archives a version: retention writes (and meets its faults)
+        # in the survey and in every case, not only once ten versions exist
+        policy["retention"] = {**policy.get("retention", {}), "keep_last": 2}
         (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
         approval = {**policy, "approval": "required"}
         (folder / "approval_policy.yaml").write_text(yaml.safe_dump(approval))
@@ -347,9 +350,9 @@ class FaultHarness:
     @contextmanager
     def counting_requests(self, dag_id: str):
         """A healthy run with every step of ``dag_id`` counted: yields ``{"touches": {step:
-        {service: requests}}, "seconds": {step: s}, "tries": n, "raised": None, "hits": 0}``.
+        {service: requests, "seconds": s}}, "tries": n, "raised": None, "hits": 0}``.
         A step that sends a service no request in a healthy run cannot meet its fault."""
-        record = {"tries": 0, "raised": None, "hits": 0, "touches": {}, "seconds": {}}
+        record = {"tries": 0, "raised": None, "hits": 0, "touches": {}}
         proxies = self.services.proxies
 
         def requests_so_far() -> dict[str, int]:
@@ -369,8 +372,8 @@ class FaultHarness:
                         seen = record["touches"].setdefault(step, dict.fromkeys(proxies, 0))
                         for name in proxies:
                             seen[name] += after[name] - before[name]
-                        record["seconds"][step] = record["seconds"].get(step, 0.0) + (
-                            time.monotonic() - started
+                        seen["seconds"] = round(
+                            seen.get("seconds", 0.0) + time.monotonic() - started, 1
                         )
 
                 return wrapped
