@@ -87,3 +87,22 @@ def load_dag(dag_id: str):
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(dag_id)
+
+
+def postgres_init_env(**overrides: str) -> dict[str, str]:
+    """The environment include/compose/postgres-init.sh gets in the postgres container: the
+    superuser, one password per role (long, not placeholders), the SQL and the secrets check
+    from the checkout."""
+    compose = REPO / "include" / "compose"
+    return {
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": "postgres",
+        "POSTGRES_PASSWORD": "pw-superuser-0123456789",
+        "AIRFLOW_DB_PASSWORD": "pw-airflow-0123456789",
+        "DRIFTLOOP_DB_PASSWORD": "pw-d'rift-0123456789",
+        "DRIFTLOOP_APP_DB_PASSWORD": "pw-app-0123456789",
+        "MLFLOW_DB_PASSWORD": "pw-ml flow-0123456789",
+        "DRIFTLOOP_INIT_SQL": str(compose / "init-databases.sql"),
+        "DRIFTLOOP_CHECK_SECRETS": str(compose / "check-secrets.sh"),
+        **overrides,
+    }

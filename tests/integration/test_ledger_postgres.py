@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import postgres_init_env
+
 pytestmark = pytest.mark.integration
 
 KEY = b"0123456789abcdef0123456789abcdef-test-key"
@@ -132,17 +134,9 @@ def test_compose_init_script_on_a_real_server_gives_each_service_only_its_own(tm
     with _cluster() as port:
         env = {
             **os.environ,
+            **postgres_init_env(POSTGRES_USER="owner"),
             "PGHOST": "127.0.0.1",
             "PGPORT": str(port),
-            "POSTGRES_USER": "owner",
-            "POSTGRES_DB": "postgres",
-            "POSTGRES_PASSWORD": "superuser-Xq3v9LmT2wR8pZ5k",
-            "AIRFLOW_DB_PASSWORD": "airflow-Hj7nB4cV1xQ9mK2s",
-            "DRIFTLOOP_DB_PASSWORD": "driftloop-Tz6yU3eW8rP1aN5d",
-            "DRIFTLOOP_APP_DB_PASSWORD": "app-Gf2kL9sD4hJ7qM3x",
-            "MLFLOW_DB_PASSWORD": "mlflow-Rb8vC5nX2zT6wY1e",
-            "DRIFTLOOP_INIT_SQL": str(compose / "init-databases.sql"),
-            "DRIFTLOOP_CHECK_SECRETS": str(compose / "check-secrets.sh"),
         }
         done = subprocess.run(
             ["sh", str(compose / "postgres-init.sh")], env=env, capture_output=True, text=True,

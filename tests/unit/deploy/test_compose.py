@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import postgres_init_env
+
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
@@ -804,18 +806,7 @@ def test_postgres_runs_the_init_script(services):
 def test_postgres_init_script_passes_passwords_as_psql_variables(tmp_path):
     log = tmp_path / "psql.args"
     bin_dir = fake_bin(tmp_path, "psql", f'for a in "$@"; do printf "%s\\n" "$a"; done > "{log}"\n')
-    env = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "POSTGRES_USER": "postgres",
-        "POSTGRES_DB": "postgres",
-        "POSTGRES_PASSWORD": "pw-superuser-0123456789",
-        "AIRFLOW_DB_PASSWORD": "pw-airflow-0123456789",
-        "DRIFTLOOP_DB_PASSWORD": "pw-d'rift-0123456789",
-        "DRIFTLOOP_APP_DB_PASSWORD": "pw-app-0123456789",
-        "MLFLOW_DB_PASSWORD": "pw-ml flow-0123456789",
-        "DRIFTLOOP_INIT_SQL": str(COMPOSE_DIR / "init-databases.sql"),
-        "DRIFTLOOP_CHECK_SECRETS": str(COMPOSE_DIR / "check-secrets.sh"),
-    }
+    env = postgres_init_env(PATH=f"{bin_dir}:{os.environ['PATH']}")
     subprocess.run(["sh", str(COMPOSE_DIR / "postgres-init.sh")], env=env, check=True)
     args = log.read_text().splitlines()
     assert "driftloop_password=pw-d'rift-0123456789" in args
