@@ -120,7 +120,11 @@ def test_drift_monitor_wiring(dagbag):
     assert first.retries == 0
     assert sensor.upstream_task_ids == {"resolve_run"}
     assert "log_to_mlflow" in dag.get_task("open_drift_event").upstream_task_ids
-    assert "log_to_mlflow" in dag.get_task("await_approval").body
+    # the form is worded when the task starts from the recorded event and the check's MLflow
+    # run (published by log_to_mlflow, upstream of the event), never from XCom templates
+    approval = dag.get_task("await_approval")
+    assert approval.describe_request == "driftloop.drift.events:drift_request"
+    assert "log_to_mlflow" in {t.task_id for t in approval.get_flat_relatives(upstream=True)}
     profile = dag.get_task("profile_partition")
     assert profile.is_mapped if hasattr(profile, "is_mapped") else True
     route = dag.get_task("route")
