@@ -20,6 +20,9 @@ from driftloop_dev.faults.harness import (
 RETRAIN_CONF = {"end_date": RETRAIN_END, "last_n_days": 14, "imgsz": 160, "batch": 8,
                 "reason": "fault harness", "base": "yolo11n.yaml"}  # fmt: skip
 GOOD_EPOCHS, USELESS_EPOCHS = 3, 0
+#: k-of-n 1 of 1: every case's check of the drifted window is critical on its own, so the
+#: event, approval and confirmation steps run in each case (the default 2 of 3 needs history)
+DRIFT_CONF = {"end_date": DRIFT_END, "hysteresis_k": 1, "hysteresis_n": 1}
 
 
 def run_case(harness: FaultHarness, case: Case) -> Outcome:
@@ -273,7 +276,7 @@ def _drift_case(harness: FaultHarness, case: Case) -> Outcome:
     champion = _champion(harness)
     before = invariants.input_keys(harness.s3, harness.bucket)
     with harness.approving(case) as approval_conf:
-        conf = {"end_date": DRIFT_END, **approval_conf}
+        conf = {**DRIFT_CONF, **approval_conf}
         with harness.instrument(case) as record:
             dag_run, _, moment = harness.run_dag("drift_monitor", conf)
         problems = check_registry_and_ledger(harness)
