@@ -33,6 +33,7 @@ import html as _html
 import json
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -381,7 +382,8 @@ def evidently_report(
         for v in embeddings
     ]
     # the per-column tests carry the drifted verdicts into the snapshot
-    snapshot = Report(metrics, include_tests=True).run(*datasets, name=title)
+    with _embedding_plot_rows(EMBEDDING_PLOT_ROWS):
+        snapshot = Report(metrics, include_tests=True).run(*datasets, name=title)
 
     summary = {
         "title": title,
@@ -392,6 +394,37 @@ def evidently_report(
     }
     html = _with_title(snapshot.get_html_str(as_iframe=False), title)
     return EvidentlyReport(html=html, summary=summary, raw_json=snapshot.json())
+
+
+#: rows per side of the embedding plot's t-SNE. Evidently projects up to 2,500 per side
+#: (its ``SAMPLE_CONSTANT``) with as many OpenMP threads as cores: on this project's 2-core
+#: machine, busy with other tasks as an Airflow worker is, that t-SNE took 77 s of an 81 s
+#: report; 300 per side on one thread draw the same two clouds in a few seconds. The plot only
+#: shows where the embeddings lie: the verdict's MMD comes from its own sample
+#: (``mmd_sample_size``), on every row it was given.
+EMBEDDING_PLOT_ROWS = 300
+
+
+@contextmanager
+def _embedding_plot_rows(rows: int):
+    """Evidently 0.7's embedding plot with at most ``rows`` per side (its module constant, read
+    when the metric is calculated, set for this call and restored after it) and its t-SNE on
+    one OpenMP thread (threads beyond the free cores only contend)."""
+    from evidently.legacy.metrics.data_drift import embeddings_drift
+    from threadpoolctl import threadpool_limits
+
+    if not isinstance(getattr(embeddings_drift, "SAMPLE_CONSTANT", None), int):
+        raise RuntimeError(
+            "evidently.legacy.metrics.data_drift.embeddings_drift.SAMPLE_CONSTANT is gone: "
+            "this Evidently is not the pinned 0.7; update driftloop.drift.report"
+        )
+    saved = embeddings_drift.SAMPLE_CONSTANT
+    embeddings_drift.SAMPLE_CONSTANT = min(rows, saved)
+    try:
+        with threadpool_limits(limits=1, user_api="openmp"):
+            yield
+    finally:
+        embeddings_drift.SAMPLE_CONSTANT = saved
 
 
 def _with_title(document: str, title: str) -> str:

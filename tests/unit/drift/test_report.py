@@ -208,3 +208,29 @@ def test_stable_world_neither_names_anything():
     assert decision.drifted_features == []
     assert report.summary["drifted_columns"] == []
     assert report.summary["dataset_drift"] is False
+
+
+def test_the_embedding_plot_projects_a_bounded_sample_and_restores_evidently(monkeypatch):
+    """Evidently's t-SNE of 2 × 2,500 rows was 77 s of an 81 s report: the plot gets
+    EMBEDDING_PLOT_ROWS per side; Evidently's constant is back afterwards."""
+    from evidently.legacy.metrics.data_drift import embeddings_drift
+
+    from driftloop.drift.report import EMBEDDING_PLOT_ROWS
+
+    projected: list[int] = []
+    real_tsne = embeddings_drift.TSNE
+
+    class CountingTSNE(real_tsne):
+        def fit_transform(self, X, y=None):
+            projected.append(len(X))
+            return super().fit_transform(X, y)
+
+    monkeypatch.setattr(embeddings_drift, "TSNE", CountingTSNE)
+    before = embeddings_drift.SAMPLE_CONSTANT
+    verdicts = verdicts_of({"embedding": "critical"})
+    rep = evidently_report(
+        make_frame(1500, 5), make_frame(1500, 6), verdicts=verdicts, title="embedding"
+    )
+    assert projected == [2 * EMBEDDING_PLOT_ROWS]
+    assert embeddings_drift.SAMPLE_CONSTANT == before == 2500
+    assert rep.summary["columns"]["embedding"]["drifted"] is True
