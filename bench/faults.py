@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -48,6 +49,8 @@ def main() -> int:
     if args.merge:
         return _merge(args.merge)
 
+    # SIGTERM (a timeout, kill): leave through the stack's context, which stops its servers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="driftloop-faults-"))
     # Airflow reads its configuration when first imported: fix it before any import of it
     os.environ.update(
