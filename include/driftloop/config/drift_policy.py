@@ -29,6 +29,9 @@ KINDS = ("numeric", "categorical", "embedding")
 #: how critical drift is confirmed: at once (``none``) or by an operator (``required``)
 APPROVAL_MODES = ("none", "required")
 
+#: what a run's Params append to the policy version they change
+OVERRIDE_SUFFIX = "+override"
+
 
 class _Model(BaseModel):
     # unknown keys are typos that would otherwise be ignored silently
@@ -225,7 +228,7 @@ def load_policy(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     overrides = {k: v for k, v in (overrides or {}).items() if v not in (None, {}, "")}
     if overrides:
         raw = deep_merge(raw, overrides)
-        raw["version"] = f"{raw.get('version')}+override"
+        raw["version"] = f"{raw.get('version')}{OVERRIDE_SUFFIX}"
     return parse_policy(raw, source=str(path))
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from driftloop.config.drift_policy import OVERRIDE_SUFFIX
+
 EVENT_STATUSES = ("NEEDS_REVIEW", "ACTIONED", "IGNORED", "RETRAINING_FAILED")
 
 metadata = sa.MetaData()
@@ -108,7 +110,9 @@ def previous_levels(
 
     Only windows ending on those days count, one check per day (its latest run): a backfill
     never looks into its own future, re-runs are not counted twice, and a check from months
-    ago does not stand in for a missed day.
+    ago does not stand in for a missed day. Checks under a run's Params (policy version
+    ``…+override``) never count: a manual run with lenient thresholds must not quiet the
+    alerts of the checks after it.
     """
     if limit <= 0:
         return []
@@ -121,6 +125,7 @@ def previous_levels(
             drift_checks.c.window_end < window_end,
             drift_checks.c.window_end >= earliest,
             drift_checks.c.run_id != exclude_run_id,
+            drift_checks.c.policy_version.not_like(f"%{OVERRIDE_SUFFIX}"),
         )
         .order_by(drift_checks.c.window_end.desc(), drift_checks.c.checked_at.desc())
     )

@@ -189,9 +189,9 @@ def test_windows_are_adjacent_and_ordered():
 # --- history ----------------------------------------------------------------------------
 
 
-def _record(run_id, end, levels, severity="none"):
+def _record(run_id, end, levels, severity="none", policy_version="v1"):
     return history.CheckRecord(
-        run_id, date(2026, 1, 1), end, "sliding", "ref", severity, "v1", levels, []
+        run_id, date(2026, 1, 1), end, "sliding", "ref", severity, policy_version, levels, []
     )
 
 
@@ -213,6 +213,18 @@ def test_history_previous_levels_newest_first_without_future_or_duplicates(tmp_p
         {"b": "none"}
     ]
     assert history.previous_levels(engine, date(2026, 1, 15), exclude_run_id="now", limit=1) == []
+    # a manual run with its own thresholds (`+override`) re-checks day 11 leniently: the
+    # checks after it still see the policy's own check of that day
+    history.record_check(
+        engine, _record("manual", date(2026, 1, 11), {"b": "none"}, policy_version="v1+override")
+    )
+    history.record_check(engine, _record("r2c", date(2026, 1, 11), {"b": "warn"}))
+    history.record_check(
+        engine, _record("lenient", date(2026, 1, 11), {"b": "none"}, policy_version="v1+override")
+    )
+    assert history.previous_levels(engine, date(2026, 1, 12), exclude_run_id="now", limit=1) == [
+        {"b": "warn"}
+    ]
     # recording the same run again replaces it
     history.record_check(engine, _record("r1", date(2026, 1, 10), {"b": "critical"}, "critical"))
     assert history.get_check(engine, "r1")["feature_levels"] == {"b": "critical"}
