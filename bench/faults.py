@@ -40,6 +40,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a representative subset")
     parser.add_argument("--dag", action="append", help="only these DAGs (repeatable)")
     parser.add_argument("--step", action="append", help="only these steps (repeatable)")
+    parser.add_argument(
+        "--partial", action="store_true", help="only the partial faults (method/path/after)"
+    )
     parser.add_argument("--save", type=Path, help="also write the outcomes here (JSON lines)")
     parser.add_argument(
         "--merge", type=Path, nargs="+",
@@ -96,6 +99,8 @@ def main() -> int:
         surveys = survey_cases(dag_ids)
     if args.step:
         cases = [c for c in cases if c.step in args.step]
+    if args.partial:
+        cases = [c for c in cases if c.fault.method or c.fault.path or c.fault.after]
     started = time.monotonic()
     with EmbeddedStack(root / "stack", REPO) as stack:
         os.environ.update(stack.env)

@@ -70,14 +70,15 @@ SURVEY = "(survey)"
 TRAINING_OF_STEP = {"reject": "useless"}
 #: faults on part of a step's requests: half-done alias moves, tags and anchors
 PARTIAL_FAULTS = {
+    # a promotion sets previous-champion, then champion: the second write fails
     ("retrain_detector", "promote"): (
         ("mlflow", Fault("http500", method="POST", path=r"/registered-models/alias", after=1)),
-        ("mlflow", Fault("http500", method="DELETE", path=r"/registered-models/alias")),
         ("mlflow", Fault("http500", method="POST", path=r"/model-versions/set-tag")),
         ("s3", Fault("http500", method="PUT", path=r"/audit/anchors/")),
     ),
+    # a rollback sets champion, then deletes previous-champion: the delete fails
     ("rollback_detector", "rollback"): (
-        ("mlflow", Fault("http500", method="POST", path=r"/registered-models/alias", after=1)),
+        ("mlflow", Fault("http500", method="DELETE", path=r"/registered-models/alias")),
         ("mlflow", Fault("http500", method="POST", path=r"/model-versions/set-tag")),
         ("s3", Fault("http500", method="PUT", path=r"/audit/anchors/")),
     ),
