@@ -9,9 +9,9 @@ records who asked, why and both versions. `drift_monitor` follows the alias, so 
 check measures against the restored model's training window.
 
 Fails with a clear message when there is no `previous-champion` to go back to. The change is a
-guarded transaction (intent row, compare-and-set, completion row): re-running the same DAG run
-after a partial failure finishes that rollback, never rolls back twice, and never tags the
-restored version as withdrawn.
+guarded transaction (intent row, compare-and-set, completion row): a retry (two, 30 s apart,
+after an MLflow or S3 error) or a re-run of the same DAG run after a partial failure finishes
+that rollback, never rolls back twice, and never tags the restored version as withdrawn.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from driftloop.config.settings import Settings
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 0, "retry_delay": timedelta(minutes=1)},
+    # A store error (MLflow, S3) is retried: the rollback is a guarded transaction, so a retry
+    # finishes what a failed try left half-done (the alias moved, the tag or the completion row
+    # not yet written); what no retry can fix fails at once (AirflowFailException below).
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
     doc_md=__doc__,
     tags=["driftloop", "registry", "operations"],
     params={
