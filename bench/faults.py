@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a representative subset")
     parser.add_argument("--dag", action="append", help="only these DAGs (repeatable)")
     parser.add_argument("--step", action="append", help="only these steps (repeatable)")
+    parser.add_argument("--service", action="append", help="only these services (repeatable)")
     parser.add_argument(
         "--partial", action="store_true", help="only the partial faults (method/path/after)"
     )
@@ -99,6 +100,8 @@ def main() -> int:
         surveys = survey_cases(dag_ids)
     if args.step:
         cases = [c for c in cases if c.step in args.step]
+    if args.service:
+        cases = [c for c in cases if c.service in args.service]
     if args.partial:
         cases = [c for c in cases if c.fault.method or c.fault.path or c.fault.after]
     started = time.monotonic()

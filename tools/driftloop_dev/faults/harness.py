@@ -140,8 +140,9 @@ def all_cases(dag_ids=ORDER, services=SERVICES, faults=FAULTS) -> list[Case]:
 def survey_cases(dag_ids=ORDER) -> list[Case]:
     """One healthy, counted run per DAG; retrain twice (its promote and its reject path)."""
     cases = [Case(dag_id, SURVEY, "-", Fault()) for dag_id in dag_ids]
-    if "retrain_detector" in dag_ids:
-        cases.append(Case("retrain_detector", SURVEY, "reject", Fault()))
+    if "retrain_detector" in dag_ids:  # reject first: it leaves a version retention archives
+        cases.insert(cases.index(Case("retrain_detector", SURVEY, "-", Fault())),
+                     Case("retrain_detector", SURVEY, "reject", Fault()))  # fmt: skip
     return cases
 
 
@@ -242,9 +243,10 @@ class FaultHarness:
         )
         policy.update({"min_map50": 0.2, "min_map50_95": 0.08, "max_p95_latency_ms": 1000.0,
                        "latency_tolerance": 0.5, "approval": "none"})  # fmt: skip
-        # every promotion then archives a version: retention writes (and meets its faults)
-        # in the survey and in every case, not only once ten versions exist
-        policy["retention"] = {**policy.get("retention", {}), "keep_last": 2}
+        # with the reject survey first (an unprotected version), every promotion from the
+        # survey on archives one: retention writes (ledger rows, tags) in the survey and in
+        # every case, so its S3 and MLflow faults are run, not only once ten versions exist
+        policy["retention"] = {**policy.get("retention", {}), "keep_last": 1}
         (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
         approval = {**policy, "approval": "required"}
         (folder / "approval_policy.yaml").write_text(yaml.safe_dump(approval))
