@@ -40,6 +40,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a representative subset")
     parser.add_argument("--dag", action="append", help="only these DAGs (repeatable)")
     parser.add_argument("--step", action="append", help="only these steps (repeatable)")
+    parser.add_argument(
+        "--sliding", action="store_true",
+        help="drift cases without a champion (the sliding reference), not after retraining",
+    )  # fmt: skip
     parser.add_argument("--service", action="append", help="only these services (repeatable)")
     parser.add_argument(
         "--partial", action="store_true", help="only the partial faults (method/path/after)"
@@ -117,7 +121,11 @@ def main() -> int:
         harness = FaultHarness(stack, root / "faults", bag.get_dag)
         outcomes, touches = [], {}
         try:
-            if "drift_monitor" in dag_ids and "retrain_detector" not in dag_ids:
+            if (
+                "drift_monitor" in dag_ids
+                and "retrain_detector" not in dag_ids
+                and not args.sliding
+            ):
                 seed_retrain_world(harness)  # drift follows a champion, as after retraining
             for dag_id in dag_ids:  # a DAG's surveys, then its cases
                 for survey in (s for s in surveys if s.dag_id == dag_id):
