@@ -304,7 +304,8 @@ STRICTER: dict[tuple[str, ...], str | tuple[str, ...] | None] = {
     ("min_map50_95",): "higher",
     ("max_p95_latency_ms",): "lower",
     ("promote_to",): ("champion", "challenger"),
-    ("approval",): ("none", "required"),
+    # approval is the condition loosening needs, checked on its own (check_approval_not_weakened)
+    ("approval",): None,
     ("bootstrap", "n_resamples"): None,
     ("bootstrap", "confidence"): "higher",
 }
