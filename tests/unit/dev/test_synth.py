@@ -27,6 +27,7 @@ from driftloop_dev.synth import (
     S3Sink,
     generate_world,
     ground_truth,
+    ground_truth_of,
     world_spec,
 )
 from driftloop_dev.synth.frames import (
@@ -37,7 +38,7 @@ from driftloop_dev.synth.frames import (
     render,
     yolo_labels,
 )
-from driftloop_dev.synth.inference import inference_table
+from driftloop_dev.synth.inference import inference_table, partition_files
 
 END = date(2024, 6, 30)
 NUMERIC_WITH_RANGE = [c for c in schema.COLUMNS if c.min_value is not None]
@@ -319,6 +320,81 @@ def test_confidence_decay_is_prediction_only():
     assert set(column(after, "camera_id")) == {"cam-01", "cam-02", "cam-03", "cam-04"}
 
 
+@pytest.mark.parametrize("magnitude", [0.1, 0.2, 0.5])
+def test_brightness_shift_is_its_magnitude_in_sd(magnitude):
+    """On a large day the brightness mean moves by ``magnitude`` sd of the day before it,
+    the RGB means by about as much of theirs, and nothing else moves."""
+    spec = world_spec(
+        "brightness-shift",
+        days=2,
+        drift_day=1,
+        end_date=END,
+        rows_per_day=100_000,
+        magnitude=magnitude,
+    )
+    before, after = inference_table(spec, 0), inference_table(spec, 1)
+
+    def shift_sd(name: str) -> float:
+        b, a = before.column(name).to_numpy(), after.column(name).to_numpy()
+        return float((a.mean() - b.mean()) / b.std())
+
+    # standard error of a mean difference over 2 x 100,000 rows: 0.0045 sd
+    assert shift_sd("brightness") == pytest.approx(magnitude, abs=0.015)
+    for channel in ("mean_r", "mean_g", "mean_b"):
+        # the channels' own noise makes their sd ~1 % larger than gain x brightness sd
+        assert shift_sd(channel) == pytest.approx(magnitude, abs=0.02), channel
+    for name in ("contrast", "saturation", "sharpness", "confidence_mean", "n_detections"):
+        assert abs(shift_sd(name)) < 0.015, name
+    truth = ground_truth_of(spec)
+    assert set(truth.drifted_columns) == {"brightness", "mean_r", "mean_g", "mean_b", "embedding"}
+    assert truth.drifted_days == (spec.date_of(1).isoformat(),)
+    assert truth.magnitude == magnitude
+    assert f"{magnitude:g} sd" in truth.description
+    assert GroundTruth.from_dict(json.loads(truth.to_json())) == truth
+
+
+def test_brightness_shift_magnitudes_share_their_noise():
+    """The magnitude is not part of the random streams: worlds of different magnitudes have
+    the same undrifted days, byte for byte, and drifted days that differ only by the shift
+    (so a benchmark comparing magnitudes compares the shift, not the noise)."""
+    small, large = (
+        world_spec(
+            "brightness-shift", days=3, drift_day=2, end_date=END, rows_per_day=500, magnitude=m
+        )
+        for m in (0.1, 0.5)
+    )
+    for day in (0, 1):
+        assert partition_files(small, day) == partition_files(large, day)
+    b_small = inference_table(small, 2).column("brightness").to_numpy()
+    b_large = inference_table(large, 2).column("brightness").to_numpy()
+    unclipped = b_large < 255.0
+    assert unclipped.mean() > 0.99
+    assert np.allclose(b_large[unclipped] - b_small[unclipped], 0.4 * 25.0)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "magnitude", "message"),
+    [
+        ("brightness-shift", None, "magnitude .* is required for scenario 'brightness-shift'"),
+        ("abrupt", 0.2, "magnitude is a parameter of .*brightness-shift.* got magnitude=0.2"),
+        ("stable", 0.2, "magnitude is a parameter of"),
+        ("brightness-shift", 0, r"magnitude must be in \(0, 3\]"),
+        ("brightness-shift", -0.2, r"magnitude must be in \(0, 3\]"),
+        ("brightness-shift", 3.5, r"magnitude must be in \(0, 3\]"),
+        ("brightness-shift", float("nan"), "magnitude must be a number"),
+        ("brightness-shift", True, "magnitude must be a number"),
+        ("brightness-shift", "0.2", "magnitude must be a number"),
+    ],
+)
+def test_bad_magnitude(scenario, magnitude, message):
+    sink = MemorySink()
+    with pytest.raises(ValueError, match=message):
+        generate_world(
+            sink, scenario, days=4, drift_day=2, end_date=END, rows_per_day=10, magnitude=magnitude
+        )
+    assert len(sink) == 0
+
+
 # ------------------------------------------------------------------------------- corrupt
 
 
@@ -523,11 +599,13 @@ def test_ground_truth_structure_and_json():
         "gradual",
         "class-mix",
         "confidence-decay",
+        "brightness-shift",
         "corrupt",
     }
     for name in SCENARIOS:
         days = 30
-        gt = ground_truth(name, days=days, drift_day=20, end_date=END)
+        magnitude = 0.3 if SCENARIOS[name].takes_magnitude else None
+        gt = ground_truth(name, days=days, drift_day=20, end_date=END, magnitude=magnitude)
         assert gt.days == days
         assert len(gt.dates) == days
         assert gt.dates[-1] == END.isoformat()
@@ -718,3 +796,29 @@ def test_cli_out_dir(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["scenario"] == "stable"
     assert (tmp_path / "inference/dt=2024-06-30/_SUCCESS").exists()
     assert (tmp_path / "labeled/dt=2024-06-30/images/2024-06-30-0000.png").exists()
+
+
+def test_cli_magnitude(tmp_path, capsys):
+    from driftloop_dev.synth.__main__ import main
+
+    argv = ["--scenario", "brightness-shift", "--days", "2", "--drift-day", "1"]
+    argv += ["--rows-per-day", "5", "--end-date", "2024-06-30", "--labeled-per-day", "0"]
+    argv += ["--out-dir", str(tmp_path)]
+    assert main([*argv, "--magnitude", "0.2"]) == 0
+    truth = json.loads(capsys.readouterr().out)
+    assert truth["magnitude"] == 0.2
+    assert (
+        truth
+        == ground_truth(
+            "brightness-shift", days=2, drift_day=1, end_date="2024-06-30", magnitude=0.2
+        ).to_dict()
+    )
+    with pytest.raises(SystemExit) as err:  # required for this scenario: a usage error
+        main(argv)
+    assert err.value.code == 2
+    assert "magnitude" in capsys.readouterr().err
+    # the other scenarios' ground truth has no magnitude key at all
+    assert main(["--scenario", "stable", "--days", "1", "--rows-per-day", "5",
+                 "--end-date", "2024-06-30", "--labeled-per-day", "0",
+                 "--out-dir", str(tmp_path / "stable")]) == 0  # fmt: skip
+    assert "magnitude" not in json.loads(capsys.readouterr().out)

@@ -13,7 +13,8 @@ PNG + YOLO txt) — under a named scenario whose ground truth is known::
     truth.drifted_columns   # ('brightness', 'mean_r', ..., 'camera_id', 'embedding')
 
 Scenarios (:data:`SCENARIOS`): ``stable``, ``abrupt``, ``gradual``, ``class-mix``,
-``confidence-decay`` and ``corrupt`` (six broken partitions, one defect each).
+``confidence-decay``, ``brightness-shift`` (a shift of ``magnitude`` sd) and ``corrupt`` (six
+broken partitions, one defect each).
 
 Layers: :mod:`.scenarios` (definitions, validation, ground truth; no heavy imports),
 :mod:`.inference` (numpy rows -> Arrow table -> Parquet bytes, defects), :mod:`.frames`

@@ -1,6 +1,7 @@
 """``python -m driftloop_dev.synth`` / ``driftloop-synth``: write a synthetic world to S3.
 
     python -m driftloop_dev.synth --scenario abrupt --days 42 --drift-day 28 --rows-per-day 2000
+    python -m driftloop_dev.synth --scenario brightness-shift --magnitude 0.2 --days 42
 
 S3 comes from boto3's environment (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID`` …), the
 bucket from ``--bucket`` or ``DRIFTLOOP_BUCKET``. The ground truth goes to stdout as JSON,
@@ -71,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--labeled-per-day", type=int, default=8)
     parser.add_argument("--files-per-day", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--magnitude",
+        type=float,
+        default=None,
+        help="size of the drift in standard deviations (brightness-shift only, required there)",
+    )
     parser.add_argument("--image-size", type=int, default=160, help="labeled frame size in pixels")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--bucket", default=None, help="default: DRIFTLOOP_BUCKET or 'driftloop'")
@@ -136,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             files_per_day=args.files_per_day,
             seed=args.seed,
             image_size=args.image_size,
+            magnitude=args.magnitude,
         )
     except ValueError as err:
         args.parser.error(str(err))  # exits with status 2

@@ -12,6 +12,7 @@ cannot disagree.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -49,6 +50,9 @@ CLASS_MIX_P_BALL_TOP = 0.60
 #: ``confidence-decay``: mean confidence reached at the end of the decay, and its length
 DECAYED_CONFIDENCE_MEAN = 0.55
 CONFIDENCE_DECAY_DAYS = 10
+#: ``brightness-shift``: the largest shift (in brightness sd). Beyond it the brightness of
+#: the bright cameras clips at 255, and the shift would no longer be the size asked for.
+MAX_BRIGHTNESS_SHIFT_SD = 3.0
 
 #: ``corrupt``: (days before end_date, defect). Offsets 1, 4, 8 fall into a 14-day current
 #: window ending at end_date, 15, 19, 24 into the 14-day reference window before it; each
@@ -92,12 +96,26 @@ class Scenario:
     description: str
     drifted_columns: tuple[str, ...] = ()
     has_drift: bool = True
+    #: whether the drift's size is a parameter of the world (``WorldSpec.magnitude``)
+    takes_magnitude: bool = False
 
-    def params(self, days_since_drift: int | None) -> DayParams:
-        """Day parameters; ``days_since_drift`` is None before the drift (or without one)."""
+    def describe(self, magnitude: float | None = None) -> str:
+        """The description, with the world's magnitude when the scenario takes one."""
+        if self.takes_magnitude and magnitude is not None:
+            return (
+                f"from the drift day on: brightness (and RGB means with it) up by "
+                f"{magnitude:g} sd (+{magnitude * BRIGHTNESS_SD:g} of 255); nothing else moves"
+            )
+        return self.description
+
+    def params(self, days_since_drift: int | None, magnitude: float | None = None) -> DayParams:
+        """Day parameters; ``days_since_drift`` is None before the drift (or without one).
+        ``magnitude`` is the drift's size for scenarios that take one (sd units)."""
         if not self.has_drift or days_since_drift is None or days_since_drift < 0:
             return BASELINE
         k = days_since_drift
+        if self.takes_magnitude and magnitude is None:
+            raise ValueError(f"scenario {self.name!r} needs a magnitude")
         if self.name == "abrupt":
             share = NEW_CAMERA_SHARE
             return replace(
@@ -119,6 +137,9 @@ class Scenario:
             severity = min(1.0, (k + 1) / CONFIDENCE_DECAY_DAYS)
             mean = CONFIDENCE_MEAN + (DECAYED_CONFIDENCE_MEAN - CONFIDENCE_MEAN) * severity
             return replace(BASELINE, confidence_mean=mean, severity=severity)
+        if self.name == "brightness-shift":
+            # the RGB means follow brightness (they are linear in it), as in ``gradual``
+            return replace(BASELINE, brightness_delta=magnitude * BRIGHTNESS_SD, severity=1.0)
         raise AssertionError(f"scenario {self.name!r} has no drift definition")  # pragma: no cover
 
 
@@ -155,6 +176,13 @@ SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
                 f"concept drift: inputs stable, mean confidence falls {CONFIDENCE_MEAN:g} -> "
                 f"{DECAYED_CONFIDENCE_MEAN:g} over {CONFIDENCE_DECAY_DAYS} days from the drift day",
                 ("confidence_mean", "confidence_max"),
+            ),
+            Scenario(
+                "brightness-shift",
+                "from the drift day on: brightness (and RGB means with it) up by --magnitude "
+                "standard deviations of brightness (required); nothing else moves",
+                ("brightness", "mean_r", "mean_g", "mean_b", "embedding"),
+                takes_magnitude=True,
             ),
             Scenario(
                 "corrupt",
@@ -201,6 +229,8 @@ class WorldSpec:
     labeled_per_day: int = 8
     files_per_day: int = 2
     seed: int = 0
+    #: size of the drift in sd of its feature (``brightness-shift`` only, else None)
+    magnitude: float | None = None
 
     @property
     def start_date(self) -> date:
@@ -216,12 +246,36 @@ class WorldSpec:
     def day_params(self, day_index: int) -> DayParams:
         scenario = SCENARIOS[self.scenario]
         since = None if self.drift_day is None else day_index - self.drift_day
-        params = scenario.params(since)
+        params = scenario.params(since, self.magnitude)
         if self.scenario == "corrupt":
             defects = {self.days - 1 - offset: defect for offset, defect in CORRUPT_LAYOUT}
             if day_index in defects:
                 params = replace(params, defect=defects[day_index])
         return params
+
+
+def _as_magnitude(scenario: Scenario, value: Any) -> float | None:
+    if not scenario.takes_magnitude:
+        if value is not None:
+            raise ValueError(
+                f"magnitude is a parameter of scenario(s) "
+                f"{sorted(s.name for s in SCENARIOS.values() if s.takes_magnitude)} only, "
+                f"got magnitude={value!r} for scenario {scenario.name!r}"
+            )
+        return None
+    if value is None:
+        raise ValueError(
+            f"magnitude (the shift in standard deviations, e.g. 0.2) is required for "
+            f"scenario {scenario.name!r}"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"magnitude must be a number (sd units), got {value!r}")
+    if not 0 < value <= MAX_BRIGHTNESS_SHIFT_SD:
+        raise ValueError(
+            f"magnitude must be in (0, {MAX_BRIGHTNESS_SHIFT_SD:g}] sd (beyond that brightness "
+            f"clips at 255), got {value!r}"
+        )
+    return float(value)
 
 
 def default_drift_day(days: int) -> int:
@@ -239,6 +293,7 @@ def world_spec(
     labeled_per_day: int = 8,
     files_per_day: int = 2,
     seed: int = 0,
+    magnitude: float | None = None,
 ) -> WorldSpec:
     """Validate the arguments of a world; bad ones raise ValueError naming the parameter."""
     if not isinstance(scenario, str) or scenario not in SCENARIOS:
@@ -270,6 +325,7 @@ def world_spec(
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     end = _as_date("end_date", end_date)
+    magnitude = _as_magnitude(SCENARIOS[scenario], magnitude)
     if not SCENARIOS[scenario].has_drift:
         drift_day = None
     elif drift_day is None:
@@ -283,6 +339,7 @@ def world_spec(
         labeled_per_day=labeled_per_day,
         files_per_day=files_per_day,
         seed=seed,
+        magnitude=magnitude,
     )
 
 
@@ -312,6 +369,8 @@ class GroundTruth:
     corrupt_partitions: Mapping[str, str] = field(default_factory=dict)
     severity: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    #: the drift's size in sd (scenarios that take one), else None
+    magnitude: float | None = None
 
     @property
     def dates(self) -> list[str]:
@@ -329,6 +388,8 @@ class GroundTruth:
         return [d for d in self.dates if d not in self.corrupt_partitions]
 
     def to_dict(self) -> dict[str, Any]:
+        # "magnitude" only where the scenario has one: the other worlds' JSON is unchanged
+        extra = {} if self.magnitude is None else {"magnitude": self.magnitude}
         return {
             "scenario": self.scenario,
             "seed": self.seed,
@@ -342,6 +403,7 @@ class GroundTruth:
             "corrupt_partitions": dict(self.corrupt_partitions),
             "severity": dict(self.severity),
             "description": self.description,
+            **extra,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -362,6 +424,7 @@ class GroundTruth:
             corrupt_partitions=dict(data.get("corrupt_partitions", {})),
             severity={k: float(v) for k, v in data.get("severity", {}).items()},
             description=data.get("description", ""),
+            magnitude=None if data.get("magnitude") is None else float(data["magnitude"]),
         )
 
 
@@ -391,7 +454,8 @@ def ground_truth_of(spec: WorldSpec) -> GroundTruth:
         drifted_days=tuple(drifted),
         corrupt_partitions=dict(sorted(corrupt.items())),
         severity=severity,
-        description=scenario.description,
+        description=scenario.describe(spec.magnitude),
+        magnitude=spec.magnitude,
     )
 
 
@@ -402,8 +466,16 @@ def ground_truth(
     drift_day: int | None = None,
     end_date: date | str,
     seed: int = 0,
+    magnitude: float | None = None,
 ) -> GroundTruth:
     """The ground truth of a world, without generating it."""
     return ground_truth_of(
-        world_spec(scenario, days=days, drift_day=drift_day, end_date=end_date, seed=seed)
+        world_spec(
+            scenario,
+            days=days,
+            drift_day=drift_day,
+            end_date=end_date,
+            seed=seed,
+            magnitude=magnitude,
+        )
     )

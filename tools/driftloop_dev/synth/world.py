@@ -64,12 +64,14 @@ def generate_world(
     files_per_day: int = 2,
     seed: int = 0,
     image_size: int = DEFAULT_SIZE,
+    magnitude: float | None = None,
 ) -> GroundTruth:
     """Generate a scenario's world into ``sink`` and return its ground truth.
 
     ``days`` days ending at ``end_date`` (inclusive); ``drift_day`` is the 0-based index of
     the first drifted day (ignored by ``stable`` and ``corrupt``; default: 14 days before
-    the end, or half-way for short worlds). Same arguments, byte-identical objects.
+    the end, or half-way for short worlds); ``magnitude`` is the drift's size in sd, required
+    by ``brightness-shift`` and refused by the others. Same arguments, byte-identical objects.
     """
     if (
         not isinstance(image_size, int)
@@ -86,6 +88,7 @@ def generate_world(
         labeled_per_day=labeled_per_day,
         files_per_day=files_per_day,
         seed=seed,
+        magnitude=magnitude,
     )
     if not hasattr(sink, "write"):
         raise ValueError(f"sink must have a write(key, data, content_type) method, got {sink!r}")
