@@ -67,6 +67,29 @@ class Windows(_Model):
     min_valid_share: float = Field(
         gt=0, le=1, description="Share of valid days below which the run fails, naming them."
     )
+    recent_days: tuple[int, ...] = Field(
+        (1,),
+        description="Recent windows compared too (the last n days of data): a shift that "
+        "started yesterday is all of yesterday but one n-th of the whole window.",
+    )
+
+    @model_validator(mode="after")
+    def _recent_inside_window(self) -> Windows:
+        bad = [n for n in self.recent_days if not 1 <= n < self.length_days]
+        if bad:
+            raise ValueError(
+                f"recent_days {list(bad)} must be between 1 and length_days - 1 ({self.length_days - 1})"
+            )
+        return self
+
+
+class Calibration(_Model):
+    draws: int = Field(
+        1000,
+        ge=100,
+        description="Null draws per statistic and window: the statistic on stable data at the "
+        "check's sample sizes, with the reference's day-to-day variation.",
+    )
 
 
 class Sampling(_Model):
@@ -78,6 +101,11 @@ class Sampling(_Model):
 class Hysteresis(_Model):
     k: int = Field(ge=1, description="k of the k-of-n rule: breaches needed to alert.")
     n: int = Field(ge=1, description="n of the k-of-n rule: checks looked at, this one included.")
+    break_skips_wait: bool = Field(
+        True,
+        description="A critical effect in a recent window that the whole window confirms "
+        "alerts critical at once, without waiting for k checks.",
+    )
 
     @model_validator(mode="after")
     def _k_at_most_n(self) -> Hysteresis:
@@ -102,6 +130,7 @@ class Policy(_Model):
         gt=0, lt=1, description="Benjamini–Hochberg false discovery rate across features."
     )
     hysteresis: Hysteresis
+    calibration: Calibration = Field(default_factory=Calibration)
     approval: Literal["none", "required"] = Field(
         description="Whether critical drift waits for an operator's approval."
     )
@@ -136,6 +165,14 @@ class Policy(_Model):
     @property
     def mmd_permutations(self) -> int:
         return self.sampling.mmd_permutations
+
+    @property
+    def recent_days(self) -> tuple[int, ...]:
+        return self.windows.recent_days
+
+    @property
+    def calibration_draws(self) -> int:
+        return self.calibration.draws
 
     @property
     def k(self) -> int:

@@ -1,8 +1,17 @@
-"""From statistics to a verdict: effect-size thresholds, FDR, k-of-n hysteresis.
+"""From statistics to a verdict: calibrated significance, minimum effects, FDR, k-of-n
+hysteresis, and breaks that need no wait.
 
 ``decide`` is pure: statistics of this check, the policy
 (:mod:`driftloop.config.drift_policy`), and the per-feature levels of earlier checks (from
 the drift history database) in; a ``Decision`` out.
+
+A feature breaches a level in one of the check's windows (the whole window, the last day, …)
+when its effect reaches the policy's effect size for that level *and* its calibrated p-value
+(the statistic's null at these windows' sizes, see :mod:`driftloop.drift.calibration`) stays
+significant after Benjamini–Hochberg across every feature and window. Its level now is the
+highest of its windows; the k-of-n rule over the checks' levels then says what alerts. A
+**break** alerts critical at once: a critical effect in a recent window that the whole window
+confirms (significant there too), so an abrupt change is critical on its first day.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from typing import Any
 
 from driftloop.config.drift_policy import Policy, Threshold
 from driftloop.config.policies import PolicyError
-from driftloop.drift.compare import FeatureComparison
+from driftloop.drift.compare import FULL_WINDOW, FeatureComparison
 from driftloop.drift.stats import benjamini_hochberg
 
 LEVELS = ("none", "warn", "critical")
@@ -32,6 +41,12 @@ class FeatureVerdict:
     breaches: dict[str, int]  # level -> checks in the last n at or above it
     alert_level: str  # level after hysteresis
     alerting: bool
+    #: the window whose effect is reported (the one with the highest level; ties: the whole)
+    window: str = FULL_WINDOW
+    #: every window's effect, q-value and level
+    windows: dict[str, dict[str, Any]] | None = None
+    #: critical at once: a critical recent window the whole window confirms
+    broke: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -86,6 +101,12 @@ def hysteresis_level(levels: Sequence[str], k: int) -> tuple[str, dict[str, int]
     return "none", breaches
 
 
+def _is_break(levels: Mapping[str, str], q_values: Mapping[str, float], alpha: float) -> bool:
+    """A critical level in a recent window that the whole window confirms (significant)."""
+    recent_critical = any(lvl == "critical" for w, lvl in levels.items() if w != FULL_WINDOW)
+    return recent_critical and q_values.get(FULL_WINDOW, 1.0) < alpha
+
+
 def decide(
     comparisons: Sequence[FeatureComparison],
     policy: Policy,
@@ -93,44 +114,80 @@ def decide(
 ) -> Decision:
     """Severity of this check.
 
+    ``comparisons``: one per feature and window (:func:`driftloop.drift.compare.compare_check`);
     ``previous_levels`` are the per-feature breach levels of earlier checks, newest first;
     only the newest ``n - 1`` are used.
     """
-    thresholds = {c.feature: policy.threshold(c.feature, c.kind) for c in comparisons}
+    by_feature: dict[str, list[FeatureComparison]] = {}
+    for comp in comparisons:
+        by_feature.setdefault(comp.feature, []).append(comp)
+    thresholds = {f: policy.threshold(f, comps[0].kind) for f, comps in by_feature.items()}
     alerting = [c for c in comparisons if thresholds[c.feature].alert]
     q_values = dict(
         zip(
-            [c.feature for c in alerting],
+            [(c.feature, c.window) for c in alerting],
             benjamini_hochberg([c.p_value for c in alerting]),
             strict=True,
         )
     )
     history = list(previous_levels)[: policy.n - 1]
     verdicts = []
-    for comp in comparisons:
-        t = thresholds[comp.feature]
-        if t.method not in comp.statistics:
-            raise PolicyError(
-                f"policy method {t.method!r} for feature {comp.feature!r} is not one of its statistics "
-                f"{sorted(comp.statistics)}"
+    for feature, comps in by_feature.items():
+        t = thresholds[feature]
+        windows: dict[str, dict[str, Any]] = {}
+        for comp in comps:
+            if t.method not in comp.statistics:
+                raise PolicyError(
+                    f"policy method {t.method!r} for feature {feature!r} is not one of its "
+                    f"statistics {sorted(comp.statistics)}"
+                )
+            effect = float(comp.statistics[t.method])
+            q = float(q_values.get((feature, comp.window), 1.0))
+            level = breach_level(effect, q, t, policy.fdr_alpha) if t.alert else "none"
+            windows[comp.window] = {
+                "effect": effect,
+                "p_value": comp.p_value,
+                "q_value": q,
+                "level": level,
+            }
+        # the reported window: highest level, then the whole window, then the largest effect
+        shown = max(
+            comps,
+            key=lambda c: (
+                RANK[windows[c.window]["level"]],
+                c.window == FULL_WINDOW,
+                windows[c.window]["effect"],
+            ),
+        )
+        now = windows[shown.window]["level"]
+        window_levels = [now] + [h.get(feature, "none") for h in history]
+        level, breaches = hysteresis_level(window_levels, policy.k)
+        broke = (
+            t.alert
+            and policy.hysteresis.break_skips_wait
+            and _is_break(
+                {w: v["level"] for w, v in windows.items()},
+                {w: v["q_value"] for w, v in windows.items()},
+                policy.fdr_alpha,
             )
-        effect = float(comp.statistics[t.method])
-        q = float(q_values.get(comp.feature, 1.0))
-        now = breach_level(effect, q, t, policy.fdr_alpha) if t.alert else "none"
-        window = [now] + [h.get(comp.feature, "none") for h in history]
-        level, breaches = hysteresis_level(window, policy.k)
+        )
+        if broke:
+            level = "critical"
         verdicts.append(
             FeatureVerdict(
-                comp.feature,
-                comp.kind,
+                feature,
+                shown.kind,
                 t.method,
-                effect,
-                comp.p_value,
-                q,
+                windows[shown.window]["effect"],
+                shown.p_value,
+                windows[shown.window]["q_value"],
                 now,
                 breaches,
                 level,
                 t.alert,
+                shown.window,
+                windows,
+                bool(broke),
             )
         )
     severity = max((v.alert_level for v in verdicts), key=RANK.__getitem__, default="none")

@@ -14,15 +14,20 @@ from driftloop.drift.run import report_prefix
 def resolve_reference(
     s3, settings: Settings, plan: Mapping[str, Any], validated: Mapping[str, Any], policy: Policy
 ) -> dict[str, Any]:
+    """The reference bundle of the check: the one the plan pinned (the champion's training
+    window, a frozen one: ``uri``), else built from the valid reference days the plan listed
+    (the sliding window, or an accepted new normal). Carries the plan's ``rule``,
+    ``event_id`` and ``reason`` on to the decision and the history."""
     from driftloop.drift.reference import ReferenceBundle, build_reference_bundle
 
     reference = plan["reference"]
-    if reference["kind"] == "champion":
-        bundle = ReferenceBundle.from_uri(reference["uri"])
-        return {"kind": "champion", "model_version": reference["model_version"], **bundle.to_dict()}
+    keep = ("kind", "model_version", "rule", "event_id", "reason")
+    out = {k: reference[k] for k in keep if reference.get(k) is not None}
+    if reference.get("uri"):
+        return {**out, **ReferenceBundle.from_uri(reference["uri"]).to_dict()}
     partitions = [Partition.from_dict(p) for p in validated["valid"]["reference"]]
     bundle = build_reference_bundle(s3, settings.bucket, partitions, policy.sample_size)
-    return {"kind": "sliding", "days": [p.day for p in partitions], **bundle.to_dict()}
+    return {**out, "days": [p.day for p in partitions], **bundle.to_dict()}
 
 
 def profile_current_partition(
@@ -41,6 +46,15 @@ def profile_current_partition(
     return ref.to_dict()
 
 
+def feature_methods(policy: Policy, profile, embedding_column: str | None) -> dict[str, str]:
+    """The statistic the policy judges each feature of ``profile`` by."""
+    methods = {name: policy.threshold(name, "numeric").method for name in profile.numeric}
+    methods |= {name: policy.threshold(name, "categorical").method for name in profile.categorical}
+    if embedding_column is not None:
+        methods[embedding_column] = policy.threshold(embedding_column, "embedding").method
+    return methods
+
+
 def compute_statistics(
     s3,
     settings: Settings,
@@ -49,22 +63,42 @@ def compute_statistics(
     policy: Policy,
     run_id: str,
 ) -> dict[str, Any]:
-    from driftloop.drift.compare import compare_windows, flat_metrics
-    from driftloop.drift.reference import load_profile, load_sample, merge_window
+    """Every window of the check (the whole current window and the policy's recent days)
+    against the reference, calibrated (:func:`driftloop.drift.compare.compare_check`), written
+    to ``statistics.json``: ``features`` holds the whole window's comparisons, ``windows``
+    the recent windows' ones."""
+    from driftloop.drift.compare import FULL_WINDOW, compare_check, flat_metrics
+    from driftloop.drift.reference import (
+        load_binning,
+        load_profile,
+        load_reference_days,
+        load_sample,
+        merge_window,
+    )
     from driftloop.drift.sketch import table_to_parquet_bytes
 
     profiles = sorted(profiles, key=lambda r: r["day"])
     current_profile, current_sample = merge_window(s3, profiles, policy.sample_size)
     reference_profile = load_profile(s3, reference["profile_uri"])
     reference_sample = load_sample(s3, reference["sample_uri"])
-    comparisons = compare_windows(
+    reference_days = load_reference_days(s3, reference["uri"])
+    embedding = load_binning(s3, reference["binning_uri"]).columns.embedding
+    comparisons = compare_check(
         reference_profile,
-        current_profile,
         reference_sample,
-        current_sample,
+        [(load_profile(s3, r["profile_uri"]), load_sample(s3, r["sample_uri"])) for r in profiles],
+        methods=feature_methods(policy, reference_profile, embedding.column if embedding else None),
+        reference_days=reference_days,
+        recent_days=policy.recent_days,
         mmd_sample_size=policy.mmd_sample_size,
         mmd_permutations=policy.mmd_permutations,
+        draws=policy.calibration_draws,
+        embedding=embedding,
     )
+    windows: dict[str, list[dict[str, Any]]] = {}
+    for comparison in comparisons:
+        if comparison.window != FULL_WINDOW:
+            windows.setdefault(comparison.window, []).append(comparison.to_dict())
     prefix = report_prefix(run_id)
     document = {
         "run_id": run_id,
@@ -75,7 +109,14 @@ def compute_statistics(
             "days": reference_profile.days,
         },
         "current": {"rows": current_profile.rows, "days": current_profile.days},
-        "features": [c.to_dict() for c in comparisons],
+        "features": [c.to_dict() for c in comparisons if c.window == FULL_WINDOW],
+        "windows": windows,
+        "calibration": {
+            "draws": policy.calibration_draws,
+            "reference_day_histograms": len(reference_days.days) if reference_days else 0,
+            # a bundle written before per-day histograms: sampling noise only
+            "day_to_day_variation": "measured" if reference_days else "not available",
+        },
         "metrics": flat_metrics(comparisons),
     }
     statistics_uri = put_bytes(

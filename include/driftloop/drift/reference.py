@@ -115,8 +115,10 @@ def profile_partition(
 
 BUNDLE_PREFIX = f"{PROFILES_PREFIX}/reference/"
 BUNDLE_FILES = ("binning.json", "profile.json", "sample.parquet")
+#: per-day histograms for the calibration (format 2 on; bundles of format 1 have none)
+BUNDLE_DAY_COUNTS = "day_counts.json"
 BUNDLE_MANIFEST = "manifest.json"
-BUNDLE_FORMAT = "driftloop.reference/1"
+BUNDLE_FORMAT = "driftloop.reference/2"
 _BUNDLE_FILE_KEY = re.compile(re.escape(BUNDLE_PREFIX) + r"(?P<id>[^/]+)/(?P<name>[^/]+)")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -177,7 +179,7 @@ def verify_reference_bundle(s3, uri: str) -> dict[str, Any]:
     bundle = ReferenceBundle.from_uri(uri)
     bucket, _ = split_s3_uri(bundle.uri)
     manifest = bundle_manifest(s3, bucket, bundle.reference_id)
-    for name in BUNDLE_FILES:
+    for name in sorted(set(BUNDLE_FILES) | set(manifest.get("files") or {})):
         read_bundle_file(s3, bundle.uri + name)
     return manifest
 
@@ -192,6 +194,19 @@ def load_sample(s3, uri: str):
 
 def load_binning(s3, uri: str) -> Binning:
     return Binning.from_dict(json.loads(read_bundle_file(s3, uri)))
+
+
+def load_reference_days(s3, bundle_uri: str):
+    """The per-day histograms of a reference bundle, or None for a bundle written before
+    they existed (format 1: the calibration then knows sampling noise only, and says so)."""
+    from driftloop.drift.compare import ReferenceDays
+
+    bundle = ReferenceBundle.from_uri(bundle_uri)
+    bucket, _ = split_s3_uri(bundle.uri)
+    manifest = bundle_manifest(s3, bucket, bundle.reference_id)
+    if BUNDLE_DAY_COUNTS not in (manifest.get("files") or {}):
+        return None
+    return ReferenceDays.from_dict(json.loads(read_bundle_file(s3, bundle.day_counts_uri)))
 
 
 def merge_window(s3, refs: Sequence[PartitionProfileRef | dict], sample_size: int):
@@ -218,6 +233,10 @@ class ReferenceBundle:
     @property
     def sample_uri(self) -> str:
         return self.uri + "sample.parquet"
+
+    @property
+    def day_counts_uri(self) -> str:
+        return self.uri + BUNDLE_DAY_COUNTS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -249,12 +268,16 @@ def build_reference_bundle(
     )
     binning = Binning.fit(window_sample)
     put_json_once(s3, bucket, binning_key(binning.binning_id), binning.to_dict())
+    from driftloop.drift.compare import ReferenceDays
+
     refs = [profile_partition(s3, bucket, p, binning, sample_size) for p in partitions]
     profile, sample = merge_window(s3, refs, sample_size)
+    day_profiles = [load_profile(s3, r.profile_uri) for r in refs]
     files = {
         "binning.json": dumps_canonical(binning.to_dict()),
         "profile.json": dumps_canonical(profile.to_dict()),
         "sample.parquet": table_to_parquet_bytes(sample),
+        BUNDLE_DAY_COUNTS: dumps_canonical(ReferenceDays.from_profiles(day_profiles).to_dict()),
     }
     manifest = dumps_canonical(
         {

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from driftloop.contracts import schema
+from driftloop.contracts.columns import ColumnContract, inference_contract
 
 FINE_BINS = 200
 COARSE_BINS = 10
@@ -33,16 +34,35 @@ SAMPLE_KEY = "_sample_key"
 SKETCH_VERSION = 1
 
 
-def pca_feature_names(n_components: int = PCA_COMPONENTS) -> list[str]:
-    return [f"embedding_pc{i + 1}" for i in range(n_components)]
+def pca_feature_names(
+    n_components: int = PCA_COMPONENTS, column: str = schema.EMBEDDING_COLUMN
+) -> list[str]:
+    return [f"{column}_pc{i + 1}" for i in range(n_components)]
 
 
-def _quantile_edges(values: np.ndarray, n_bins: int) -> list[float]:
+def _quantile_edges(values: np.ndarray, name: str) -> tuple[list[float], list[float]]:
+    """Fine and coarse reference-quantile edges of one feature. The coarse edges are every
+    ``FINE_BINS // COARSE_BINS``-th fine quantile, so coarse counts are sums of fine counts
+    (one ``searchsorted`` per value instead of two)."""
     values = values[np.isfinite(values)]
     if values.size == 0:
-        raise ValueError("cannot fit bins on a column with no finite values")
-    qs = np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
-    return [float(v) for v in np.unique(qs)]
+        raise ValueError(f"cannot fit bins on column {name!r}: it has no finite values")
+    qs = np.quantile(values, np.linspace(0.0, 1.0, FINE_BINS + 1)[1:-1])
+    step = FINE_BINS // COARSE_BINS
+    coarse = qs[step - 1 :: step]
+    return [float(v) for v in np.unique(qs)], [float(v) for v in np.unique(coarse)]
+
+
+def _coarse_index(fine_edges: list[float], coarse_edges: list[float]) -> np.ndarray | None:
+    """For each fine bin, its coarse bin, when every coarse edge is a fine edge (else None:
+    binnings fitted before coarse edges were fine quantiles count both separately)."""
+    fine = np.asarray(fine_edges, dtype=float)
+    coarse = np.asarray(coarse_edges, dtype=float)
+    if not np.isin(coarse, fine).all():
+        return None
+    # fine bin i holds values in [fine[i-1], fine[i]); its coarse bin counts the coarse edges <= its lower edge
+    lower = np.concatenate([[-np.inf], fine])
+    return np.searchsorted(coarse, lower, side="right")
 
 
 @dataclass(frozen=True)
@@ -54,10 +74,24 @@ class Binning:
     pca_mean: list[float]
     pca_components: list[list[float]]
     version: int = SKETCH_VERSION
+    #: the table's column roles; None: the project's inference logs (binnings written before
+    #: contracts existed carry none, and their ids must not change)
+    contract: ColumnContract | None = None
+
+    @property
+    def columns(self) -> ColumnContract:
+        return self.contract if self.contract is not None else inference_contract()
 
     @property
     def numeric_features(self) -> list[str]:
         return list(self.fine_edges)
+
+    @property
+    def pca_features(self) -> list[str]:
+        embedding = self.columns.embedding
+        if embedding is None or not self.pca_components:
+            return []
+        return pca_feature_names(len(self.pca_components), embedding.column)
 
     @property
     def binning_id(self) -> str:
@@ -67,13 +101,16 @@ class Binning:
         return (embeddings - np.asarray(self.pca_mean)) @ np.asarray(self.pca_components).T
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": self.version,
             "fine_edges": self.fine_edges,
             "coarse_edges": self.coarse_edges,
             "pca_mean": self.pca_mean,
             "pca_components": self.pca_components,
         }
+        if self.contract is not None and self.contract != inference_contract():
+            out["contract"] = self.contract.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Binning:
@@ -84,27 +121,50 @@ class Binning:
             coarse_edges={k: list(v) for k, v in data["coarse_edges"].items()},
             pca_mean=list(data["pca_mean"]),
             pca_components=[list(r) for r in data["pca_components"]],
+            contract=(
+                ColumnContract.from_dict(data["contract"], source="binning")
+                if data.get("contract")
+                else None
+            ),
         )
 
     @classmethod
-    def fit(cls, sample, n_components: int = PCA_COMPONENTS) -> Binning:
-        """Fit on a reference sample (a pyarrow Table or RecordBatch with the contract's columns)."""
-        numeric = {name: _numeric_column(sample, name) for name in schema.NUMERIC_FEATURES}
-        embeddings = embedding_matrix(sample)
-        mean = embeddings.mean(axis=0)
-        # principal axes of the centred sample; sign fixed so the basis is reproducible
-        _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
-        components = vt[:n_components]
-        signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
-        components = components * signs[:, None]
-        projected = (embeddings - mean) @ components.T
-        for i, name in enumerate(pca_feature_names(n_components)):
-            numeric[name] = projected[:, i]
+    def fit(
+        cls, sample, n_components: int = PCA_COMPONENTS, contract: ColumnContract | None = None
+    ) -> Binning:
+        """Fit on a reference sample (a pyarrow Table or RecordBatch with the contract's
+        columns; ``contract`` None: the project's inference logs)."""
+        columns = contract if contract is not None else inference_contract()
+        missing = [c for c in columns.columns if c not in sample.schema.names]
+        if missing:
+            raise ValueError(
+                f"contract {columns.name!r}: the reference has no column(s) {missing}; "
+                f"it has {sample.schema.names}"
+            )
+        numeric = {name: _numeric_column(sample, name) for name in columns.numeric}
+        mean: np.ndarray = np.zeros(0)
+        components: np.ndarray = np.zeros((0, 0))
+        if columns.embedding is not None:
+            embeddings = embedding_matrix(sample, columns.embedding.column, columns.embedding.dim)
+            mean = embeddings.mean(axis=0)
+            # principal axes of the centred sample; sign fixed so the basis is reproducible
+            _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
+            components = vt[:n_components]
+            signs = np.sign(
+                components[np.arange(len(components)), np.abs(components).argmax(axis=1)]
+            )
+            components = components * signs[:, None]
+            projected = (embeddings - mean) @ components.T
+            names = pca_feature_names(len(components), columns.embedding.column)
+            for i, name in enumerate(names):
+                numeric[name] = projected[:, i]
+        edges = {k: _quantile_edges(v, k) for k, v in numeric.items()}
         return cls(
-            fine_edges={k: _quantile_edges(v, FINE_BINS) for k, v in numeric.items()},
-            coarse_edges={k: _quantile_edges(v, COARSE_BINS) for k, v in numeric.items()},
+            fine_edges={k: fine for k, (fine, _) in edges.items()},
+            coarse_edges={k: coarse for k, (_, coarse) in edges.items()},
             pca_mean=[float(v) for v in mean],
             pca_components=[[float(v) for v in row] for row in components],
+            contract=contract,
         )
 
 
@@ -113,12 +173,19 @@ def _numeric_column(batch, name: str) -> np.ndarray:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
 
 
-def embedding_matrix(batch) -> np.ndarray:
-    column = batch.column(schema.EMBEDDING_COLUMN)
+def embedding_matrix(
+    batch, column_name: str = schema.EMBEDDING_COLUMN, dim: int = schema.EMBEDDING_DIM
+) -> np.ndarray:
+    column = batch.column(column_name)
     if hasattr(column, "combine_chunks"):
         column = column.combine_chunks()
     values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=float)
-    return values.reshape(len(column), schema.EMBEDDING_DIM)
+    if values.size != len(column) * dim:
+        raise ValueError(
+            f"column {column_name!r}: {values.size} values in {len(column)} rows, "
+            f"expected {dim} per row (nulls or ragged lists)"
+        )
+    return values.reshape(len(column), dim)
 
 
 @dataclass
@@ -138,17 +205,32 @@ class NumericSketch:
         nf, nc = len(fine_edges) + 1, len(coarse_edges) + 1
         return cls(np.zeros(nf, np.int64), np.zeros(nf), np.zeros(nc, np.int64))
 
-    def add(self, values: np.ndarray, fine_edges: list[float], coarse_edges: list[float]) -> None:
+    def add(
+        self,
+        values: np.ndarray,
+        fine_edges: list[float],
+        coarse_edges: list[float],
+        coarse_of_fine: np.ndarray | None = None,
+    ) -> None:
+        """Count ``values`` (NaN and inf are nulls). ``coarse_of_fine`` (see
+        :func:`_coarse_index`) maps fine bins to coarse bins when the coarse edges are fine
+        edges, which saves the second search."""
         finite = np.isfinite(values)
-        self.nulls += int((~finite).sum())
-        v = values[finite]
+        v = values if finite.all() else values[finite]
+        self.nulls += int(values.size - v.size)
         if v.size == 0:
             return
         fine_idx = np.searchsorted(fine_edges, v, side="right")
-        self.fine_counts += np.bincount(fine_idx, minlength=self.fine_counts.size)
+        fine_counts = np.bincount(fine_idx, minlength=self.fine_counts.size)
+        self.fine_counts += fine_counts
         self.fine_sums += np.bincount(fine_idx, weights=v, minlength=self.fine_sums.size)
-        coarse_idx = np.searchsorted(coarse_edges, v, side="right")
-        self.coarse_counts += np.bincount(coarse_idx, minlength=self.coarse_counts.size)
+        if coarse_of_fine is not None:
+            self.coarse_counts += np.bincount(
+                coarse_of_fine, weights=fine_counts, minlength=self.coarse_counts.size
+            ).astype(np.int64)
+        else:
+            coarse_idx = np.searchsorted(coarse_edges, v, side="right")
+            self.coarse_counts += np.bincount(coarse_idx, minlength=self.coarse_counts.size)
         self.count += int(v.size)
         self.total += float(v.sum())
         self.total_sq += float(np.dot(v, v))
@@ -225,24 +307,33 @@ class Profile:
                 name: NumericSketch.empty(binning.fine_edges[name], binning.coarse_edges[name])
                 for name in binning.numeric_features
             },
-            categorical={name: {} for name in schema.CATEGORICAL_FEATURES},
+            categorical={name: {} for name in binning.columns.categorical},
         )
 
     def add_batch(self, batch, binning: Binning) -> None:
-        for name in schema.NUMERIC_FEATURES:
+        columns = binning.columns
+        coarse_maps = _coarse_maps(binning)
+        for name in columns.numeric:
             self.numeric[name].add(
-                _numeric_column(batch, name), binning.fine_edges[name], binning.coarse_edges[name]
+                _numeric_column(batch, name),
+                binning.fine_edges[name],
+                binning.coarse_edges[name],
+                coarse_maps[name],
             )
-        projected = binning.project(embedding_matrix(batch))
-        for i, name in enumerate(pca_feature_names(len(binning.pca_components))):
-            self.numeric[name].add(
-                projected[:, i], binning.fine_edges[name], binning.coarse_edges[name]
-            )
-        for name in schema.CATEGORICAL_FEATURES:
+        if binning.pca_features:
+            embedding = columns.embedding
+            projected = binning.project(embedding_matrix(batch, embedding.column, embedding.dim))
+            for i, name in enumerate(binning.pca_features):
+                self.numeric[name].add(
+                    projected[:, i],
+                    binning.fine_edges[name],
+                    binning.coarse_edges[name],
+                    coarse_maps[name],
+                )
+        for name in columns.categorical:
             counts = self.categorical[name]
-            for value in batch.column(name).to_pylist():
-                key = "<null>" if value is None else str(value)
-                counts[key] = counts.get(key, 0) + 1
+            for key, count in category_counts(batch.column(name)).items():
+                counts[key] = counts.get(key, 0) + count
         self.rows += batch.num_rows
 
     def merge(self, other: Profile) -> Profile:
@@ -285,6 +376,44 @@ class Profile:
             rows=int(data["rows"]),
             days=list(data["days"]),
         )
+
+
+NULL_CATEGORY = "<null>"
+
+_COARSE_MAPS: dict[str, dict[str, np.ndarray | None]] = {}
+
+
+def _coarse_maps(binning: Binning) -> dict[str, np.ndarray | None]:
+    """Fine-to-coarse bin maps of a binning's features, computed once per binning."""
+    key = binning.binning_id
+    if key not in _COARSE_MAPS:
+        _COARSE_MAPS[key] = {
+            name: _coarse_index(binning.fine_edges[name], binning.coarse_edges[name])
+            for name in binning.numeric_features
+        }
+    return _COARSE_MAPS[key]
+
+
+def category_counts(column) -> dict[str, int]:
+    """Counts of each value of a categorical Arrow column (nulls as ``<null>``), with Arrow
+    compute: no Python loop over rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = pc.cast(column, pa.string())
+    counts = pc.value_counts(column)
+    out: dict[str, int] = {}
+    for value, count in zip(
+        counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+    ):
+        key = NULL_CATEGORY if value is None else str(value)
+        out[key] = out.get(key, 0) + int(count)
+    return out
 
 
 def merge_profiles(profiles: Iterable[Profile]) -> Profile:
@@ -349,7 +478,11 @@ def parquet_bytes_to_table(data: bytes):
 
 
 def iter_partition_batches(
-    s3, bucket: str, keys: Iterable[str], batch_size: int = 65_536
+    s3,
+    bucket: str,
+    keys: Iterable[str],
+    batch_size: int = 65_536,
+    columns: Iterable[str] = schema.COLUMN_NAMES,
 ) -> Iterator:
     """Record batches of a partition's part files, one part in memory at a time."""
     import pyarrow.parquet as pq
@@ -358,7 +491,37 @@ def iter_partition_batches(
 
     for key in keys:
         parquet = pq.ParquetFile(io.BytesIO(get_bytes(s3, bucket, key)))
-        yield from parquet.iter_batches(batch_size=batch_size, columns=list(schema.COLUMN_NAMES))
+        yield from parquet.iter_batches(batch_size=batch_size, columns=list(columns))
+
+
+def iter_source_batches(source, columns: Iterable[str], batch_size: int = 65_536) -> Iterator:
+    """Record batches of a local source: a pyarrow Table or RecordBatch, a Parquet file, or a
+    directory of Parquet files (read in name order), one file in memory at a time; only
+    ``columns`` are read. A missing column raises naming the source."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = list(columns)
+    if isinstance(source, pa.RecordBatch):
+        source = pa.Table.from_batches([source])
+    if isinstance(source, pa.Table):
+        missing = [c for c in columns if c not in source.column_names]
+        if missing:
+            raise ValueError(f"table has no column(s) {missing}; it has {source.column_names}")
+        yield from source.select(columns).to_batches(max_chunksize=batch_size)
+        return
+    path = Path(source)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path}: no .parquet files")
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        missing = [c for c in columns if c not in parquet.schema_arrow.names]
+        if missing:
+            raise ValueError(f"{file}: no column(s) {missing}; it has {parquet.schema_arrow.names}")
+        yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
 
 
 def sketch_partition(

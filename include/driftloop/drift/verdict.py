@@ -32,6 +32,11 @@ def decide_and_record(
 
     document = get_json_uri(s3, statistics["statistics_uri"])
     comparisons = [FeatureComparison.from_dict(f) for f in document["features"]]
+    comparisons += [
+        FeatureComparison.from_dict(f)
+        for window in (document.get("windows") or {}).values()
+        for f in window
+    ]
     engine = history.engine_for(settings.database_url)
     current_days = plan["current_days"]
     previous = history.previous_levels(
@@ -46,6 +51,9 @@ def decide_and_record(
             window_end=_day(current_days[-1]),
             reference_kind=reference["kind"],
             reference_id=reference["reference_id"],
+            reference_rule=reference.get("rule"),
+            reference_event_id=reference.get("event_id"),
+            reference_reason=reference.get("reason"),
             severity=decision.severity,
             policy_version=policy.version,
             feature_levels=decision.feature_levels,
@@ -67,6 +75,19 @@ def _day(value: str) -> date:
     return date.fromisoformat(value)
 
 
+#: what the decision document says about its reference: which bundle, and why that one
+REFERENCE_KEYS = (
+    "kind",
+    "reference_id",
+    "uri",
+    "model_version",
+    "days",
+    "rule",
+    "event_id",
+    "reason",
+)
+
+
 def _decision_document(
     decision: Decision, plan, reference, validated, statistics, policy: Policy, run_id: str
 ) -> dict[str, Any]:
@@ -77,11 +98,7 @@ def _decision_document(
         "policy": policy.to_dict(),
         "policy_version": policy.version,
         "window": {"start": plan["current_days"][0], "end": plan["current_days"][-1]},
-        "reference": {
-            k: reference.get(k)
-            for k in ("kind", "reference_id", "uri", "model_version", "days")
-            if reference.get(k) is not None
-        },
+        "reference": {k: reference.get(k) for k in REFERENCE_KEYS if reference.get(k) is not None},
         "missing_days": plan["missing_days"],
         # additive columns, duplicate part files: accepted data, said out loud
         "validation_warnings": list(validated.get("warnings", [])),

@@ -102,7 +102,7 @@ def test_fdr_turns_a_lone_marginal_p_value_off(policy):
 
 
 def test_severity_needs_k_of_n_checks(policy):
-    comps = [numeric("brightness", 0.4), numeric("contrast", 0.02)]
+    comps = [numeric("brightness", 0.4), numeric("contrast", 0.005)]
     first = decide(comps, policy, [])
     assert first.severity == "none"
     assert first.feature_levels["brightness"] == "critical"
