@@ -5,7 +5,7 @@
 Every day (02:30 UTC, or as soon as new inference data is announced through the
 `driftloop_inference_logs` Asset) this DAG compares the **current window** (14 days) with the
 **reference**: the champion model's stored training-window profile when there is one,
-otherwise the 14 days before the current window.
+otherwise the 14 days before the current window — unless a drift event holds it (below).
 
 **The window's last day**, the same rule for every kind of run: the `end_date` Param when set;
 else, for an Asset-triggered run, the latest day its events announced (`extra.day`); else the
@@ -38,8 +38,27 @@ day before the run's logical date (the 02:30 run on the 29th checks the 28th), o
    check. `log_to_mlflow`'s Details tab has the **MLflow run** and **Drift report** links (the
    report opens in the MLflow UI); the warning and the approval form link the same page.
 7. critical → a drift event is opened; with `approval: required` an operator chooses
-   **Retrain** or **Ignore** in the *Required actions* view; `confirm_drift` emits the
-   `driftloop_drift_confirmed` Asset that triggers `retrain_detector`.
+   **Retrain**, **Ignore** or **Accept as new normal** in the *Required actions* view;
+   `confirm_drift` emits the `driftloop_drift_confirmed` Asset that triggers
+   `retrain_detector`. A critical check of a drift whose event is still open belongs to it
+   (`drift_event_already_open`): one drift, one approval, one retraining.
+
+**Life cycle of a drift event.** Open (`NEEDS_REVIEW` → `ACTIONED` → `RETRAINING_FAILED`)
+until one of three things closes it:
+- **RESOLVED** — a retraining for it was promoted champion; the new champion's training
+  reference takes over. A rejected or failed retraining leaves the event open.
+- **ACCEPTED** — *Accept as new normal* on the form, or the `drift_accept_new_normal` DAG
+  (event id, note) for events no form asked about: the window last checked becomes the
+  reference (without a champion until the sliding reference has moved past its first day;
+  with one, recorded on the champion's model version while it is champion).
+- **IGNORED** — *Ignore*: not drift worth acting on; the freeze ends and the reference
+  slides on (a drift that persists is asked about again).
+
+While an event measured against a **sliding** reference is open, later checks do not slide:
+they use the reference of the check that opened it ("frozen by drift event N"), so a
+persistent drift keeps alerting until it is dealt with. `decision.json` and the drift history
+record each check's reference rule (`champion`, `sliding`, `frozen`, `accepted`), its event
+and why.
 
 **Manual trigger**: set `end_date` to check another day; the threshold Params override the policy
 for this run only (the run's policy version is then recorded as `<version>+override`).
@@ -295,8 +314,12 @@ def drift_monitor():
         # worded from the drift event's ledger row when the task starts (see drift_request)
         subject="Critical drift: retrain the detector?",
         describe_request="driftloop.drift.events:drift_request",
-        options=["Retrain", "Ignore"],
-        options_mapping={"Retrain": "confirm_drift", "Ignore": "ignore_drift"},
+        options=["Retrain", "Ignore", "Accept as new normal"],
+        options_mapping={
+            "Retrain": "confirm_drift",
+            "Ignore": "ignore_drift",
+            "Accept as new normal": "accept_new_normal",
+        },
         record_answer="driftloop.drift.events:record_drift_answer",
         response_timeout=timedelta(hours=24),
         retries=0,
@@ -306,9 +329,10 @@ def drift_monitor():
     # so that it is skipped whenever no path to it was taken.
     @task(outlets=[DRIFT_CONFIRMED], trigger_rule="none_failed_min_one_success")
     def confirm_drift(event: dict, run_id=None, outlet_events=None) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from driftloop.drift.events import record_event_answer, recorded_answer
+        from driftloop.drift.history import EventClosedError
 
         if event.get("already_open"):  # its own event emits (or emitted) the Asset
             raise AirflowSkipException(f"drift event {event['event_id']} is already open")
@@ -316,7 +340,10 @@ def drift_monitor():
         settings = Settings.from_env()
         decision, event_id = event["decision"], event["event_id"]
         answer = recorded_answer(settings, event_id)  # from the HITL record, not XCom
-        record = record_event_answer(settings, event_id, "ACTIONED", answer)
+        try:
+            record = record_event_answer(settings, event_id, "ACTIONED", answer)
+        except EventClosedError as err:  # accepted by hand meanwhile: no retraining
+            raise AirflowFailException(str(err)) from err
         outlet_events[DRIFT_CONFIRMED].extra = {
             "event_id": event_id,
             "drift_run_id": run_id,
@@ -328,11 +355,31 @@ def drift_monitor():
 
     @task
     def ignore_drift(event: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from driftloop.drift.events import record_event_answer, recorded_answer
+        from driftloop.drift.history import EventClosedError
 
         settings = Settings.from_env()
         answer = recorded_answer(settings, event["event_id"])  # from the HITL record
-        return record_event_answer(settings, event["event_id"], "IGNORED", answer)
+        try:
+            return record_event_answer(settings, event["event_id"], "IGNORED", answer)
+        except EventClosedError as err:  # closed another way meanwhile: left as it is
+            raise AirflowFailException(str(err)) from err
+
+    @task
+    def accept_new_normal(event: dict) -> dict:
+        """The form's *Accept as new normal*: the event closes as ACCEPTED and the window of
+        this check becomes the reference (see the DAG's doc)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from driftloop.drift.events import accept_from_answer
+
+        s3, settings = s3_for_task()
+        try:  # the answer from the HITL record, not XCom
+            return accept_from_answer(s3, settings, event["event_id"])
+        except ValueError as err:  # closed another way meanwhile, or no such answer
+            raise AirflowFailException(str(err)) from err
 
     resolved = resolve_run()
     with TaskGroup("data", prefix_group_id=False, tooltip="windows, validation, quarantine"):
@@ -355,11 +402,12 @@ def drift_monitor():
         logged >> event  # the approval form links the report that log_to_mlflow published
         confirmed = confirm_drift(event)
         ignored = ignore_drift(event)
+        accepted = accept_new_normal(event)
         route(decision) >> [no_drift, notify_warning(decision, logged), event]
         gate = approval_gate(event)
         event >> gate >> [await_approval, approved_by_policy, drift_event_already_open]
         approved_by_policy >> confirmed
-        await_approval >> [confirmed, ignored]
+        await_approval >> [confirmed, ignored, accepted]
 
 
 drift_monitor()

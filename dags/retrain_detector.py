@@ -42,9 +42,11 @@ refuse).
 6. *record* — retention (never a version holding an alias), and the hash-chained audit ledger
    (`driftloop ledger verify`).
 
-A failed run leaves the champion untouched (or, after a partial promotion, a re-run of
-`promote` finishes it), records the failed tasks in the ledger and marks its drift event
-`RETRAINING_FAILED`. To undo a promotion, trigger `rollback_detector`.
+A promotion to `champion` closes the drift event the run was for as `RESOLVED`, naming the
+new champion (a rejection leaves it open). A failed run leaves the champion untouched (or,
+after a partial promotion, a re-run of `promote` finishes it), records the failed tasks in
+the ledger and marks its drift event `RETRAINING_FAILED` (still open). To undo a promotion,
+trigger `rollback_detector`.
 """
 
 from __future__ import annotations
@@ -254,11 +256,15 @@ def retrain_detector():
         from driftloop.promotion.transactions import ChampionMoved
         from driftloop.retrain.decision import PromotionRefused
         from driftloop.retrain.decision import promote as do_promote
+        from driftloop.retrain.finish import resolve_drift_event
 
+        settings = Settings.from_env()
         try:
-            return do_promote(Settings.from_env(), run_id)
+            promoted = do_promote(settings, run_id)
         except (PromotionRefused, ChampionMoved) as err:  # records or registry say no: final
             raise AirflowFailException(str(err)) from err
+        # a new champion resolves the drift event this run retrained for (from the ledger)
+        return {**promoted, "drift_event": resolve_drift_event(settings, run_id)}
 
     # like promote: upstream only the gate's and the operator's reject paths
     @task(trigger_rule="none_failed_min_one_success")

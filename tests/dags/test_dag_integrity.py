@@ -132,7 +132,11 @@ def test_drift_monitor_wiring(dagbag):
     confirm = dag.get_task("confirm_drift")
     assert confirm.upstream_task_ids == {"open_drift_event", "approved_by_policy", "await_approval"}
     assert [o.name for o in confirm.outlets] == ["driftloop_drift_confirmed"]
-    assert dag.get_task("await_approval").options == ["Retrain", "Ignore"]
+    assert dag.get_task("await_approval").options == ["Retrain", "Ignore", "Accept as new normal"]
+    assert dag.get_task("accept_new_normal").upstream_task_ids == {
+        "open_drift_event",
+        "await_approval",
+    }
 
 
 def test_retrain_detector_wiring(dagbag):

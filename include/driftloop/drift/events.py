@@ -1,4 +1,22 @@
-"""After the verdict: the branch to take, the warning, the drift event and its answer."""
+"""After the verdict: the branch to take, the warning, the drift event and its answer.
+
+A drift event is open (NEEDS_REVIEW, ACTIONED, RETRAINING_FAILED) until one of three things
+closes it (see :mod:`driftloop.drift.history` and ``docs/architecture.md``):
+
+* **RESOLVED** — a retraining for it was promoted champion
+  (:func:`driftloop.retrain.finish.resolve_drift_event`); the new champion's reference takes
+  over. A rejected or failed retraining leaves it open.
+* **ACCEPTED** — an operator accepted the drift as the new normal, on the approval form or
+  with the ``drift_accept_new_normal`` DAG (:func:`accept_new_normal`): the accepted window
+  becomes the baseline.
+* **IGNORED** — an operator said it is not drift worth acting on (the form's *Ignore*): the
+  data is fine, so the freeze ends and the plain sliding reference applies again; a drift
+  that persists is asked about again.
+
+While an event measured against a sliding reference is open, later checks use the reference
+of the check that opened it (:func:`driftloop.drift.run.choose_reference`) and their critical
+verdicts belong to it: one drift, one approval, one retraining.
+"""
 
 from __future__ import annotations
 
@@ -80,13 +98,27 @@ def open_drift_event(
     from driftloop.retrain.records import ledger
 
     engine = history.engine_for(settings.database_url)
+    reference = decision["reference"]
+    if history.event_of_run(engine, run_id) is None and reference.get("rule") == "frozen":
+        # measured against the baseline event N froze: the drift is N's, whatever its age —
+        # even if N was closed while this check ran (its verdict is about the old baseline)
+        event_id = int(reference["event_id"])
+        status = (history.get_event(engine, event_id) or {}).get("status")
+        log.warning(
+            "critical drift in the window ending %s, against the reference frozen by drift "
+            "event %d (%s): no new event, approval or retraining",
+            decision["window"]["end"],
+            event_id,
+            status,
+        )
+        return {"event_id": event_id, "already_open": True, "decision": dict(decision)}
     if history.event_of_run(engine, run_id) is None:
         window_end = parse_day(decision["window"]["end"])
         length = int(decision["policy"]["windows"]["length_days"])
         ongoing = history.ongoing_event(
             engine,
-            decision["reference"]["kind"],
-            decision["reference"]["reference_id"],
+            reference["kind"],
+            reference["reference_id"],
             window_end_since=window_end - timedelta(days=length - 1),
             exclude_run_id=run_id,
         )
@@ -120,7 +152,8 @@ def open_drift_event(
 
 
 #: the drift approval form's options and the event status each one leads to
-ANSWER_STATUS = {"Retrain": "ACTIONED", "Ignore": "IGNORED"}
+RETRAIN_OPTION, IGNORE_OPTION, ACCEPT_OPTION = "Retrain", "Ignore", "Accept as new normal"
+ANSWER_STATUS = {RETRAIN_OPTION: "ACTIONED", IGNORE_OPTION: "IGNORED", ACCEPT_OPTION: "ACCEPTED"}
 
 
 def answer_key(event_id: int) -> str:
@@ -184,7 +217,10 @@ def drift_request(*, run_id: str) -> tuple[str, str]:
     body = (
         f"Drifted features: **{features}**\n\n"
         f"Policy version `{event['policy_version']}`. {report}\n\n"
-        "*Retrain* emits the drift-confirmed event (retraining starts); *Ignore* closes the event."
+        "*Retrain* emits the drift-confirmed event (retraining starts). *Ignore*: not drift "
+        "worth acting on — the event closes and the reference slides on (a drift that "
+        "persists is asked about again). *Accept as new normal*: the event closes and this "
+        "window becomes the reference."
     )
     return subject, body
 
@@ -217,12 +253,140 @@ def recorded_answer(settings: Settings, event_id: int) -> dict[str, Any] | None:
 def record_event_answer(
     settings: Settings, event_id: int, status: str, answer: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """Close a drift event with the operator's answer (from :func:`recorded_answer`), or as
-    decided by policy when none was asked."""
+    """Act on the operator's answer (from :func:`recorded_answer`), or on the policy when none
+    was asked: ACTIONED (retraining starts) or IGNORED (the event closes). An event closed
+    another way meanwhile (accepted with ``drift_accept_new_normal``, resolved) is not
+    reopened: :class:`~driftloop.drift.history.EventClosedError`."""
     from driftloop.drift import history
 
     actor, note = _describe_answer(answer)
     engine = history.engine_for(settings.database_url)
-    history.set_event_status(engine, event_id, status, actor=actor, note=note)
+    if status == "IGNORED":
+        history.close_event(engine, event_id, status, actor=actor, note=note)
+    elif status == "ACTIONED":
+        changed = history.set_event_status(
+            engine, event_id, status, actor=actor, note=note, only_from=OPEN_FOR_RETRAINING
+        )
+        if not changed:
+            event = history.get_event(engine, event_id) or {}
+            raise history.EventClosedError(
+                f"drift event {event_id} is {event.get('status')} (by {event.get('actor')}): "
+                "no retraining for it; trigger retrain_detector by hand if one is still wanted"
+            )
+    else:
+        raise ValueError(f"an answer leads to ACTIONED or IGNORED here, not {status!r}")
     _append_answer(settings, event_id, status, answer)
     return {"event_id": event_id, "status": status, "actor": actor, "note": note}
+
+
+#: an answer "Retrain" (or the policy) may action an event in these statuses (a re-run of the
+#: task finds it ACTIONED already)
+OPEN_FOR_RETRAINING = ("NEEDS_REVIEW", "ACTIONED", "RETRAINING_FAILED")
+
+
+def close_key(event_id: int) -> str:
+    """The ledger idempotency key of the row that closes drift event ``event_id``."""
+    return f"drift_event/{event_id}/close"
+
+
+def accept_new_normal(
+    s3, settings: Settings, event_id: int, *, actor: str, note: str, answer=None
+) -> dict[str, Any]:
+    """Close drift event ``event_id`` as ACCEPTED: the drift is the new normal.
+
+    The accepted window is the current window of the newest check measured against the
+    event's baseline — the window the operator last saw. Without a champion it stands in for
+    the sliding reference until the sliding window starts on or after its first day; with a
+    champion it is recorded on the champion's model version (tags
+    ``drift_reference_accepted_window`` / ``_event``) and replaces its training reference
+    while that version is champion. The next check lists, validates and sketches the
+    accepted days like reference days. The close is written to the audit ledger.
+
+    Idempotent (a re-run finds it ACCEPTED and completes the ledger row); an event closed
+    another way raises EventClosedError, an unknown event LookupError, an event with no
+    recorded check (opened by hand) ValueError."""
+    import hashlib
+
+    from driftloop.contracts.storage import dumps_canonical
+    from driftloop.drift import history, tracking
+    from driftloop.retrain.records import ledger
+
+    engine = history.engine_for(settings.database_url)
+    event = history.get_event(engine, event_id)
+    if event is None:
+        raise LookupError(f"no drift event with id {event_id}")
+    if event["status"] != "ACCEPTED":
+        if event["status"] not in history.OPEN_EVENT_STATUSES:
+            raise history.EventClosedError(
+                f"drift event {event_id} is already closed as {event['status']} (by "
+                f"{event['actor']}): nothing to accept"
+            )
+        check = history.latest_check_of_baseline(engine, event_id)
+        if check is None:
+            raise ValueError(
+                f"drift event {event_id} has no recorded drift check (opened by hand): there "
+                "is no window to accept as the new normal"
+            )
+        window = f"{check['window_start'].isoformat()}..{check['window_end'].isoformat()}"
+        if check["reference_kind"] == "champion":
+            version = champion_version_of_check(s3, settings, check)
+            tracking.record_accepted_window(
+                settings.mlflow_tracking_uri, settings.registered_model, version, window, event_id
+            )
+            note = f"{note} [accepted window {window} recorded on champion v{version}]"
+        event = history.close_event(
+            engine,
+            event_id,
+            "ACCEPTED",
+            actor=actor,
+            note=note,
+            accepted=history.AcceptedWindow(
+                check["window_start"], check["window_end"], check["run_id"]
+            ),
+        )
+    payload = {
+        "status": "ACCEPTED",
+        "note": event["note"],
+        "accepted_window": {
+            "start": event["accepted_window_start"].isoformat(),
+            "end": event["accepted_window_end"].isoformat(),
+        },
+        "accepted_check_run_id": event["accepted_check_run_id"],
+        "answer": dict(answer) if answer else None,
+    }
+    entry = ledger(settings).append(
+        "drift_event",
+        actor=event["actor"],
+        subject=f"drift_event:{event_id}",
+        payload=payload,
+        input_hashes={"event": hashlib.sha256(dumps_canonical(payload)).hexdigest()},
+        idempotency_key=close_key(event_id),
+    )
+    return {"event_id": event_id, **entry.payload, "actor": entry.actor, "ledger_id": entry.id}
+
+
+def champion_version_of_check(s3, settings: Settings, check: Mapping[str, Any]) -> str:
+    """The champion version whose reference ``check`` was measured against, from its
+    decision document (``reports/drift/<run>/decision.json``)."""
+    from driftloop.contracts.storage import get_json
+    from driftloop.drift.run import report_prefix
+
+    key = report_prefix(check["run_id"]) + "decision.json"
+    decision = get_json(s3, settings.bucket, key)
+    version = (decision.get("reference") or {}).get("model_version")
+    if not version:
+        raise ValueError(f"s3://{settings.bucket}/{key} names no champion model version")
+    return str(version)
+
+
+def accept_from_answer(s3, settings: Settings, event_id: int) -> dict[str, Any]:
+    """The approval form's *Accept as new normal*: :func:`accept_new_normal` with the
+    operator's recorded answer (from the ledger, never XCom)."""
+    answer = recorded_answer(settings, event_id)
+    if not answer or answer.get("chosen_options") != [ACCEPT_OPTION]:
+        raise ValueError(
+            f"drift event {event_id}: the recorded answer is "
+            f"{(answer or {}).get('chosen_options')}, not [{ACCEPT_OPTION!r}]"
+        )
+    actor, note = _describe_answer(answer)
+    return accept_new_normal(s3, settings, event_id, actor=actor, note=note, answer=answer)

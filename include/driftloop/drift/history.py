@@ -2,8 +2,20 @@
 
 SQLite on the embedded stack, PostgreSQL in production (``DRIFTLOOP_DATABASE_URL``). The
 history keeps each check's per-feature breach levels, which is what k-of-n hysteresis
-needs; events carry the lifecycle of a detected drift:
-``NEEDS_REVIEW`` → ``ACTIONED`` | ``IGNORED`` → (``RETRAINING_FAILED``).
+needs, and which reference it was measured against and why; events carry the life cycle of
+a detected drift::
+
+    NEEDS_REVIEW ─► ACTIONED ─► RETRAINING_FAILED ─► (ACTIONED again: a retraining by hand)
+         │             │                │
+         └─────────────┴────────────────┴─► RESOLVED  a retraining for it was promoted champion
+                                           ACCEPTED  an operator accepted the new normal
+                                           IGNORED   an operator said: not drift worth acting on
+
+The first three are *open* (:data:`OPEN_EVENT_STATUSES`): the drift is not dealt with. An
+open event measured against a sliding reference freezes that reference
+(:func:`freezing_event`); an accepted one makes the accepted window the baseline
+(:func:`accepted_sliding_reference`). See ``docs/architecture.md``, "Life cycle of a drift
+event".
 """
 
 from __future__ import annotations
@@ -17,7 +29,14 @@ import sqlalchemy as sa
 
 from driftloop.config.drift_policy import OVERRIDE_SUFFIX
 
-EVENT_STATUSES = ("NEEDS_REVIEW", "ACTIONED", "IGNORED", "RETRAINING_FAILED")
+#: the drift is not dealt with yet: someone has to answer, or its retraining is under way or
+#: failed (a failed or rejected retraining fixed nothing)
+OPEN_EVENT_STATUSES = ("NEEDS_REVIEW", "ACTIONED", "RETRAINING_FAILED")
+#: how a drift event ends: a promoted retraining, an accepted new normal, or "not drift"
+CLOSED_EVENT_STATUSES = ("RESOLVED", "ACCEPTED", "IGNORED")
+EVENT_STATUSES = OPEN_EVENT_STATUSES + CLOSED_EVENT_STATUSES
+#: how a check's reference was chosen (``drift_checks.reference_rule``)
+REFERENCE_RULES = ("champion", "sliding", "frozen", "accepted")
 
 metadata = sa.MetaData()
 
@@ -37,6 +56,10 @@ drift_checks = sa.Table(
     sa.Column("drifted_features", sa.Text, nullable=False),  # JSON [feature, ...]
     sa.Column("report_uri", sa.String(1024)),
     sa.Column("mlflow_run_id", sa.String(64)),
+    # why the reference is what it is (NULL on checks recorded before revision 0004)
+    sa.Column("reference_rule", sa.String(16)),
+    sa.Column("reference_event_id", sa.Integer),
+    sa.Column("reference_reason", sa.Text),
 )
 
 drift_events = sa.Table(
@@ -51,6 +74,12 @@ drift_events = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("actor", sa.String(250)),
     sa.Column("note", sa.Text),
+    # how it was closed (revision 0004)
+    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("resolved_model_version", sa.String(64)),
+    sa.Column("accepted_window_start", sa.Date),
+    sa.Column("accepted_window_end", sa.Date),
+    sa.Column("accepted_check_run_id", sa.String(250)),
 )
 
 
@@ -79,6 +108,9 @@ class CheckRecord:
     drifted_features: list[str]
     report_uri: str | None = None
     mlflow_run_id: str | None = None
+    reference_rule: str | None = None
+    reference_event_id: int | None = None
+    reference_reason: str | None = None
 
 
 def record_check(engine: sa.Engine, record: CheckRecord) -> None:
@@ -96,7 +128,14 @@ def record_check(engine: sa.Engine, record: CheckRecord) -> None:
         "drifted_features": json.dumps(record.drifted_features),
         "report_uri": record.report_uri,
         "mlflow_run_id": record.mlflow_run_id,
+        "reference_rule": record.reference_rule,
+        "reference_event_id": record.reference_event_id,
+        "reference_reason": record.reference_reason,
     }
+    if record.reference_rule is not None and record.reference_rule not in REFERENCE_RULES:
+        raise ValueError(
+            f"reference rule must be one of {REFERENCE_RULES}, got {record.reference_rule!r}"
+        )
     with engine.begin() as conn:
         conn.execute(sa.delete(drift_checks).where(drift_checks.c.run_id == record.run_id))
         conn.execute(sa.insert(drift_checks).values(**values))
@@ -173,6 +212,10 @@ def get_check(engine: sa.Engine, run_id: str) -> dict[str, Any] | None:
             .mappings()
             .first()
         )
+    return _check_dict(row)
+
+
+def _check_dict(row) -> dict[str, Any] | None:
     if row is None:
         return None
     out = dict(row)
@@ -203,8 +246,9 @@ def open_event(engine: sa.Engine, run_id: str, severity: str, features: list[str
         return int(result.inserted_primary_key[0])
 
 
-#: a drift event someone still has to answer, or whose retraining is under way
-ONGOING_EVENT_STATUSES = ("NEEDS_REVIEW", "ACTIONED")
+#: a drift event a new critical check of the same baseline belongs to: any open one (a
+#: failed retraining fixed nothing: retrain for it by hand, accept or ignore it)
+ONGOING_EVENT_STATUSES = OPEN_EVENT_STATUSES
 
 
 def ongoing_event(
@@ -250,18 +294,212 @@ def event_of_run(engine: sa.Engine, run_id: str) -> int | None:
 
 
 def set_event_status(
-    engine: sa.Engine, event_id: int, status: str, *, actor: str | None, note: str | None = None
-) -> None:
+    engine: sa.Engine,
+    event_id: int,
+    status: str,
+    *,
+    actor: str | None,
+    note: str | None = None,
+    only_from: tuple[str, ...] | None = None,
+) -> bool:
+    """Set the status of event ``event_id``; with ``only_from``, only when its status is one
+    of those (one conditional UPDATE: a concurrent close is never overwritten). Returns
+    whether it changed; LookupError when there is no such event. A closing status stamps
+    ``closed_at``; an open one clears it (a retraining by hand after Ignore reopens)."""
     if status not in EVENT_STATUSES:
         raise ValueError(f"event status must be one of {EVENT_STATUSES}, got {status!r}")
+    now = _now()
+    closed_at = now if status in CLOSED_EVENT_STATUSES else None
+    condition = drift_events.c.id == event_id
+    if only_from is not None:
+        condition = condition & drift_events.c.status.in_(only_from)
     with engine.begin() as conn:
         updated = conn.execute(
             sa.update(drift_events)
-            .where(drift_events.c.id == event_id)
-            .values(status=status, actor=actor, note=note, updated_at=_now())
+            .where(condition)
+            .values(status=status, actor=actor, note=note, updated_at=now, closed_at=closed_at)
         ).rowcount
-    if updated != 1:
+    if updated == 1:
+        return True
+    if get_event(engine, event_id) is None:
         raise LookupError(f"no drift event with id {event_id}")
+    return False
+
+
+class EventClosedError(ValueError):
+    """The drift event was already closed another way: what was asked no longer applies."""
+
+
+@dataclass(frozen=True)
+class AcceptedWindow:
+    """The new normal an operator accepted: the current window of check ``check_run_id``."""
+
+    start: Any
+    end: Any
+    check_run_id: str
+
+
+def close_event(
+    engine: sa.Engine,
+    event_id: int,
+    status: str,
+    *,
+    actor: str,
+    note: str | None,
+    resolved_model_version: str | None = None,
+    accepted: AcceptedWindow | None = None,
+) -> dict[str, Any]:
+    """Close an open drift event as RESOLVED (``resolved_model_version``), ACCEPTED
+    (``accepted``) or IGNORED, in one conditional UPDATE; returns the event as stored.
+
+    Idempotent: an event already closed with ``status`` is returned unchanged (a task's
+    re-run). An event closed another way raises :class:`EventClosedError`; no such event,
+    LookupError."""
+    if status not in CLOSED_EVENT_STATUSES:
+        raise ValueError(f"a closing status is one of {CLOSED_EVENT_STATUSES}, got {status!r}")
+    if (status == "RESOLVED") != (resolved_model_version is not None):
+        raise ValueError("RESOLVED, and only RESOLVED, names the promoted model version")
+    if (status == "ACCEPTED") != (accepted is not None):
+        raise ValueError("ACCEPTED, and only ACCEPTED, names the accepted window")
+    now = _now()
+    values: dict[str, Any] = {
+        "status": status,
+        "actor": actor,
+        "note": note,
+        "updated_at": now,
+        "closed_at": now,
+        "resolved_model_version": resolved_model_version,
+    }
+    if accepted is not None:
+        values.update(
+            accepted_window_start=accepted.start,
+            accepted_window_end=accepted.end,
+            accepted_check_run_id=accepted.check_run_id,
+        )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(drift_events)
+            .where(drift_events.c.id == event_id, drift_events.c.status.in_(OPEN_EVENT_STATUSES))
+            .values(**values)
+        )
+    event = get_event(engine, event_id)
+    if event is None:
+        raise LookupError(f"no drift event with id {event_id}")
+    if event["status"] != status:
+        raise EventClosedError(
+            f"drift event {event_id} is {event['status']} (by {event['actor']} at "
+            f"{event['closed_at'] or event['updated_at']}), not open: it cannot become {status}"
+        )
+    return event
+
+
+def event_baseline(engine: sa.Engine, event_id: int) -> dict[str, Any] | None:
+    """The check that opened event ``event_id`` (its baseline: reference kind and id, its
+    window), or None when the event has no recorded check (opened by hand)."""
+    query = (
+        sa.select(drift_checks)
+        .join(drift_events, drift_events.c.run_id == drift_checks.c.run_id)
+        .where(drift_events.c.id == event_id)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return None if row is None else _check_dict(row)
+
+
+def latest_check_of_baseline(engine: sa.Engine, event_id: int) -> dict[str, Any] | None:
+    """The newest check measured against the baseline event ``event_id`` was opened on (the
+    same reference bundle, from its opening window on): the window an operator who accepts
+    the drift as the new normal last saw. None when the event has no recorded check."""
+    opening = event_baseline(engine, event_id)
+    if opening is None:
+        return None
+    query = (
+        sa.select(drift_checks)
+        .where(
+            drift_checks.c.reference_id == opening["reference_id"],
+            drift_checks.c.window_end >= opening["window_end"],
+        )
+        .order_by(drift_checks.c.window_end.desc(), drift_checks.c.checked_at.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return _check_dict(row)
+
+
+def freezing_event(engine: sa.Engine, window_end) -> dict[str, Any] | None:
+    """The open drift event that freezes the sliding reference of the window ending
+    ``window_end``: the oldest open event opened by a check against a sliding reference of an
+    earlier window. Its days must not slide into the reference while it is open, so later
+    checks keep that check's reference bundle (``reference_id``). None: nothing freezes."""
+    query = (
+        sa.select(
+            drift_events.c.id,
+            drift_events.c.status,
+            drift_checks.c.reference_id,
+            drift_checks.c.window_start,
+            drift_checks.c.window_end,
+        )
+        .join(drift_checks, drift_checks.c.run_id == drift_events.c.run_id)
+        .where(
+            drift_events.c.status.in_(OPEN_EVENT_STATUSES),
+            drift_checks.c.reference_kind == "sliding",
+            drift_checks.c.window_end < window_end,
+        )
+        .order_by(drift_checks.c.window_end.asc(), drift_events.c.id.asc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    return {
+        "event_id": int(row["id"]),
+        "status": row["status"],
+        "reference_id": row["reference_id"],
+        "opened_window": {
+            "start": row["window_start"].isoformat(),
+            "end": row["window_end"].isoformat(),
+        },
+    }
+
+
+def accepted_sliding_reference(
+    engine: sa.Engine, window_end, sliding_reference_start
+) -> dict[str, Any] | None:
+    """The accepted new normal that stands in for the sliding reference of the window ending
+    ``window_end``: the latest event measured against a sliding reference, closed as
+    ACCEPTED, whose accepted window ended before ``window_end`` and began after
+    ``sliding_reference_start`` (the first day the plain sliding reference would use). Once
+    the sliding reference starts on or after the accepted window's first day, it holds only
+    days of the new normal and takes over again. None: no accepted window applies."""
+    query = (
+        sa.select(
+            drift_events.c.id,
+            drift_events.c.accepted_window_start,
+            drift_events.c.accepted_window_end,
+        )
+        .join(drift_checks, drift_checks.c.run_id == drift_events.c.run_id)
+        .where(
+            drift_events.c.status == "ACCEPTED",
+            drift_checks.c.reference_kind == "sliding",
+            drift_events.c.accepted_window_end < window_end,
+            drift_events.c.accepted_window_start > sliding_reference_start,
+        )
+        .order_by(drift_events.c.accepted_window_end.desc(), drift_events.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    if row is None:
+        return None
+    return {
+        "event_id": int(row["id"]),
+        "window": {
+            "start": row["accepted_window_start"].isoformat(),
+            "end": row["accepted_window_end"].isoformat(),
+        },
+    }
 
 
 def get_event(engine: sa.Engine, event_id: int) -> dict[str, Any] | None:

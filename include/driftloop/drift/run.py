@@ -104,13 +104,85 @@ def announced_days(asset_event_extras: Sequence[Mapping[str, Any] | None]) -> li
     return sorted({str(extra["day"]) for extra in asset_event_extras if extra and extra.get("day")})
 
 
+def choose_reference(
+    engine, bucket: str, windows, champion: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The baseline of the check of ``windows`` and why (``rule``, ``reason``, ``event_id``).
+
+    1. ``champion`` — the champion's training-window bundle (``uri``); or, when an operator
+       accepted a new normal while it is champion, the accepted window (``rule: accepted``,
+       ``days``; see :func:`driftloop.drift.tracking.champion_reference`).
+    2. ``frozen`` — no champion, and a drift event opened against a sliding reference is
+       still open: the reference bundle of the check that opened it (``uri``). Days from the
+       drift on never slide into the reference while the drift is not dealt with, so a
+       persistent drift keeps alerting until it is resolved, accepted or ignored.
+    3. ``accepted`` — the window an operator accepted as the new normal (``days``), until the
+       sliding reference starts on or after that window's first day.
+    4. ``sliding`` — the days before the current window.
+
+    A pinned bundle (``uri``) lists and validates no reference days; ``days`` are listed,
+    validated and sketched like the sliding days (cached by content)."""
+    from driftloop.contracts.storage import s3_uri
+    from driftloop.drift import history
+    from driftloop.drift.reference import BUNDLE_PREFIX
+    from driftloop.drift.tracking import window_days
+
+    if champion:
+        return {"kind": "champion", **champion}
+    end = parse_day(windows.current[-1])
+    frozen = history.freezing_event(engine, end)
+    if frozen is not None:
+        opened = frozen["opened_window"]
+        return {
+            "kind": "sliding",
+            "rule": "frozen",
+            "event_id": frozen["event_id"],
+            "uri": s3_uri(bucket, f"{BUNDLE_PREFIX}{frozen['reference_id']}/"),
+            "reason": f"frozen by drift event {frozen['event_id']} ({frozen['status']}): the "
+            f"reference of the check that opened it (window {opened['start']}..{opened['end']})",
+        }
+    accepted = history.accepted_sliding_reference(engine, end, parse_day(windows.reference[0]))
+    if accepted is not None:
+        window = f"{accepted['window']['start']}..{accepted['window']['end']}"
+        return {
+            "kind": "sliding",
+            "rule": "accepted",
+            "event_id": accepted["event_id"],
+            "days": window_days(window, f"drift event {accepted['event_id']}'s accepted window"),
+            "reason": f"the new normal accepted by drift event {accepted['event_id']} (window "
+            f"{window}), until the sliding reference starts on or after "
+            f"{accepted['window']['start']}",
+        }
+    return {
+        "kind": "sliding",
+        "rule": "sliding",
+        "reason": f"the {len(windows.reference)} days before the current window",
+    }
+
+
+def reference_days_to_list(reference: Mapping[str, Any], windows) -> list[str]:
+    """The reference days the planner lists and ``validate`` checks: none for a pinned
+    bundle, the accepted window's, or the sliding window's."""
+    if reference.get("uri"):
+        return []
+    if reference.get("rule", "sliding") == "sliding":
+        return list(windows.reference)
+    return list(reference["days"])
+
+
 def plan_windows(s3, settings: Settings, end_day: str, policy: Policy) -> dict[str, Any]:
-    """Which days make up each window, which partitions exist, and what the reference is."""
+    """Which days make up each window, which partitions exist, and what the reference is
+    (:func:`choose_reference`)."""
+    from driftloop.drift import history
     from driftloop.drift.tracking import champion_reference
 
     windows = drift_windows(end_day, policy.length_days)
     champion = champion_reference(settings.mlflow_tracking_uri, settings.registered_model)
-    reference_days = [] if champion else windows.reference
+    engine = history.engine_for(settings.database_url)
+    reference = choose_reference(engine, settings.bucket, windows, champion)
+    reference_days = reference_days_to_list(reference, windows)
+    if reference.get("rule", "champion") != "champion":
+        log.info("reference: %s", reference["reason"])
     listed = {
         day: list_partition(s3, settings.bucket, day) for day in windows.current + reference_days
     }
@@ -119,7 +191,7 @@ def plan_windows(s3, settings: Settings, end_day: str, policy: Policy) -> dict[s
         "end_day": end_day,
         "current_days": windows.current,
         "reference_days": reference_days,
-        "reference": {"kind": "champion", **champion} if champion else {"kind": "sliding"},
+        "reference": reference,
         "partitions": {
             "current": [present[d].to_dict() for d in windows.current if d in present],
             "reference": [present[d].to_dict() for d in reference_days if d in present],

@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 CHAMPION_ALIAS = "champion"
 #: model-version tag holding the s3:// URI of the reference bundle of its training window
 REFERENCE_TAG = "drift_reference_uri"
+#: model-version tags of the new normal an operator accepted while the version was champion
+#: (a drift event closed as ACCEPTED): the accepted window (``YYYY-MM-DD..YYYY-MM-DD``) and
+#: the event. Drift is then measured against that window's data; the training reference
+#: stays in REFERENCE_TAG.
+ACCEPTED_WINDOW_TAG = "drift_reference_accepted_window"
+ACCEPTED_EVENT_TAG = "drift_reference_accepted_event"
 RUN_ID_TAG = "airflow.run_id"
 #: MLflow 3's UI opens an experiment in the GenAI view (traces) unless this tag says it holds
 #: model-training runs; the drift checks are runs with metrics and artifacts, not traces
@@ -40,7 +46,11 @@ def champion_reference(tracking_uri: str | None, model_name: str) -> dict | None
     (MLflow says there is no such registered model, or no version holds the alias) or the
     champion has no stored reference — the sliding reference is then the baseline. Any other
     MLflow error is raised: drift measured against a fallback baseline because MLflow answered
-    500 once would be a verdict about the wrong thing."""
+    500 once would be a verdict about the wrong thing.
+
+    When an operator accepted a new normal while this version was champion
+    (:data:`ACCEPTED_REFERENCE_TAG`), that bundle is the reference (``rule: accepted``, with
+    its drift event); otherwise its training window's (``rule: champion``)."""
     from driftloop.promotion import registry
 
     if not tracking_uri:
@@ -58,7 +68,52 @@ def champion_reference(tracking_uri: str | None, model_name: str) -> dict | None
             REFERENCE_TAG,
         )
         return None
-    return {"model_version": str(version.version), "uri": uri}
+    accepted = (version.tags or {}).get(ACCEPTED_WINDOW_TAG)
+    if accepted:
+        event_id = (version.tags or {}).get(ACCEPTED_EVENT_TAG)
+        return {
+            "model_version": str(version.version),
+            "training_uri": uri,
+            "rule": "accepted",
+            "event_id": int(event_id) if event_id and event_id.isdigit() else None,
+            "days": window_days(accepted, f"{model_name} v{version.version} {ACCEPTED_WINDOW_TAG}"),
+            "reason": f"the new normal accepted by drift event {event_id} (window {accepted}) "
+            f"while v{version.version} is champion; its training reference is set aside",
+        }
+    return {
+        "model_version": str(version.version),
+        "uri": uri,
+        "rule": "champion",
+        "reason": f"champion v{version.version}'s training window",
+    }
+
+
+def window_days(window: str, where: str) -> list[str]:
+    """The days of ``start..end`` (a tag's value), oldest first; ValueError naming ``where``."""
+    from datetime import date, timedelta
+
+    try:
+        start, end = (date.fromisoformat(part) for part in window.split(".."))
+    except ValueError:
+        raise ValueError(f"{where}: expected YYYY-MM-DD..YYYY-MM-DD, got {window!r}") from None
+    if end < start:
+        raise ValueError(f"{where}: the window {window!r} ends before it starts")
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def record_accepted_window(
+    tracking_uri: str | None, model_name: str, version: str, window: str, event_id: int
+) -> None:
+    """Tag model ``version`` with the accepted new normal (see :func:`champion_reference`)."""
+    from driftloop.promotion import registry
+
+    registry.set_tags(
+        client(tracking_uri),
+        model_name,
+        str(version),
+        # the window last: it is what changes the baseline
+        {ACCEPTED_EVENT_TAG: str(event_id), ACCEPTED_WINDOW_TAG: window},
+    )
 
 
 def experiment_id(mlflow_client, name: str) -> str:

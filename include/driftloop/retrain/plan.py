@@ -63,10 +63,16 @@ def resolve_trigger(
     }
 
 
+#: a manual retraining may take up a drift event in these statuses: an open one, or one an
+#: operator ignored and now wants retrained after all (it reopens). A RESOLVED or ACCEPTED
+#: drift is dealt with: a retraining "for" it would reopen it and freeze the reference again.
+RETRAINABLE_EVENT_STATUSES = ("NEEDS_REVIEW", "ACTIONED", "RETRAINING_FAILED", "IGNORED")
+
+
 def take_up_drift_event(settings: Settings, plan: Mapping[str, Any], run_id: str) -> None:
-    """A manual run for a drift event: the event must exist, and once the plan is to train,
-    it is being actioned (a failed run turns it into RETRAINING_FAILED, see
-    :func:`record_failure`)."""
+    """A manual run for a drift event: the event must exist and not be resolved or accepted
+    (ValueError), and once the plan is to train, it is being actioned (a failed run turns it
+    into RETRAINING_FAILED, see :func:`record_failure`)."""
     from driftloop.drift import history
 
     trigger = plan["trigger"]
@@ -77,6 +83,11 @@ def take_up_drift_event(settings: Settings, plan: Mapping[str, Any], run_id: str
     event = history.get_event(engine, int(event_id))
     if event is None:
         raise LookupError(f"Param drift_event_id: no drift event with id {event_id}")
+    if event["status"] not in RETRAINABLE_EVENT_STATUSES:
+        raise ValueError(
+            f"Param drift_event_id: drift event {event_id} is {event['status']} (by "
+            f"{event['actor']}): it is closed; retrain without drift_event_id"
+        )
     if plan["action"] == "train" and event["status"] != "ACTIONED":
         history.set_event_status(
             engine,
