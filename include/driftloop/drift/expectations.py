@@ -49,16 +49,28 @@ _BOOL_TYPES = ["bool", "BooleanDtype"]
 
 
 # --------------------------------------------------------------------------------------
-# the suite
+# the suite: declared as GE expectation types and kwargs (no GE import needed to read it)
 
 
-def _type_expectation(column: schema.Column):
-    import great_expectations.expectations as gxe
+@dataclass(frozen=True)
+class ExpectationSpec:
+    """One expectation of the suite in GE's own terms: its type and kwargs, as GE normalises
+    them (defaults left out, range bounds as floats), so GE's configuration equals them."""
 
+    type: str
+    kwargs: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "kwargs": dict(self.kwargs)}
+
+
+def _type_spec(column: schema.Column) -> ExpectationSpec | None:
     dtype = column.dtype
     if dtype.startswith("timestamp"):
         # pandas reports tz-aware datetimes as Timestamp, tz-naive ones as datetime64
-        return gxe.ExpectColumnValuesToBeOfType(column=column.name, type_="Timestamp")
+        return ExpectationSpec(
+            "expect_column_values_to_be_of_type", {"column": column.name, "type_": "Timestamp"}
+        )
     if dtype in ("double", "float", "halffloat") or dtype.startswith("float"):
         type_list = _FLOAT_TYPES
     elif dtype.startswith(("int", "uint")):
@@ -71,49 +83,81 @@ def _type_expectation(column: schema.Column):
         return None  # checked through the derived length column
     else:
         raise ValueError(f"no type expectation for column {column.name!r} of type {dtype!r}")
-    return gxe.ExpectColumnValuesToBeInTypeList(column=column.name, type_list=list(type_list))
+    return ExpectationSpec(
+        "expect_column_values_to_be_in_type_list",
+        {"column": column.name, "type_list": list(type_list)},
+    )
 
 
-def build_suite() -> gx.ExpectationSuite:
-    """The expectation suite of one inference-log partition, derived from schema.COLUMNS."""
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
+def _bound(value: float | None) -> float | None:
+    """A range bound as GE keeps it (its kwargs hold floats): the reasons quote it."""
+    return None if value is None else float(value)
 
-    expectations: list = []
-    has_embedding = schema.EMBEDDING_COLUMN in schema.BY_NAME
-    column_set = [*schema.COLUMN_NAMES, *([EMBEDDING_LEN_COLUMN] if has_embedding else [])]
-    expectations.append(gxe.ExpectTableColumnsToMatchSet(column_set=column_set, exact_match=True))
-    expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=1))
+
+def suite_spec() -> tuple[ExpectationSpec, ...]:
+    """The expectations of one inference-log partition, derived from schema.COLUMNS: what
+    :func:`build_suite` gives GE and what :mod:`.arrow_validation` evaluates."""
+    specs: list[ExpectationSpec] = []
+    has_embedding = any(c.name == schema.EMBEDDING_COLUMN for c in schema.COLUMNS)
+    column_set = [c.name for c in schema.COLUMNS] + (
+        [EMBEDDING_LEN_COLUMN] if has_embedding else []
+    )
+    specs.append(ExpectationSpec("expect_table_columns_to_match_set", {"column_set": column_set}))
+    specs.append(ExpectationSpec("expect_table_row_count_to_be_between", {"min_value": 1}))
     for col in schema.COLUMNS:
-        type_exp = _type_expectation(col)
-        if type_exp is not None:
-            expectations.append(type_exp)
+        type_spec = _type_spec(col)
+        if type_spec is not None:
+            specs.append(type_spec)
         if not col.nullable:
-            expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name))
+            specs.append(
+                ExpectationSpec("expect_column_values_to_not_be_null", {"column": col.name})
+            )
         if col.min_value is not None or col.max_value is not None:
-            expectations.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=col.name, min_value=col.min_value, max_value=col.max_value
+            specs.append(
+                ExpectationSpec(
+                    "expect_column_values_to_be_between",
+                    {
+                        "column": col.name,
+                        "min_value": _bound(col.min_value),
+                        "max_value": _bound(col.max_value),
+                    },
                 )
             )
         if col.name in schema.ALLOWED_CATEGORIES:
-            expectations.append(
-                gxe.ExpectColumnValuesToBeInSet(
-                    column=col.name, value_set=list(schema.ALLOWED_CATEGORIES[col.name])
+            specs.append(
+                ExpectationSpec(
+                    "expect_column_values_to_be_in_set",
+                    {"column": col.name, "value_set": list(schema.ALLOWED_CATEGORIES[col.name])},
                 )
             )
         if col.name == "camera_id":
-            expectations.append(
-                gxe.ExpectColumnValuesToMatchRegex(column=col.name, regex=schema.CAMERA_ID_REGEX)
+            specs.append(
+                ExpectationSpec(
+                    "expect_column_values_to_match_regex",
+                    {"column": col.name, "regex": schema.CAMERA_ID_REGEX},
+                )
             )
     if has_embedding:
-        expectations.append(
-            gxe.ExpectColumnValuesToBeBetween(
-                column=EMBEDDING_LEN_COLUMN,
-                min_value=schema.EMBEDDING_DIM,
-                max_value=schema.EMBEDDING_DIM,
+        specs.append(
+            ExpectationSpec(
+                "expect_column_values_to_be_between",
+                {
+                    "column": EMBEDDING_LEN_COLUMN,
+                    "min_value": _bound(schema.EMBEDDING_DIM),
+                    "max_value": _bound(schema.EMBEDDING_DIM),
+                },
             )
         )
+    return tuple(specs)
+
+
+def build_suite(specs: tuple[ExpectationSpec, ...] | None = None) -> gx.ExpectationSuite:
+    """The GE expectation suite of one inference-log partition (:func:`suite_spec`)."""
+    import great_expectations as gx
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    specs = suite_spec() if specs is None else specs
+    expectations = [get_expectation_impl(s.type)(**s.kwargs) for s in specs]
     # built in one go: adding expectations one by one needs an active context
     suite = gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations)
     if len(suite.expectations) != len(expectations):  # GE drops invalid ones with a log line

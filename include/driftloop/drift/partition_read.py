@@ -1,6 +1,7 @@
 """Reading a partition's Parquet parts from S3 for validation: exactly the listed content,
-schemas compared across parts, a pandas frame GE can check (plus the embedding's length), and
-the checks GE cannot express: rows outside the partition's day and NaN values.
+part by part and batch by batch (:func:`open_part`, :func:`iter_part_batches`), schemas
+compared across parts, a pandas frame GE can check (plus the embedding's length), and the
+checks GE cannot express: rows outside the partition's day and NaN values.
 
 An unreadable part, or parts whose schemas disagree, become reasons naming the key; they
 never raise. A store fault (a 500, a reset connection, a refused permission) does raise:
@@ -21,6 +22,7 @@ from driftloop.drift.expectations import EMBEDDING_LEN_COLUMN
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 #: S3 answers about one object of a partition (changed, archived to a cold storage class, a
 #: key or metadata S3 cannot take), not about the store's health: retrying the task cannot
@@ -83,6 +85,14 @@ def content_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _unreadable(key: str, err: BaseException) -> str:
+    return f"{key}: unreadable parquet ({type(err).__name__}: {err})"
+
+
+#: errors of a Parquet file's bytes (as opposed to the store's)
+PARQUET_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
+
+
 def parse_part(key: str, data: bytes) -> tuple[pa.Table | None, str | None]:
     """(table, None) or (None, reason) for one part file's bytes."""
     import pyarrow as pa
@@ -92,8 +102,34 @@ def parse_part(key: str, data: bytes) -> tuple[pa.Table | None, str | None]:
         return None, f"{key}: unreadable parquet (empty file, 0 bytes)"
     try:
         return pq.read_table(pa.BufferReader(data)), None
-    except (pa.ArrowException, OSError, ValueError) as err:
-        return None, f"{key}: unreadable parquet ({type(err).__name__}: {err})"
+    except (pa.ArrowException, *PARQUET_ERRORS) as err:
+        return None, _unreadable(key, err)
+
+
+def open_part(key: str, data: bytes) -> tuple[pq.ParquetFile | None, str | None]:
+    """(file, None) or (None, reason) for one part file's bytes: its footer read, ready to
+    iterate record batches (:func:`iter_part_batches`); the reasons are :func:`parse_part`'s."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not data:
+        return None, f"{key}: unreadable parquet (empty file, 0 bytes)"
+    try:
+        return pq.ParquetFile(pa.BufferReader(data)), None
+    except (pa.ArrowException, *PARQUET_ERRORS) as err:
+        return None, _unreadable(key, err)
+
+
+def iter_part_batches(key: str, parquet: pq.ParquetFile, columns: list[str], batch_size: int):
+    """Record batches of ``columns``; yields ``(batch, None)``, then ``(None, reason)`` if a
+    page cannot be decoded (the batches before it have been yielded)."""
+    import pyarrow as pa
+
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            yield batch, None
+    except (pa.ArrowException, *PARQUET_ERRORS) as err:
+        yield None, _unreadable(key, err)
 
 
 def read_part(s3, bucket: str, key: str, etag: str | None) -> tuple[pa.Table | None, str | None]:
@@ -111,6 +147,15 @@ def split_extra_columns(table: pa.Table) -> tuple[pa.Table, list[str]]:
     knows it); drift statistics read only the contract's columns, so they are dropped here."""
     extra = [name for name in table.column_names if name not in schema.BY_NAME]
     return (table.drop_columns(extra) if extra else table), extra
+
+
+def contract_columns(table_schema: pa.Schema) -> tuple[pa.Schema, list[str]]:
+    """:func:`split_extra_columns` on a schema: the contract's fields, and the other names."""
+    import pyarrow as pa
+
+    extra = [name for name in table_schema.names if name not in schema.BY_NAME]
+    kept = [f for f in table_schema if f.name in schema.BY_NAME]
+    return pa.schema(kept), extra
 
 
 def _type_str(t: pa.DataType) -> str:
@@ -142,9 +187,15 @@ def _schema_differences(sig: list[tuple[str, str]], ref: list[tuple[str, str]]) 
     return diffs
 
 
-def check_part_schemas(tables: dict[str, pa.Table]) -> list[str]:
+def signature(table_schema: pa.Schema) -> tuple[tuple[str, str], ...]:
+    """Names and types of a schema, as part schemas are compared (list field names and
+    nullability left out: they change on a Parquet round trip)."""
+    return tuple(_signature(table_schema))
+
+
+def check_part_schemas(schemas: dict[str, pa.Schema]) -> list[str]:
     """Reasons naming every part whose schema (names, types) differs from the others'."""
-    sigs = {key: _signature(t.schema) for key, t in tables.items()}
+    sigs = {key: _signature(s) for key, s in schemas.items()}
     distinct = {tuple(s) for s in sigs.values()}
     if len(distinct) <= 1:
         return []
@@ -244,7 +295,7 @@ def timestamps_outside_day(table: pa.Table, day: str) -> dict[str, Any] | None:
     }
 
 
-def nan_counts(table: pa.Table) -> dict[str, int]:
+def nan_counts(table: pa.Table | pa.RecordBatch) -> dict[str, int]:
     """Rows holding a float NaN, per contract column of a float (or list of float) type.
 
     NaN is no measurement: in a feature it would poison every histogram and distance, so it
@@ -258,15 +309,20 @@ def nan_counts(table: pa.Table) -> dict[str, int]:
             continue
         column = table.column(name)
         t = column.type
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
         if pa.types.is_floating(t):
             n = int(pc.sum(pc.is_nan(column)).as_py() or 0)
         elif (
             pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
         ) and pa.types.is_floating(t.value_type):
             n = 0
-            for chunk in column.chunks:  # parent indices count from each chunk's start
-                flat, parents = pc.list_flatten(chunk), pc.list_parent_indices(chunk)
-                n += int(pc.count_distinct(pc.filter(parents, pc.is_nan(flat))).as_py())
+            for chunk in chunks:  # parent indices count from each chunk's start
+                flat = pc.list_flatten(chunk)
+                nan = pc.is_nan(flat)
+                if not pc.any(nan).as_py():  # the usual case: no NaN, no per-row count
+                    continue
+                parents = pc.list_parent_indices(chunk)
+                n += int(pc.count_distinct(pc.filter(parents, nan)).as_py())
         else:
             continue
         if n:

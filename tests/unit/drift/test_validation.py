@@ -1,4 +1,7 @@
-"""Unit tests of driftloop.drift.validation: GE suite, partition reading, quarantine, summary."""
+"""Unit tests of driftloop.drift.validation: GE suite, partition reading, quarantine, summary.
+
+Every partition test runs on both engines (the ``ctx`` fixture): the Arrow engine the DAG uses
+and GE's pandas validator, with the same expected verdicts and reasons."""
 
 from __future__ import annotations
 
@@ -92,9 +95,20 @@ def split_in_two(table: pa.Table) -> list[bytes]:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def ctx() -> expectations.ValidationContext:
+ENGINES = ("arrow", "gx")
+
+
+def make_engine(name: str):
+    """A fresh validation context of the engine: the Arrow suite or a GE context."""
+    if name == "arrow":
+        return validation.ArrowSuite.from_contract()
     return expectations.make_context()
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def ctx(request):
+    """The engine a test validates with: each partition test runs on both."""
+    return make_engine(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -449,10 +463,9 @@ def test_quarantine_is_idempotent_across_validation_runs(s3, ctx):
     key = storage.split_s3_uri(first[-1])[1]
     before = storage.get_bytes(s3, BUCKET, key)
 
-    # a re-run validates again (new GE objects, new context) and quarantines again
-    again = validation.validate_partition(
-        s3, BUCKET, partition, context=expectations.make_context()
-    )
+    # a re-run validates again (a new context of the same engine) and quarantines again
+    engine = "arrow" if isinstance(ctx, validation.ArrowSuite) else "gx"
+    again = validation.validate_partition(s3, BUCKET, partition, context=make_engine(engine))
     assert again.result == verdict.result
     second = quarantine.quarantine_partition(s3, BUCKET, again, partition)
 
