@@ -84,7 +84,7 @@ def test_stable_world_has_no_drift_even_without_hysteresis(stack, s3):
     assert report["dataset_drift"] is False
 
 
-def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
+def test_abrupt_drift_is_critical_on_its_first_day(stack, s3):
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
@@ -93,23 +93,38 @@ def test_abrupt_drift_becomes_critical_on_the_second_daily_check(stack, s3):
 
     end = "2025-06-30"
     truth = _write_world(s3, "abrupt", end)
-    first_end = _day(truth.drift_start_date, 5)  # 6 drifted days in the current window
 
-    first, _ = _run({"end_date": first_end})
-    pending = _decision(s3, first)
-    brightness = next(f for f in pending["features"] if f["feature"] == "brightness")
-    assert brightness["level_now"] == "critical"
-    assert pending["severity"] == "none"  # one breach of k=2: hysteresis holds the alert back
+    # the day before the drift: quiet, and it is the history the next check sees
+    first, _ = _run({"end_date": _day(truth.drift_start_date, -1)})
+    quiet = _decision(s3, first)
+    assert quiet["severity"] == "none"
+    assert all(f["level_now"] == "none" for f in quiet["features"] if f["alerting"])
     assert _xcom(first, "evidently_report")["drifted_columns"] == []  # the report agrees
 
-    second, states = _run({"end_date": _day(first_end, 1)})
+    # the first drifted day is 1/14 of the window but all of its last day: a break, critical
+    # at once without waiting for k = 2 checks
+    second, states = _run({"end_date": truth.drift_start_date})
     decision = _decision(s3, second)
     assert decision["severity"] == "critical"
     drifted = set(decision["drifted_features"])
-    assert {"brightness", "mean_r", "mean_g", "mean_b", "camera_id", "embedding"} <= drifted
+    assert {"brightness", "mean_r", "mean_g", "mean_b", "camera_id"} <= drifted
     assert drifted <= set(truth.drifted_columns) | {f"embedding_pc{i}" for i in range(1, 6)}, (
         drifted
     )
+    brightness = next(f for f in decision["features"] if f["feature"] == "brightness")
+    assert brightness["broke"] is True
+    assert brightness["window"] == "last_1d"
+    assert brightness["windows"]["full"]["q_value"] < 0.05  # the whole window confirms it
+    embedding = next(f for f in decision["features"] if f["feature"] == "embedding")
+    assert embedding["level_now"] == "critical"
+    statistics = json.loads(
+        s3.get_object(
+            Bucket=Settings.from_env().bucket,
+            Key=decision["statistics_uri"].split("/", 3)[3],
+        )["Body"].read()
+    )
+    assert statistics["calibration"]["day_to_day_variation"] == "measured"
+    assert {c["window"] for c in statistics["windows"]["last_1d"]} == {"last_1d"}
     assert states["open_drift_event"] == "success"
     assert states["confirm_drift"] == "success"
     assert states["await_approval"] == "skipped"

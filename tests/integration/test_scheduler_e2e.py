@@ -162,6 +162,9 @@ def scheduler_stack(tmp_path_factory, world_spec):
     root = tmp_path_factory.mktemp("e2e-stack")
     policy = yaml.safe_load((REPO / "include/driftloop/config/drift_policy.yaml").read_text())
     policy["approval"] = "required"
+    # this story is the k-of-n wait (a first breach, then the alert); an abrupt break that
+    # alerts at once (the default) is tried in the drift DAG and engine tests
+    policy["hysteresis"]["break_skips_wait"] = False
     policy_path = root / "drift_policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
     core = EmbeddedStack(root, REPO).start()  # moto, mlflow: the proxy needs moto's port
