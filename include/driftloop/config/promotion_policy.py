@@ -119,6 +119,39 @@ class Bootstrap(_Model):
     )
 
 
+class Latency(_Model):
+    """How the candidate's serving latency is compared with the champion's (see
+    :mod:`driftloop.evaluation.latency`); the tolerance itself is ``latency_tolerance``."""
+
+    rounds: Integer = Field(
+        200,
+        ge=20,
+        description="Paired rounds timed per evaluation: each runs the candidate and the "
+        "champion twice on one image (ABBA, then BAAB). Fewer rounds give a wider interval, "
+        "which rejects less.",
+    )
+    confidence: Number = Field(
+        0.95,
+        ge=0.5,
+        lt=1,
+        allow_inf_nan=False,
+        description="Confidence of the interval on p95(candidate) / p95(champion). The gate "
+        "rejects on latency only when the whole interval lies above 1 + latency_tolerance, so "
+        "a higher confidence rejects less; a comparison at a higher confidence than this fails "
+        "the gate.",
+    )
+    same_graph_tolerance: Number = Field(
+        0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="A candidate whose serving graph has the champion's signature (same ops, "
+        "shapes, FLOPs) does the same arithmetic, so its latency differs only by noise: it is "
+        "rejected on latency only when the whole interval lies above 1 + this share (0.5 = "
+        "50 %), or above 1 + latency_tolerance when that is larger. Catches gross "
+        "value-dependent slowdowns (e.g. FP32 denormals), never measurement noise.",
+    )
+
+
 class PromotionPolicy(_Model):
     """``promotion_policy.yaml`` as a model (field order = the order of :meth:`to_dict`)."""
 
@@ -144,7 +177,9 @@ class PromotionPolicy(_Model):
         ge=0,
         allow_inf_nan=False,
         description="Candidate p95 latency (INT8 ONNX) may exceed the champion's by this "
-        "share at most (0.10 = 10 %).",
+        "share at most (0.10 = 10 %): the gate rejects only when the whole confidence "
+        "interval of p95(candidate) / p95(champion), from paired interleaved timings, lies "
+        "above 1 + latency_tolerance.",
     )
     int8_max_map_loss: Number = Field(
         0.01,
@@ -192,6 +227,10 @@ class PromotionPolicy(_Model):
     bootstrap: Bootstrap = Field(
         default_factory=Bootstrap, description="Paired bootstrap of the primary metric's delta."
     )
+    latency: Latency = Field(
+        default_factory=Latency,
+        description="Paired latency comparison: rounds, interval confidence, same-graph rule.",
+    )
     # where the policy was read from (a file path, "<dict>"); no part of the policy itself
     _source: str = PrivateAttr("")
 
@@ -215,6 +254,18 @@ class PromotionPolicy(_Model):
     @property
     def bootstrap_confidence(self) -> float:
         return self.bootstrap.confidence
+
+    @property
+    def latency_rounds(self) -> int:
+        return self.latency.rounds
+
+    @property
+    def latency_confidence(self) -> float:
+        return self.latency.confidence
+
+    @property
+    def latency_same_graph_tolerance(self) -> float:
+        return self.latency.same_graph_tolerance
 
     def to_dict(self) -> dict[str, Any]:
         """The policy as the YAML document it was read from (JSON-safe; hashed by the ledger)."""
@@ -289,6 +340,9 @@ TRIGGER_OVERRIDABLE: tuple[tuple[str, ...], ...] = (
     ("approval",),
     ("bootstrap", "n_resamples"),
     ("bootstrap", "confidence"),
+    ("latency", "rounds"),
+    ("latency", "confidence"),
+    ("latency", "same_graph_tolerance"),
 )
 
 
@@ -308,6 +362,11 @@ STRICTER: dict[tuple[str, ...], str | tuple[str, ...] | None] = {
     ("approval",): None,
     ("bootstrap", "n_resamples"): None,
     ("bootstrap", "confidence"): "higher",
+    # latency rejects only when the whole interval lies above the tolerance: fewer rounds or a
+    # higher confidence widen the interval, so they reject less
+    ("latency", "rounds"): "higher",
+    ("latency", "confidence"): "lower",
+    ("latency", "same_graph_tolerance"): "lower",
 }
 
 

@@ -2,14 +2,25 @@
 
 ``decide_promotion`` takes the candidate's and the champion's evaluation summaries (scored on
 the same images, in the same environment), the paired-bootstrap CI of the primary metric's
-delta and the policy, and returns a :class:`GateDecision` listing every check with its value
-and threshold. Rules:
+delta, the paired latency comparison (:class:`LatencyComparison`) and the policy, and returns
+a :class:`GateDecision` listing every check with its value and threshold. Rules:
 
 * no champion: the absolute floors alone decide (``min_map50``, ``min_map50_95``,
   ``max_p95_latency_ms``);
-* with a champion, every one of: ``delta.low >= -map_tolerance``;
-  ``candidate p95 <= champion p95 × (1 + latency_tolerance)``;
+* with a champion, every one of: ``delta.low >= -map_tolerance``; the latency check below;
   ``map50 − map50_int8 <= int8_max_map_loss``; the floors.
+
+The latency check (``p95_latency``) never compares two noisy p95s: it rejects only when the
+whole confidence interval of ``p95(candidate) / p95(champion)``, from paired interleaved
+timings, lies above ``1 + latency_tolerance`` (its value is the interval's lower bound). What
+else is known is used too: when both serving graphs have the same signature (same ops,
+shapes and FLOPs, :mod:`driftloop.evaluation.graph_signature`) the two models do the same
+arithmetic and a latency difference can only be noise, so the bar is
+``1 + max(latency_tolerance, latency.same_graph_tolerance)``; a different graph — the case the
+timing must catch, e.g. a larger image size — is held to ``1 + latency_tolerance``. The
+check's detail says which case applied and why. A comparison with fewer rounds than
+``latency.rounds`` or at a higher confidence than ``latency.confidence`` (both widen the
+interval, which rejects less) fails.
 
 In both cases an ``evaluation_set`` check asks for a non-empty evaluation set and, with a
 champion, the same number of images for candidate, champion and delta (the same set).
@@ -23,7 +34,7 @@ rather than 0.010000000000000009.
 
 The policy itself (:class:`PromotionPolicy`, its YAML and overrides) is a pydantic model in
 :mod:`driftloop.config.promotion_policy`, re-exported here. Otherwise only the standard
-library and :class:`DeltaCI` are imported.
+library, :class:`DeltaCI` and :class:`LatencyComparison` are imported.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from driftloop.config.promotion_policy import (
     parse_promotion_policy,
 )
 from driftloop.evaluation.bootstrap import DeltaCI
+from driftloop.evaluation.latency import LatencyComparison
 
 # the policy lives in driftloop.config.promotion_policy; its names stay importable from here
 __all__ = [
@@ -56,6 +68,7 @@ __all__ = [
     "Check",
     "EvalSummary",
     "GateDecision",
+    "LatencyComparison",
     "PolicyError",
     "PromotionPolicy",
     "decide_promotion",
@@ -316,26 +329,67 @@ def _delta_check(delta: DeltaCI | None, policy: PromotionPolicy) -> Check:
     return Check("map_delta", _at_least(low, threshold), low, threshold, detail, ">=")
 
 
-def _latency_check(candidate: EvalSummary, champion: EvalSummary, policy: PromotionPolicy) -> Check:
-    cand, champ = _num(candidate.p95_latency_ms), _num(champion.p95_latency_ms)
-    if champ is None or champ <= 0:
+def _gflops(graph: Mapping[str, Any] | None) -> str:
+    flops = _num((graph or {}).get("flops"))
+    return "n/a" if flops is None else f"{flops / 1e9:.2f}"
+
+
+def _graph_reason(latency: LatencyComparison) -> str:
+    """Why the latency bar is what it is: same graph, a different one, or unknown."""
+    same = latency.same_graph
+    cand, champ = latency.candidate_graph or {}, latency.champion_graph or {}
+    if same:
+        return (
+            f"same graph as the champion (signature {str(cand.get('fingerprint'))[:12]}, "
+            f"{_gflops(cand)} GFLOPs): identical arithmetic, so a difference can only be noise"
+        )
+    if same is None:
+        return "graph signatures unknown: the timing alone decides"
+    ratio = latency.flops_ratio
+    share = "" if ratio is None else f", {ratio:.2f}x the champion's FLOPs"
+    return (
+        f"different graph ({_gflops(cand)} vs {_gflops(champ)} GFLOPs{share}): the timing decides"
+    )
+
+
+def _latency_check(latency: LatencyComparison | None, policy: PromotionPolicy) -> Check:
+    name, tolerance = "p95_latency", policy.latency_tolerance
+    bar = 1.0 + tolerance
+    if latency is None:
         return Check(
-            "p95_latency",
+            name, False, None, bar, "no paired latency comparison of candidate and champion", "<="
+        )
+    confidence = _num(latency.confidence)
+    if confidence is None or confidence > policy.latency_confidence + EPS:
+        return Check(
+            name,
             False,
-            cand,
-            None,
-            "champion p95 latency missing, NaN or not positive",
+            _num(latency.low),
+            bar,
+            f"latency interval at {latency.confidence} confidence, wider than the policy's "
+            f"{policy.latency_confidence}",
             "<=",
         )
-    limit = champ * (1.0 + policy.latency_tolerance)
-    if cand is None:
+    rounds = _count(latency.rounds)
+    if rounds is None or rounds < policy.latency_rounds:
         return Check(
-            "p95_latency", False, None, limit, "candidate p95 latency missing or NaN", "<="
+            name,
+            False,
+            _num(latency.low),
+            bar,
+            f"latency timed in {latency.rounds} paired rounds, the policy asks for "
+            f"{policy.latency_rounds}",
+            "<=",
         )
-    detail = (
-        f"candidate p95 {cand:.2f} ms vs champion {champ:.2f} ms x (1 + {policy.latency_tolerance})"
-    )
-    return Check("p95_latency", _at_most(cand, limit), cand, limit, detail, "<=")
+    low = _num(latency.low)
+    if low is None or _num(latency.high) is None or _num(latency.ratio) is None:
+        return Check(name, False, None, bar, "p95 ratio or its interval missing or NaN", "<=")
+    if latency.same_graph:
+        bar = 1.0 + max(tolerance, policy.latency_same_graph_tolerance)
+    passed = _at_most(low, bar)
+    verdict = "not wholly above" if passed else "wholly above"
+    detail = f"{latency.summary()}; interval {verdict} {bar:.2f}; {_graph_reason(latency)}"
+    return Check(name, passed, low, bar, detail, "<=")
 
 
 def _int8_check(candidate: EvalSummary, policy: PromotionPolicy) -> Check:
@@ -354,13 +408,18 @@ def decide_promotion(
     champion: EvalSummary | None,
     delta: DeltaCI | None,
     policy: PromotionPolicy,
+    latency: LatencyComparison | Mapping[str, Any] | None = None,
 ) -> GateDecision:
-    """Promote or reject the candidate; every check, passed or not, is listed."""
+    """Promote or reject the candidate; every check, passed or not, is listed. ``latency``:
+    the paired comparison with the champion (a :class:`LatencyComparison` or its
+    ``to_dict()`` from the ledger); without one a candidate with a champion is rejected."""
+    if isinstance(latency, Mapping):
+        latency = LatencyComparison.from_dict(latency)
     checks = [_evaluation_set_check(candidate, champion, delta)]
     if champion is not None:
         checks += [
             _delta_check(delta, policy),
-            _latency_check(candidate, champion, policy),
+            _latency_check(latency, policy),
             _int8_check(candidate, policy),
         ]
     checks += _floor_checks(candidate, policy)
@@ -379,6 +438,7 @@ def decide_promotion(
             "candidate": candidate.to_dict(),
             "champion": None if champion is None else champion.to_dict(),
             "delta": None if delta is None else delta.to_dict(),
+            "latency": None if latency is None else latency.to_dict(),
             "policy": policy.to_dict(),
         },
     )

@@ -85,6 +85,7 @@ def gate(settings: Settings, version: str, policy, run_id: str) -> dict[str, Any
             EvalSummary.from_dict(champion) if champion else None,
             DeltaCI.from_dict(evaluation["delta"]) if evaluation.get("delta") else None,
             policy,
+            latency=evaluation.get("latency"),
         )
         decision, table = result.to_dict(), result.table()
     decision["table"] = table

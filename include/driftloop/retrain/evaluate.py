@@ -2,9 +2,11 @@
 
 Both models are the logged ONNX models of MLflow (the candidate's from its registration, the
 champion's from its version, ``models:/`` URIs downloaded here): FP32 and INT8 mAP per image
-for the paired bootstrap of the delta, and the INT8 models' latency measured interleaved. The
-result goes to ``reports/retrain/<run>/evaluation.json``, the ledger, and — as MLflow 3 model
-metrics — onto the candidate's logged models.
+for the paired bootstrap of the delta, and the INT8 models' latency compared in paired
+interleaved rounds (:func:`driftloop.evaluation.latency.compare_onnx_latency`: the CI of the
+p95 ratio and both graph signatures, recorded under ``latency``). The result goes to
+``reports/retrain/<run>/evaluation.json``, the ledger, and — as MLflow 3 model metrics — onto
+the candidate's logged models.
 """
 
 from __future__ import annotations
@@ -19,25 +21,29 @@ from driftloop.config.settings import Settings
 from driftloop.contracts.storage import dumps_canonical, put_bytes
 from driftloop.retrain.records import ledger, report_key
 
-#: Timed inferences per model for the latency check. Two models of the same architecture
-#: differ only by noise; with one run per evaluation image (~170) their p95s were 6 % apart in
-#: the demo, close to the 10 % tolerance. 600 runs cost ~6 s and steady the tail estimate.
-LATENCY_RUNS = 600
-LATENCY_WARMUP = 20
+#: untimed rounds before the paired latency rounds (``latency.rounds`` of the policy): each
+#: runs both models twice, so the sessions' first-call allocations are never timed
+LATENCY_WARMUP_ROUNDS = 10
 
 
 def evaluate(
     s3, settings: Settings, snapshot_doc, candidate: Mapping[str, Any], policy, run_id: str
 ) -> dict[str, Any]:
     """Candidate and champion on the same evaluation split, in this one process:
-    FP32/INT8 mAP per image for the paired bootstrap, p95 latency of the INT8 models
-    measured interleaved. The models are the logged MLflow models (the candidate's from its
-    registration, the champion's from its version); the candidate's numbers are linked to
-    them as model metrics."""
+    FP32/INT8 mAP per image for the paired bootstrap; the INT8 models' latency in
+    ``policy.latency.rounds`` paired rounds with the CI of the p95 ratio at
+    ``policy.latency.confidence`` and both graph signatures (without a champion: the
+    candidate's p50/p95 from as many runs, for the floor). The models are the logged MLflow
+    models (the candidate's from its registration, the champion's from its version); the
+    candidate's numbers are linked to them as model metrics."""
     from driftloop.drift import tracking
     from driftloop.evaluation.bootstrap import paired_bootstrap_delta
     from driftloop.evaluation.detector import evaluate_model, image_label_pairs
-    from driftloop.evaluation.latency import measure_latency_interleaved
+    from driftloop.evaluation.latency import (
+        RUNS_PER_ROUND,
+        compare_onnx_latency,
+        measure_latency_interleaved,
+    )
     from driftloop.promotion import registry
     from driftloop.promotion.gate import EvalSummary
     from driftloop.retrain.model_files import (
@@ -68,12 +74,24 @@ def evaluate(
         }
         results = {key: evaluate_model(path, data) for key, path in onnx.items()}
         images = [img for img, _ in image_label_pairs(data)]
-        latency = measure_latency_interleaved(
-            {name: onnx[(name, "int8")] for name in models},
-            images,
-            warmup=LATENCY_WARMUP,
-            runs=max(LATENCY_RUNS, len(images)),
-        )
+        comparison = None
+        if champion is not None:
+            comparison = compare_onnx_latency(
+                onnx[("candidate", "int8")],
+                onnx[("champion", "int8")],
+                images,
+                rounds=policy.latency_rounds,
+                warmup=LATENCY_WARMUP_ROUNDS,
+                confidence=policy.latency_confidence,
+            )
+            latency = {"candidate": comparison.candidate, "champion": comparison.champion}
+        else:  # nothing to compare with: the candidate's own p95, for the absolute floor
+            latency = measure_latency_interleaved(
+                {"candidate": onnx[("candidate", "int8")]},
+                images,
+                warmup=LATENCY_WARMUP_ROUNDS * RUNS_PER_ROUND,
+                runs=policy.latency_rounds * RUNS_PER_ROUND,
+            )
 
         def summary(name: str) -> EvalSummary:
             fp32, int8 = results[(name, "fp32")], results[(name, "int8")]
@@ -101,7 +119,7 @@ def evaluate(
             if champion is None
             else {"version": str(champion.version), **summary("champion").to_dict()},
             "delta": None if delta is None else delta.to_dict(),
-            "latency": latency,
+            "latency": None if comparison is None else comparison.to_dict(),
             "dataset_sha256": snapshot_doc["sha256"],
         }
     # on each logged model's page in MLflow: what it scored on this snapshot
@@ -123,7 +141,7 @@ def evaluate(
         "evaluation",
         actor=f"airflow:{run_id}",
         subject=f"model:{settings.registered_model}/v{candidate['version']}",
-        payload={k: document[k] for k in ("candidate", "champion", "delta", "uri")},
+        payload={k: document[k] for k in ("candidate", "champion", "delta", "latency", "uri")},
         input_hashes={
             "dataset": snapshot_doc["sha256"],
             "evaluation": sha256_bytes(dumps_canonical(document)),

@@ -62,6 +62,8 @@ def model_card(snapshot_doc, evaluation, decision, candidate, plan) -> str:
         lines.append(
             f"\nPaired bootstrap delta of {d.get('metric')}: {d['point']:.4f} [{d['low']:.4f}, {d['high']:.4f}]"
         )
+    if ev.get("latency"):
+        lines += ["", *latency_lines(ev["latency"])]
     lines += [
         "",
         "## Gate decision",
@@ -75,6 +77,32 @@ def model_card(snapshot_doc, evaluation, decision, candidate, plan) -> str:
         "- INT8 quantization excludes the detection head; accuracy loss versus FP32 is a gate check.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def latency_lines(latency: dict[str, Any]) -> list[str]:
+    """The paired latency comparison for the card: ratio, CI, rounds, method, graphs."""
+    from driftloop.evaluation.latency import LatencyComparison
+
+    comparison = LatencyComparison.from_dict(latency)
+    graphs = []
+    for name, graph in (
+        ("candidate", comparison.candidate_graph),
+        ("champion", comparison.champion_graph),
+    ):
+        if graph:
+            graphs.append(
+                f"{name} {str(graph.get('fingerprint'))[:12]} "
+                f"({(graph.get('flops') or 0) / 1e9:.2f} GFLOPs, {graph.get('n_nodes')} nodes)"
+            )
+    same = {True: "same graph", False: "different graphs", None: "graphs unknown"}
+    return [
+        f"Latency (INT8 ONNX): {comparison.summary()} "
+        f"({comparison.n_resamples} bootstrap resamples in blocks of "
+        f"{comparison.block_rounds} rounds).",
+        f"Method: {comparison.method}.",
+        f"Graph signatures: {same[comparison.same_graph]}"
+        + (f" — {'; '.join(graphs)}." if graphs else "."),
+    ]
 
 
 def write_model_record(

@@ -65,6 +65,7 @@ def test_defaults_fill_a_minimal_document():
         "auto_retrain": True,
         "retention": {"keep_last": 10, "archive": "tag"},
         "bootstrap": {"n_resamples": 1000, "confidence": 0.95},
+        "latency": {"rounds": 200, "confidence": 0.95, "same_graph_tolerance": 0.5},
     }
 
 
@@ -263,6 +264,9 @@ def test_each_trigger_field_overrides_its_key_and_only_it():
         "approval": "required",
         "bootstrap_n_resamples": 500,
         "bootstrap_confidence": 0.9,
+        "latency_rounds": 400,
+        "latency_confidence": 0.9,
+        "latency_same_graph_tolerance": 0.25,
     }
     assert set(changed) == {f.param for f in trigger_overridable_fields()}
     for f in trigger_overridable_fields(shipped):
