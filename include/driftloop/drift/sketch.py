@@ -53,6 +53,48 @@ def _quantile_edges(values: np.ndarray, name: str) -> tuple[list[float], list[fl
     return [float(v) for v in np.unique(qs)], [float(v) for v in np.unique(coarse)]
 
 
+@dataclass(frozen=True)
+class EdgeLookup:
+    """``np.searchsorted(edges, v, side="right")`` in a few vector passes instead of a binary
+    search per value: a uniform grid of cells over the edges' range gives each value a first
+    guess (the bin at its cell's lower bound), and at most a few compare-and-step passes make it
+    exact (both ways, so rounding at a cell boundary cannot shift a value's bin)."""
+
+    edges: np.ndarray
+    low: float
+    scale: float
+    start: np.ndarray
+    steps: int
+
+    #: more steps than this per value: a plain binary search is as fast
+    MAX_STEPS = 4
+
+    @classmethod
+    def build(cls, edges: list[float]) -> EdgeLookup | None:
+        e = np.asarray(edges, dtype=float)
+        if e.size < 8 or not np.isfinite(e).all() or e[-1] <= e[0]:
+            return None
+        for cells in (1024, 8192, 65536):
+            scale = cells / (e[-1] - e[0])
+            lower = e[0] + np.arange(cells) / scale
+            start = np.searchsorted(e, lower, side="right")
+            per_cell = np.diff(np.append(start, e.size))
+            steps = int(per_cell.max()) + 1
+            if steps <= cls.MAX_STEPS:
+                return cls(e, float(e[0]), float(scale), start.astype(np.int64), steps)
+        return None
+
+    def index(self, values: np.ndarray) -> np.ndarray:
+        e, last = self.edges, self.edges.size - 1
+        cell = np.clip(((values - self.low) * self.scale).astype(np.int64), 0, self.start.size - 1)
+        idx = self.start[cell]
+        for _ in range(self.steps):  # edges at or below the value not yet counted
+            idx += (idx <= last) & (e[np.minimum(idx, last)] <= values)
+        for _ in range(self.steps):  # edges above the value counted by rounding
+            idx -= (idx > 0) & (e[np.maximum(idx - 1, 0)] > values)
+        return np.where(values < self.low, 0, idx)
+
+
 def _coarse_index(fine_edges: list[float], coarse_edges: list[float]) -> np.ndarray | None:
     """For each fine bin, its coarse bin, when every coarse edge is a fine edge (else None:
     binnings fitted before coarse edges were fine quantiles count both separately)."""
@@ -211,16 +253,20 @@ class NumericSketch:
         fine_edges: list[float],
         coarse_edges: list[float],
         coarse_of_fine: np.ndarray | None = None,
+        lookup: EdgeLookup | None = None,
     ) -> None:
         """Count ``values`` (NaN and inf are nulls). ``coarse_of_fine`` (see
         :func:`_coarse_index`) maps fine bins to coarse bins when the coarse edges are fine
-        edges, which saves the second search."""
+        edges, which saves the second search; ``lookup`` replaces the binary search."""
         finite = np.isfinite(values)
         v = values if finite.all() else values[finite]
         self.nulls += int(values.size - v.size)
         if v.size == 0:
             return
-        fine_idx = np.searchsorted(fine_edges, v, side="right")
+        if lookup is not None:
+            fine_idx = lookup.index(v)
+        else:
+            fine_idx = np.searchsorted(fine_edges, v, side="right")
         fine_counts = np.bincount(fine_idx, minlength=self.fine_counts.size)
         self.fine_counts += fine_counts
         self.fine_sums += np.bincount(fine_idx, weights=v, minlength=self.fine_sums.size)
@@ -233,7 +279,8 @@ class NumericSketch:
             self.coarse_counts += np.bincount(coarse_idx, minlength=self.coarse_counts.size)
         self.count += int(v.size)
         self.total += float(v.sum())
-        self.total_sq += float(np.dot(v, v))
+        # vdot, not dot: no BLAS call (its thread pool stalls on a busy machine)
+        self.total_sq += float(np.vdot(v, v))
         self.minimum = min(self.minimum, float(v.min()))
         self.maximum = max(self.maximum, float(v.max()))
 
@@ -312,23 +359,23 @@ class Profile:
 
     def add_batch(self, batch, binning: Binning) -> None:
         columns = binning.columns
-        coarse_maps = _coarse_maps(binning)
+        maps = _bin_maps(binning)
         for name in columns.numeric:
             self.numeric[name].add(
                 _numeric_column(batch, name),
                 binning.fine_edges[name],
                 binning.coarse_edges[name],
-                coarse_maps[name],
+                *maps[name],
             )
         if binning.pca_features:
             embedding = columns.embedding
             projected = binning.project(embedding_matrix(batch, embedding.column, embedding.dim))
             for i, name in enumerate(binning.pca_features):
                 self.numeric[name].add(
-                    projected[:, i],
+                    np.ascontiguousarray(projected[:, i]),
                     binning.fine_edges[name],
                     binning.coarse_edges[name],
-                    coarse_maps[name],
+                    *maps[name],
                 )
         for name in columns.categorical:
             counts = self.categorical[name]
@@ -380,18 +427,21 @@ class Profile:
 
 NULL_CATEGORY = "<null>"
 
-_COARSE_MAPS: dict[str, dict[str, np.ndarray | None]] = {}
+_BIN_MAPS: dict[str, dict[str, tuple[np.ndarray | None, EdgeLookup | None]]] = {}
 
 
-def _coarse_maps(binning: Binning) -> dict[str, np.ndarray | None]:
-    """Fine-to-coarse bin maps of a binning's features, computed once per binning."""
+def _bin_maps(binning: Binning) -> dict[str, tuple[np.ndarray | None, EdgeLookup | None]]:
+    """Per feature: the fine-to-coarse bin map and the edge lookup, once per binning."""
     key = binning.binning_id
-    if key not in _COARSE_MAPS:
-        _COARSE_MAPS[key] = {
-            name: _coarse_index(binning.fine_edges[name], binning.coarse_edges[name])
+    if key not in _BIN_MAPS:
+        _BIN_MAPS[key] = {
+            name: (
+                _coarse_index(binning.fine_edges[name], binning.coarse_edges[name]),
+                EdgeLookup.build(binning.fine_edges[name]),
+            )
             for name in binning.numeric_features
         }
-    return _COARSE_MAPS[key]
+    return _BIN_MAPS[key]
 
 
 def category_counts(column) -> dict[str, int]:
@@ -443,12 +493,18 @@ def bottom_k(table, k: int):
     return table.take(order[:k])
 
 
-def keyed_batch(batch, rng: np.random.Generator):
+def keyed_batch(batch, rng: np.random.Generator, below: float | None = None):
+    """The batch with a random sample key per row; with ``below``, only the rows whose key is
+    below it (the others cannot enter a bottom-k sample whose largest key is ``below``: the
+    keys drawn, and so the sample, are the same either way)."""
     import pyarrow as pa
 
-    keys = pa.array(rng.random(batch.num_rows))
+    keys = rng.random(batch.num_rows)
     table = pa.Table.from_batches([batch])
-    return table.append_column(SAMPLE_KEY, keys)
+    if below is not None:
+        keep = np.flatnonzero(keys < below)
+        return table.take(pa.array(keep)).append_column(SAMPLE_KEY, pa.array(keys[keep]))
+    return table.append_column(SAMPLE_KEY, pa.array(keys))
 
 
 def merge_samples(samples: Iterable, k: int):
@@ -528,14 +584,21 @@ def sketch_partition(
     batches: Iterable, *, binning: Binning | None, day: str, seed_key: str, sample_size: int
 ):
     """One pass over a partition: its profile (when a binning is given) and its bottom-k sample."""
+    from threadpoolctl import threadpool_limits
+
     rng = seeded_rng(seed_key)
     profile = Profile.empty(binning) if binning is not None else None
     sample = None
-    for batch in batches:
-        if profile is not None:
-            profile.add_batch(batch, binning)
-        keyed = bottom_k(keyed_batch(batch, rng), sample_size)
-        sample = keyed if sample is None else merge_samples([sample, keyed], sample_size)
+    # one BLAS thread: the embedding projection is small per batch, and a BLAS pool fighting
+    # the Parquet decoder and other tasks for two cores costs more than it gives
+    with threadpool_limits(1, user_api="blas"):
+        for batch in batches:
+            if profile is not None:
+                profile.add_batch(batch, binning)
+            full = sample is not None and sample.num_rows >= sample_size
+            below = sample.column(SAMPLE_KEY)[-1].as_py() if full else None
+            keyed = bottom_k(keyed_batch(batch, rng, below), sample_size)
+            sample = keyed if sample is None else merge_samples([sample, keyed], sample_size)
     if profile is not None:
         profile.days = [day]
     return profile, sample

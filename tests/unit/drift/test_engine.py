@@ -21,7 +21,15 @@ from driftloop.contracts.columns import (
     load_contract,
 )
 from driftloop.drift.engine import DriftEngine, chunked_batches, format_table
-from driftloop.drift.sketch import Binning, NumericSketch, _coarse_index, category_counts
+from driftloop.drift.sketch import (
+    Binning,
+    EdgeLookup,
+    NumericSketch,
+    _coarse_index,
+    category_counts,
+    seeded_rng,
+    sketch_partition,
+)
 
 SPEC = "name: shop\nnumeric: [age, spend]\ncategorical: [plan]\nprediction: [spend]\n"
 
@@ -206,3 +214,32 @@ def test_the_compare_command_prints_a_table_and_json(contract, tmp_path):
     bad = subprocess.run([*base[:-1], str(tmp_path / "nope.yaml")], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "nope.yaml" in bad.stderr
+
+
+@pytest.mark.parametrize("kind", ["normal", "lognormal", "rounded"])
+def test_the_edge_lookup_bins_exactly_like_a_binary_search(kind):
+    rng = np.random.default_rng(21)
+    values = {
+        "normal": rng.normal(size=50_000),
+        "lognormal": rng.lognormal(0, 2, size=50_000),
+        "rounded": np.round(rng.normal(size=50_000), 1),
+    }[kind]
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, 201)[1:-1]))
+    lookup = EdgeLookup.build(list(edges))
+    assert lookup is not None
+    probes = np.concatenate([values, edges, edges - 1e-12, edges + 1e-12, [-1e12, 1e12]])
+    np.testing.assert_array_equal(
+        lookup.index(probes), np.searchsorted(edges, probes, side="right")
+    )
+
+
+def test_the_filtered_bottom_k_sample_is_the_same_sample():
+    table = pa.table({"a": np.arange(200_000.0)})
+    batches = table.to_batches(max_chunksize=8_000)
+    _, sample = sketch_partition(
+        iter(batches), binning=None, day="d", seed_key="k", sample_size=300
+    )
+    rng = seeded_rng("k")
+    keys = np.concatenate([rng.random(b.num_rows) for b in batches])
+    expected = np.argsort(keys)[:300]
+    np.testing.assert_array_equal(sample.column("a").to_numpy(), expected.astype(float))
