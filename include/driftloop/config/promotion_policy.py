@@ -124,7 +124,7 @@ class Latency(_Model):
     :mod:`driftloop.evaluation.latency`); the tolerance itself is ``latency_tolerance``."""
 
     rounds: Integer = Field(
-        200,
+        150,
         ge=20,
         description="Paired rounds timed per evaluation: each runs the candidate and the "
         "champion twice on one image (ABBA, then BAAB). Fewer rounds give a wider interval, "

@@ -65,7 +65,7 @@ def test_defaults_fill_a_minimal_document():
         "auto_retrain": True,
         "retention": {"keep_last": 10, "archive": "tag"},
         "bootstrap": {"n_resamples": 1000, "confidence": 0.95},
-        "latency": {"rounds": 200, "confidence": 0.95, "same_graph_tolerance": 0.5},
+        "latency": {"rounds": 150, "confidence": 0.95, "same_graph_tolerance": 0.5},
     }
 
 

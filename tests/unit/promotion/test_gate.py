@@ -129,13 +129,13 @@ def test_shipped_policy_loads_with_documented_keys():
     assert (p.retention_keep_last, p.retention_archive) == (10, "tag")
     assert (p.bootstrap_n_resamples, p.bootstrap_confidence) == (1000, 0.95)
     assert (p.latency_rounds, p.latency_confidence, p.latency_same_graph_tolerance) == (
-        200,
+        150,
         0.95,
         0.5,
     )
     assert set(p.to_dict()) >= {"min_map50", "min_map50_95", "max_p95_latency_ms", "retention"}
     assert p.to_dict()["latency"] == {
-        "rounds": 200,
+        "rounds": 150,
         "confidence": 0.95,
         "same_graph_tolerance": 0.5,
     }

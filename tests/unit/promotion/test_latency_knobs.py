@@ -28,7 +28,7 @@ def test_every_latency_knob_is_overridable_and_has_a_direction():
 @pytest.mark.parametrize(
     ("param", "value", "named"),
     [
-        ("latency_rounds", 50, "latency_rounds 200 → 50"),
+        ("latency_rounds", 50, "latency_rounds 150 → 50"),
         ("latency_confidence", 0.99, "latency_confidence 0.95 → 0.99"),
         ("latency_same_graph_tolerance", 0.9, "latency_same_graph_tolerance 0.5 → 0.9"),
         ("latency_tolerance", 0.3, "latency_tolerance 0.1 → 0.3"),
@@ -51,4 +51,4 @@ def test_stricter_latency_params_need_no_approval(tmp_path):
     assert (policy.latency_rounds, policy.latency_confidence) == (400, 0.9)
     assert (policy.latency_same_graph_tolerance, policy.latency_tolerance) == (0.2, 0.05)
     assert policy.approval == "none"
-    assert loosened_knobs(load_promotion_policy(), {"latency": {"rounds": 200}}) == []
+    assert loosened_knobs(load_promotion_policy(), {"latency": {"rounds": 150}}) == []
