@@ -88,9 +88,12 @@ def open_drift_event(
     """Open the drift event of a critical check (idempotent per DAG run) and put it in the ledger.
 
     A sustained drift is critical day after day: while an event against the same baseline,
-    from a window that overlaps this one, still waits for an answer or for its retraining, the
-    check is attached to that event (``already_open``) instead of opening another one — one
-    drift, one approval request, one retraining."""
+    from a window that overlaps this one, is open (waits for an answer, for its retraining,
+    or its retraining failed), the check is attached to that event (``already_open``) instead
+    of opening another one — one drift, one approval request, one retraining. A check against
+    a reference frozen by an event belongs to that event, however long the drift lasts; a late
+    check of an older window belongs to the event a later window opened
+    (:func:`driftloop.drift.history.ongoing_event`)."""
     import hashlib
     from datetime import timedelta
 
@@ -119,6 +122,7 @@ def open_drift_event(
             engine,
             reference["kind"],
             reference["reference_id"],
+            window_end=window_end,
             window_end_since=window_end - timedelta(days=length - 1),
             exclude_run_id=run_id,
         )

@@ -21,6 +21,7 @@ event".
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -141,8 +142,26 @@ def record_check(engine: sa.Engine, record: CheckRecord) -> None:
         conn.execute(sa.insert(drift_checks).values(**values))
 
 
+def same_baseline(reference: Mapping[str, Any]):
+    """Checks measured against the baseline of ``reference`` (a check's reference: ``kind``,
+    ``reference_id``, ``rule``): a pinned or stable bundle (champion, frozen, accepted) by its
+    id; the plain sliding reference, whose bundle changes every day, by its rule (checks
+    recorded before rules were, NULL, were plain sliding or champion ones)."""
+    rule = reference.get("rule") or ("champion" if reference["kind"] == "champion" else "sliding")
+    if rule == "sliding":
+        return (drift_checks.c.reference_kind == "sliding") & (
+            drift_checks.c.reference_rule.is_(None) | (drift_checks.c.reference_rule == "sliding")
+        )
+    return drift_checks.c.reference_id == reference["reference_id"]
+
+
 def previous_levels(
-    engine: sa.Engine, window_end, *, exclude_run_id: str, limit: int
+    engine: sa.Engine,
+    window_end,
+    *,
+    exclude_run_id: str,
+    limit: int,
+    reference: Mapping[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """Per-feature levels of the daily checks of the ``limit`` days before ``window_end``,
     newest first.
@@ -151,7 +170,9 @@ def previous_levels(
     never looks into its own future, re-runs are not counted twice, and a check from months
     ago does not stand in for a missed day. Checks under a run's Params (policy version
     ``…+override``) never count: a manual run with lenient thresholds must not quiet the
-    alerts of the checks after it.
+    alerts of the checks after it. With ``reference``, only checks against the same baseline
+    count (:func:`same_baseline`): breaches measured against a baseline that has since been
+    replaced — an accepted new normal, a new champion — are not breaches of this one.
     """
     if limit <= 0:
         return []
@@ -168,6 +189,8 @@ def previous_levels(
         )
         .order_by(drift_checks.c.window_end.desc(), drift_checks.c.checked_at.desc())
     )
+    if reference is not None:
+        query = query.where(same_baseline(reference))
     seen, out = set(), []
     with engine.connect() as conn:
         for row in conn.execute(query):
@@ -256,27 +279,34 @@ def ongoing_event(
     reference_kind: str,
     reference_id: str,
     *,
+    window_end,
     window_end_since,
     exclude_run_id: str,
 ) -> int | None:
-    """The latest ongoing drift event measured against the same baseline whose check's window
-    ended on or after ``window_end_since``: the drift a new critical check sees is most likely
-    that one. The same baseline: the same champion reference, or — since a sliding reference
-    moves with every window — any sliding one."""
+    """The drift event a new critical check of the window ending ``window_end`` belongs to,
+    measured against the same baseline: the latest open one whose check's window ended on or
+    after ``window_end_since`` (the drift it sees is most likely that one), or — a late check
+    of an older window, run after the event was opened, whatever became of it — one opened
+    by a check of a window that ended on or after ``window_end``. The same baseline: the same
+    champion reference, or — since a sliding reference moves with every window — any sliding
+    one. (A check against a reference frozen by an event belongs to that event: see
+    :func:`driftloop.drift.events.open_drift_event`.)"""
     same_baseline = (
         drift_checks.c.reference_id == reference_id
         if reference_kind == "champion"
         else drift_checks.c.reference_kind == reference_kind
     )
+    same_drift = sa.or_(
+        sa.and_(
+            drift_events.c.status.in_(ONGOING_EVENT_STATUSES),
+            drift_checks.c.window_end >= window_end_since,
+        ),
+        drift_checks.c.window_end >= window_end,
+    )
     query = (
         sa.select(drift_events.c.id)
         .join(drift_checks, drift_checks.c.run_id == drift_events.c.run_id)
-        .where(
-            drift_events.c.status.in_(ONGOING_EVENT_STATUSES),
-            drift_events.c.run_id != exclude_run_id,
-            same_baseline,
-            drift_checks.c.window_end >= window_end_since,
-        )
+        .where(drift_events.c.run_id != exclude_run_id, same_baseline, same_drift)
         .order_by(drift_events.c.id.desc())
         .limit(1)
     )

@@ -40,7 +40,11 @@ def decide_and_record(
     engine = history.engine_for(settings.database_url)
     current_days = plan["current_days"]
     previous = history.previous_levels(
-        engine, _day(current_days[-1]), exclude_run_id=run_id, limit=policy.n - 1
+        engine,
+        _day(current_days[-1]),
+        exclude_run_id=run_id,
+        limit=policy.n - 1,
+        reference=reference,  # breaches against a replaced baseline do not count
     )
     decision = decide(comparisons, policy, previous)
     history.record_check(
