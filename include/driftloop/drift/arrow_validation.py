@@ -26,6 +26,10 @@ the equivalence tests check on every defect the synthetic world makes:
 * the embedding's length is the derived ``_embedding_len`` column: null for a null row, -1 for
   every row when the column is no list.
 
+On a column of the wrong type the value checks (ranges, categories, pattern) may succeed or
+fail differently from GE's (a range check on booleans, say): they never make a reason, since
+:func:`.expectations.reasons_of` reports the type error alone; the verdict is the same.
+
 One known difference: the camera-id pattern runs on RE2 (Arrow), GE runs Python's ``re``. For
 the contract's pattern they agree except that Python's ``$`` also matches before a final
 newline, so ``"cam-01\\n"`` passes GE and fails here (stricter: fail closed).
@@ -55,6 +59,10 @@ VALIDATOR_VERSION = "driftloop.arrow-validation/1"
 PARTIAL_COUNT = int(RESULT_FORMAT["partial_unexpected_count"])
 
 _NOT_SAME_TYPE = "Column values, min_value, and max_value must either be None or of the same type."
+
+
+class _NotComparable(ValueError):
+    """A check that cannot compare the column's values with its kwargs."""
 
 
 def _no_column(name: str) -> str:
@@ -201,7 +209,7 @@ class _MapCounts:
     def add_examples(self, offset: int, indices: pa.Array, values: list[Any]) -> None:
         room = self.wants_examples
         self.indices += [offset + int(i) for i in indices.to_pylist()[:room]]
-        self.examples += values[:room]
+        self.examples += [json_value(v) for v in values[:room]]
 
     def result(self) -> dict[str, Any]:
         n, unexpected = self.element_count, self.unexpected_count
@@ -231,6 +239,27 @@ class _MapCounts:
         return out
 
 
+def json_value(value: Any) -> Any:
+    """An example value as GE's result document holds it (its JSON conversion): dates and
+    times in ISO format, decimals as floats, bytes as their ``str``, lists as lists."""
+    import datetime as dt
+    from decimal import Decimal
+
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return str(value)
+
+
 def _partial_counts(values: list[Any], *, ungrouped: bool) -> list[dict[str, Any]] | None:
     """GE's ``partial_unexpected_counts``: the examples counted, most common first, then by
     value; None where GE leaves it out (values that do not sort)."""
@@ -246,7 +275,15 @@ def _partial_counts(values: list[Any], *, ungrouped: bool) -> list[dict[str, Any
 # --------------------------------------------------------------------------------------
 # the evaluation of one partition
 
-_TYPE_CHECKS = ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type")
+TYPE_CHECKS = ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type")
+
+
+def _computable(column: pa.Array) -> pa.Array:
+    """Half floats as floats: Arrow's comparison and min/max kernels have none for them
+    (every half float is exactly a float, so counts and examples do not change)."""
+    import pyarrow as pa
+
+    return column.cast(pa.float32()) if pa.types.is_float16(column.type) else column
 
 
 def _missing(column: pa.Array) -> tuple[int, pa.Array | None]:
@@ -323,8 +360,6 @@ class SuiteEvaluation:
             counts.error = _no_column(name)
         elif spec.type == "expect_column_values_to_not_be_null":
             counts.ungrouped = pa.types.is_floating(t)
-        elif spec.type == "expect_column_values_to_be_between" and not _is_numeric(t):
-            counts.error = _NOT_SAME_TYPE
         return counts
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
@@ -338,7 +373,7 @@ class SuiteEvaluation:
             if name == EMBEDDING_LEN_COLUMN:
                 column = self._embedding_lengths(batch)
             else:
-                column = batch.column(name)
+                column = _computable(batch.column(name))
             if name not in missing:
                 missing[name] = _missing(column)
             self._evaluate(spec, counts, column, *missing[name])
@@ -346,7 +381,7 @@ class SuiteEvaluation:
 
     def _judged_on_dtype(self, spec: ExpectationSpec) -> bool:
         """A type check of a typed column: decided by its dtype, no values to look at."""
-        return spec.type in _TYPE_CHECKS and not type_check_is_per_value(
+        return spec.type in TYPE_CHECKS and not type_check_is_per_value(
             self._column_type(spec.kwargs["column"])
         )
 
@@ -371,6 +406,7 @@ class SuiteEvaluation:
         missing: int,
         missing_mask: pa.Array | None,
     ) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         rows = len(column)
@@ -382,7 +418,13 @@ class SuiteEvaluation:
                 found = pc.indices_nonzero(mask).slice(0, counts.wants_examples)
                 counts.add_examples(offset, found, [None] * len(found))
             return
-        unexpected = self._unexpected_mask(spec, column, missing)
+        try:
+            unexpected = self._unexpected_mask(spec, column, missing)
+        except (_NotComparable, pa.ArrowException) as err:
+            # values this check cannot compare (GE raises too): the expectation fails with
+            # the error, and stays failed for the rest of the partition
+            counts.error = str(err) or type(err).__name__
+            return
         if unexpected is None:
             counts.add(rows=rows, missing=missing, unexpected=0)
             return
@@ -406,11 +448,13 @@ class SuiteEvaluation:
         kind, kwargs = spec.type, spec.kwargs
         if missing == len(column):
             return None  # nothing to check: every value is missing
-        if kind in _TYPE_CHECKS:  # an object column: every value has the same Python type
+        if kind in TYPE_CHECKS:  # an object column: every value has the same Python type
             if type_accepted(column.type, spec):
                 return None
             return pc.is_valid(column)
         if kind == "expect_column_values_to_be_between":
+            if not _is_numeric(column.type):
+                raise _NotComparable(_NOT_SAME_TYPE)
             lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
             extremes = pc.min_max(column)
             low, high = extremes["min"].as_py(), extremes["max"].as_py()
@@ -495,7 +539,7 @@ class SuiteEvaluation:
             return False, {}, counts.error
         name = kwargs["column"]
         t = self._column_type(name)
-        if kind in _TYPE_CHECKS and not type_check_is_per_value(t):  # judged on the dtype
+        if kind in TYPE_CHECKS and not type_check_is_per_value(t):  # judged on the dtype
             return type_accepted(t, spec), {"observed_value": pandas_dtype_name(t)}, None
         return counts.unexpected_count == 0, counts.result(), None
 

@@ -331,11 +331,11 @@ def _validate_with_arrow(s3, bucket: str, partition: storage.Partition, suite: A
     first_signature = None
     content = _ContentChecks(partition.day)
     for key, data in parts.fetch(s3, bucket, partition):
-        parquet, error = open_part(key, data)
+        fragment, error = open_part(key, data)
         if error is not None:
             parts.errors.append(error)
             continue
-        kept, extra = contract_columns(parquet.schema_arrow)
+        kept, extra = contract_columns(fragment.physical_schema)
         parts.note_extra(extra)
         if evaluation is None:
             columns = {f.name: value_type_of(f.type) for f in kept}
@@ -345,7 +345,7 @@ def _validate_with_arrow(s3, bucket: str, partition: storage.Partition, suite: A
         # says why); it is still decoded, so that a corrupt page in it is reported too
         evaluate = signature(kept) == first_signature
         rows, failed = 0, False
-        for batch, error in iter_part_batches(key, parquet, kept.names, BATCH_ROWS):
+        for batch, error in iter_part_batches(key, fragment, kept.names, BATCH_ROWS):
             if error is not None:
                 parts.errors.append(error)
                 failed = True
@@ -357,7 +357,7 @@ def _validate_with_arrow(s3, bucket: str, partition: storage.Partition, suite: A
         if not failed:
             parts.schemas[key] = kept
             parts.rows += rows
-        del parquet, data
+        del fragment, data
     parts.errors += check_part_schemas(parts.schemas)
     if parts.errors:
         return _unreadable_verdict(partition, parts, _seen(parts))
