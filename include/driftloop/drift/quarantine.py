@@ -2,7 +2,8 @@
 
 A failing partition is copied (server-side) to ``quarantine/inference/dt=DAY/{content_id}/``
 together with ``validation_result.json``; originals are never touched, and re-running writes
-the same keys and bytes.
+the same keys and bytes. A partition quarantined again under a changed suite keeps its first
+result and gets ``validation_result.{suite id}.json`` next to it.
 
 Whatever a source key holds, the copy's key fits S3's 1,024-byte limit (a key that would not
 is replaced by a hash of the source key) and the copy's metadata is ASCII (S3 metadata
@@ -90,11 +91,35 @@ def quarantine_partition(
         "copies": copies,
         "result": verdict.result,
     }
-    uris.append(storage.put_json_once(s3, bucket, dest_prefix + RESULT_FILE_NAME, document))
+    uris.append(_put_result(s3, bucket, dest_prefix, document))
     log.warning(
         "quarantined %s under %s: %s", source_prefix, dest_prefix, "; ".join(verdict.reasons)
     )
     return uris
+
+
+def _suite_of(document: dict) -> str | None:
+    """The suite id a result document was made under (None: before suite ids, or no suite
+    ran, e.g. an unreadable partition)."""
+    meta = (document.get("result") or {}).get("meta") or {}
+    return meta.get("suite_id")
+
+
+def _put_result(s3, bucket: str, dest_prefix: str, document: dict) -> str:
+    """``validation_result.json``, written once. When it holds the result of another suite
+    (or of the validator before suite ids: the partition was quarantined before the suite or
+    the validator changed), this suite's result goes next to it as
+    ``validation_result.{suite id}.json``; the first stays as it is. The same suite with a
+    different result is a real disagreement and raises :class:`storage.WriteOnceViolation`."""
+    key = dest_prefix + RESULT_FILE_NAME
+    try:
+        return storage.put_json_once(s3, bucket, key, document)
+    except storage.WriteOnceViolation:
+        suite = _suite_of(document)
+        if suite is None or _suite_of(storage.get_json(s3, bucket, key)) == suite:
+            raise
+    stem, _, suffix = RESULT_FILE_NAME.rpartition(".")
+    return storage.put_json_once(s3, bucket, f"{dest_prefix}{stem}.{suite}.{suffix}", document)
 
 
 def copy_metadata(key: str, etag: str) -> dict[str, str]:
