@@ -83,6 +83,8 @@ def take_up_drift_event(settings: Settings, plan: Mapping[str, Any], run_id: str
     event = history.get_event(engine, int(event_id))
     if event is None:
         raise LookupError(f"Param drift_event_id: no drift event with id {event_id}")
+    if event["status"] == "RESOLVED" and event["actor"] == f"airflow:{run_id}":
+        return  # a re-run of the run whose promotion resolved it (a later task had failed)
     if event["status"] not in RETRAINABLE_EVENT_STATUSES:
         raise ValueError(
             f"Param drift_event_id: drift event {event_id} is {event['status']} (by "

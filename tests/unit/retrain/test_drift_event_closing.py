@@ -145,3 +145,17 @@ def test_a_manual_retraining_after_ignore_reopens_the_event(settings, engine):
     take_up_drift_event(settings, plan, "retrain-8")
     event = history.get_event(engine, event_id)
     assert (event["status"], event["closed_at"]) == ("ACTIONED", None)
+
+
+def test_a_rerun_of_the_run_that_resolved_its_event_plans_again(settings, engine):
+    """Its promotion resolved the event and a later task (retention) failed: the operator
+    re-runs the DAG run, whose plan must not refuse the event it resolved itself."""
+    event_id = _event(engine)
+    _registered(settings, "retrain-9", event_id)
+    _promoted(settings, "retrain-9")
+    resolve_drift_event(settings, "retrain-9")
+    plan = {"trigger": {"kind": "manual", "drift_event_id": event_id}, "action": "train"}
+    take_up_drift_event(settings, plan, "retrain-9")
+    assert history.get_event(engine, event_id)["status"] == "RESOLVED"
+    with pytest.raises(ValueError, match="is RESOLVED"):
+        take_up_drift_event(settings, plan, "retrain-10")

@@ -221,14 +221,18 @@ def _retrain_case(harness: FaultHarness, case: Case) -> Outcome:
             dag_run, states, moment = harness.run_dag("retrain_detector", conf)
         problems = check_registry_and_ledger(harness)
         rerun = _failed(dag_run, states)
-        problems += invariants.event_status_is_true(_event(event_id), rerun)
+        promoted = _champion(harness) != champion_before
+        problems += invariants.event_status_is_true(_event(event_id), rerun, promoted)
         problems += invariants.compared_with_the_champion(
             _xcom(dag_run, "evaluate"), champion_before
         )
         if rerun:  # what an operator does after a failed retraining: re-run it
             dag_run, states, _ = harness.run_dag("retrain_detector", conf, moment)
             problems += check_registry_and_ledger(harness)
-            problems += invariants.event_status_is_true(_event(event_id), _failed(dag_run, states))
+            promoted = _champion(harness) != champion_before
+            problems += invariants.event_status_is_true(
+                _event(event_id), _failed(dag_run, states), promoted
+            )
     problems += invariants.inputs_kept(before, invariants.input_keys(harness.s3, harness.bucket))
     final = "failed" if _failed(dag_run, states) else "success"
     return _retire_on_violation(harness, _verdict(case, record, final, problems, rerun=rerun))

@@ -74,13 +74,16 @@ def _mapped_keys(keys: set[str]) -> bool:
     return all(k.split("/")[3:4] and k.split("/")[3].isdigit() for k in keys)
 
 
-def event_status_is_true(event: Mapping | None, run_failed: bool) -> list[str]:
-    """The drift event a retraining ran for says what happened: ``RETRAINING_FAILED`` when
-    the run (or one of its tasks) failed, ``ACTIONED`` when it finished (not left pending,
-    not failed)."""
+def event_status_is_true(
+    event: Mapping | None, run_failed: bool, promoted: bool = False
+) -> list[str]:
+    """The drift event a retraining ran for says what happened: ``RESOLVED`` when the run
+    made its candidate champion (even if a later task failed), else ``RETRAINING_FAILED``
+    when the run (or one of its tasks) failed, ``ACTIONED`` when it finished (not left
+    pending, not failed)."""
     if event is None:
         return ["the drift event of the case is gone"]
-    expected = "RETRAINING_FAILED" if run_failed else "ACTIONED"
+    expected = "RESOLVED" if promoted else "RETRAINING_FAILED" if run_failed else "ACTIONED"
     if event["status"] != expected:
         state = "failed" if run_failed else "succeeded"
         return [f"drift event {event['id']} is {event['status']}, the run {state}: {expected}"]
