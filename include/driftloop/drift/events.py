@@ -312,7 +312,7 @@ def accept_new_normal(
     import hashlib
 
     from driftloop.contracts.storage import dumps_canonical
-    from driftloop.drift import history, tracking
+    from driftloop.drift import baselines, history, tracking
     from driftloop.retrain.records import ledger
 
     engine = history.engine_for(settings.database_url)
@@ -325,7 +325,7 @@ def accept_new_normal(
                 f"drift event {event_id} is already closed as {event['status']} (by "
                 f"{event['actor']}): nothing to accept"
             )
-        check = history.latest_check_of_baseline(engine, event_id)
+        check = baselines.latest_check_of_baseline(engine, event_id)
         if check is None:
             raise ValueError(
                 f"drift event {event_id} has no recorded drift check (opened by hand): there "

@@ -123,14 +123,14 @@ def choose_reference(
     A pinned bundle (``uri``) lists and validates no reference days; ``days`` are listed,
     validated and sketched like the sliding days (cached by content)."""
     from driftloop.contracts.storage import s3_uri
-    from driftloop.drift import history
+    from driftloop.drift import baselines
     from driftloop.drift.reference import BUNDLE_PREFIX
     from driftloop.drift.tracking import window_days
 
     if champion:
         return {"kind": "champion", **champion}
     end = parse_day(windows.current[-1])
-    frozen = history.freezing_event(engine, end)
+    frozen = baselines.freezing_event(engine, end)
     if frozen is not None:
         opened = frozen["opened_window"]
         return {
@@ -141,7 +141,7 @@ def choose_reference(
             "reason": f"frozen by drift event {frozen['event_id']} ({frozen['status']}): the "
             f"reference of the check that opened it (window {opened['start']}..{opened['end']})",
         }
-    accepted = history.accepted_sliding_reference(engine, end, parse_day(windows.reference[0]))
+    accepted = baselines.accepted_sliding_reference(engine, end, parse_day(windows.reference[0]))
     if accepted is not None:
         window = f"{accepted['window']['start']}..{accepted['window']['end']}"
         return {

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 
 from driftloop.config.settings import Settings
-from driftloop.drift import history
+from driftloop.drift import baselines, history
 from driftloop.drift.events import record_drift_answer, record_event_answer, recorded_answer
 
 
@@ -119,8 +119,8 @@ def test_accept_as_new_normal_on_the_form_closes_the_event_with_the_window_last_
     kinds = [e.kind for e in ledger_for(settings).entries(subject=f"drift_event:{event_id}")]
     assert kinds == ["approval", "drift_event"]
     # nothing froze it any more: the accepted window stands in for the sliding reference
-    assert history.freezing_event(engine, date(2026, 3, 13)) is None
-    accepted = history.accepted_sliding_reference(engine, date(2026, 3, 13), date(2026, 2, 14))
+    assert baselines.freezing_event(engine, date(2026, 3, 13)) is None
+    accepted = baselines.accepted_sliding_reference(engine, date(2026, 3, 13), date(2026, 2, 14))
     assert accepted == {"event_id": event_id, "window": closed["accepted_window"]}
 
 

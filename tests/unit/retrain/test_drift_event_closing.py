@@ -12,7 +12,7 @@ import pytest
 
 from driftloop.audit.ledger import Ledger
 from driftloop.config.settings import Settings
-from driftloop.drift import history
+from driftloop.drift import baselines, history
 from driftloop.retrain.decision import step_key
 from driftloop.retrain.finish import record_failure, resolve_drift_event
 from driftloop.retrain.plan import take_up_drift_event
@@ -82,7 +82,7 @@ def test_a_promoted_retraining_resolves_its_event_naming_the_new_champion(settin
     rows = Ledger(settings.database_url).entries(subject=f"drift_event:{event_id}")
     assert [(r.kind, r.payload["status"]) for r in rows] == [("drift_event", "RESOLVED")]
     # it no longer freezes anything; a failure of a later task (retention) does not reopen it
-    assert history.freezing_event(engine, date(2026, 2, 1)) is None
+    assert baselines.freezing_event(engine, date(2026, 2, 1)) is None
     record_failure(settings, {"trigger": {"drift_event_id": event_id}}, "retrain-1", ["retention"])
     assert history.get_event(engine, event_id)["status"] == "RESOLVED"
 
@@ -92,12 +92,12 @@ def test_a_rejected_or_failed_retraining_leaves_the_event_open(settings, engine)
     _registered(settings, "retrain-2", event_id)  # the gate rejected: nothing was promoted
     assert resolve_drift_event(settings, "retrain-2") is None
     assert history.get_event(engine, event_id)["status"] == "ACTIONED"
-    assert history.freezing_event(engine, date(2026, 2, 1))["event_id"] == event_id
+    assert baselines.freezing_event(engine, date(2026, 2, 1))["event_id"] == event_id
 
     plan = {"trigger": {"drift_event_id": event_id}}
     record_failure(settings, plan, "retrain-3", ["train"])
     assert history.get_event(engine, event_id)["status"] == "RETRAINING_FAILED"
-    frozen = history.freezing_event(engine, date(2026, 2, 1))
+    frozen = baselines.freezing_event(engine, date(2026, 2, 1))
     assert (frozen["event_id"], frozen["status"]) == (event_id, "RETRAINING_FAILED")
 
 
