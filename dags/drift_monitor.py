@@ -20,12 +20,16 @@ day before the run's logical date (the 02:30 run on the 29th checks the 28th), o
    timeout ends the run as *skipped*, not failed.
 2. `plan` — windows, partitions present, missing days (reported, never guessed), the effective
    policy (the versioned `drift_policy.yaml` plus this run's overrides).
-3. `validate` — Great Expectations suite per partition; failures are copied to `quarantine/` with
-   their validation result and left out; too few valid days fails the run, naming them. One
-   partition's failure of any kind (unreadable part, timestamps outside its day, NaN, a key
-   S3 metadata cannot hold) sets that partition aside with its reason and never stops the
-   others; only a store fault (S3 5xx, a timeout) fails the task, for Airflow to retry. Extra
-   columns are accepted and listed as warnings; a duplicate part file counts once.
+3. `validate_partition` (mapped, one per planned day of both windows) / `validate` — the Great
+   Expectations suite per partition, evaluated with Arrow compute one record batch at a time;
+   verdicts are cached by the partition's content and the suite's identity
+   (`validation/verdicts/`), so a daily run reads only the new or changed days. Failures are
+   copied to `quarantine/` with their validation result and left out; `validate` gathers the
+   verdicts, and too few valid days fails the run, naming them. One partition's failure of
+   any kind (unreadable part, timestamps outside its day, NaN, a key S3 metadata cannot
+   hold) sets that partition aside with its reason and never stops the others; only a store
+   fault (S3 5xx, a timeout) fails the task, for Airflow to retry. Extra columns are accepted
+   and listed as warnings; a duplicate part file counts once.
 4. `reference` / `profile_partition` (mapped, one per day) / `statistics` — mergeable sketches,
    cached per partition: PSI, Jensen–Shannon, normalised Wasserstein, KS, KL, chi-square,
    embedding MMD and PCA components, on the **full** windows.
@@ -76,6 +80,9 @@ from driftloop.contracts.storage import success_key
 # read when the file is parsed. The inference-logs Asset can start a check any time.
 SETTINGS = Settings.from_env()
 
+
+#: mapped validations running at once in one DAG run
+VALIDATIONS_AT_ONCE = 4
 
 default_args = {
     "owner": "ml-platform",
@@ -164,15 +171,47 @@ def drift_monitor():
         }
 
     @task
-    def validate(plan: dict, policy: dict) -> dict:
+    def partitions_to_validate(plan: dict) -> list:
+        """``{window, day, partition}`` per planned partition: what ``validate_partition``
+        maps over (listings only, no data)."""
+        from driftloop.drift.validation import planned_validations
+
+        return planned_validations(plan)
+
+    # One instance per partition; a few at a time, so that a cold run (28 days without a
+    # champion) does not hold every worker slot (each instance: one part and one batch).
+    @task(
+        map_index_template="{{ task.op_kwargs['item']['day'] }} "
+        "({{ task.op_kwargs['item']['window'] }})",
+        max_active_tis_per_dagrun=VALIDATIONS_AT_ONCE,
+    )
+    def validate_partition(item: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.drift.validation import InsufficientValidData, validate_windows
+        from driftloop.drift.validation import VerdictCacheError, validate_planned_partition
 
         s3, settings = s3_for_task()
         try:
-            return validate_windows(s3, settings, plan, _policy(policy))
-        except InsufficientValidData as err:
+            return validate_planned_partition(s3, settings.bucket, item)
+        except VerdictCacheError as err:  # a broken cached verdict: retrying reads it again
+            raise AirflowFailException(str(err)) from err
+
+    # Runs when the expansion was empty (no partition planned: too few valid days, said
+    # below), never after a failed validation or a skipped plan.
+    @task(trigger_rule="none_failed_min_one_success")
+    def validate(plan: dict, policy: dict, checked: list) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from driftloop.drift.validation import (
+            InsufficientValidData,
+            VerdictCacheError,
+            summarize_validations,
+        )
+
+        s3, _ = s3_for_task()
+        try:
+            return summarize_validations(s3, plan, list(checked or []), _policy(policy))
+        except (InsufficientValidData, VerdictCacheError) as err:
             # bad data does not get better by retrying: fail now, naming the partitions
             raise AirflowFailException(str(err)) from err
 
@@ -374,7 +413,8 @@ def drift_monitor():
     resolved = resolve_run()
     with TaskGroup("data", prefix_group_id=False, tooltip="windows, validation, quarantine"):
         checked = plan(resolved)
-        validated = validate(checked["plan"], checked["policy"])
+        verdicts = validate_partition.expand(item=partitions_to_validate(checked["plan"]))
+        validated = validate(checked["plan"], checked["policy"], verdicts)
     resolved >> wait_for_data >> checked
     with TaskGroup("statistics_on_full_windows", prefix_group_id=False, tooltip="sketches"):
         ref = reference(checked["plan"], validated, checked["policy"])

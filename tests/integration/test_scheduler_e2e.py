@@ -12,8 +12,8 @@ it — through the REST API and Asset events:
 3. an API client triggers a run with ``logical_date: null``: it checks yesterday, which has not
    landed yet, so the deferrable sensor waits in the triggerer; the triggerer is restarted
    while it waits; then the last two days land and the sensor resumes;
-4. S3 is unreachable for a minute while ``validate`` runs (a proxy in front of moto refuses
-   connections); the scheduler is killed mid-run and restarted;
+4. S3 is unreachable for a minute while ``validate_partition`` runs (a proxy in front of moto
+   refuses connections); the scheduler is killed mid-run and restarted;
 5. the verdict is critical and the policy asks for approval: a named user approves it through
    the REST API; the drift-confirmed Asset event starts ``retrain_detector``; the gate decides;
 6. the queued Asset run for the same day and a UI-form trigger end *skipped*: the day was
@@ -301,9 +301,10 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
             post_asset_event(api, "driftloop_inference_logs", {"day": day})
             timeline.note(f"serving side published {day} and its Asset event")
 
-        # 4. S3 unreachable for a minute while validate runs; the scheduler killed mid-run
+        # 4. S3 unreachable for a minute while validate_partition runs; the scheduler killed
+        # mid-run
         wait_for_task_state(api, DRIFT, check, "plan", ["success"], 600)
-        stack.proxy.set("refuse")  # validate is next
+        stack.proxy.set("refuse")  # the mapped validation is next
         timeline.note(f"S3 unreachable (proxy refuses connections) for {OUTAGE_S} s")
         time.sleep(OUTAGE_S)
         stack.proxy.set("pass")
@@ -340,9 +341,17 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
         states = task_states(api, DRIFT, check)
         assert states["confirm_drift"] == "success"
         assert states["ignore_drift"] == "skipped"
-        validate = next(t for t in task_instances(api, DRIFT, check) if t["task_id"] == "validate")
-        assert validate["try_number"] >= 2, "validate never met the outage"
-        assert "Could not connect to the endpoint URL" in _task_log(api, DRIFT, check, "validate")
+        # the mapped validation (one instance per partition) met the outage and retried
+        retried = [
+            t
+            for t in task_instances(api, DRIFT, check)
+            if t["task_id"] == "validate_partition" and t["try_number"] >= 2
+        ]
+        assert retried, "validate_partition never met the outage"
+        first_try = _task_log(
+            api, DRIFT, check, "validate_partition", map_index=retried[0]["map_index"]
+        )
+        assert "Could not connect to the endpoint URL" in first_try
 
         retrain = wait_for_run_started_by(api, DRIFT, check, RETRAIN, 300)
         timeline.note(f"drift-confirmed Asset event started {RETRAIN} {retrain['run_id']}")
@@ -440,11 +449,13 @@ def _params(api, dag_id: str) -> list[str]:
     return list(api.get(f"dags/{dag_id}/details")["params"])
 
 
-def _task_log(api, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+def _task_log(
+    api, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+) -> str:
     body = api.request(
         "GET",
         f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-        params={"full_content": "true"},
+        params={"full_content": "true", "map_index": str(map_index)},
     )
     return json.dumps(body) if not isinstance(body, str) else body
 
