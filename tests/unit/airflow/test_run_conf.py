@@ -75,7 +75,7 @@ def test_defaults_come_from_the_strictest_kind():
         Settings().policy_path,
         {"defaults": {"categorical": {"warn": 0.05, "critical": 0.2}}},
     )
-    assert drift_param_defaults(policy) == {"k": 2, "n": 3, "psi_warn": 0.1, "psi_critical": 0.2}
+    assert drift_param_defaults(policy) == {"k": 2, "n": 3, "psi_warn": 0.05, "psi_critical": 0.2}
 
 
 def _resolve(params, **kwargs):
