@@ -93,7 +93,7 @@ def test_resolve_run_fixes_the_end_day_and_the_policy():
     resolved = _resolve({"hysteresis_k": 3, "hysteresis_n": 4})
     assert resolved["end_day"] == "2026-11-28"
     assert resolved["end_day_from"] == "run_after"
-    assert resolved["policy"]["hysteresis"] == {"k": 3, "n": 4}
+    assert resolved["policy"]["hysteresis"] == {"k": 3, "n": 4, "break_skips_wait": True}
     assert resolved["policy"]["version"].endswith("+override")
     cron = datetime(2026, 11, 29, 2, 30, tzinfo=UTC)
     scheduled = _resolve({}, logical_date=cron)
