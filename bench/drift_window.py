@@ -4,7 +4,7 @@ Writes a synthetic world (``stable``, ``--rows-per-day`` rows a day, two part fi
 the embedded stack's S3 (moto server over HTTP), then:
 
 1. per partition (the first ``--partitions`` days), each step in a fresh subprocess so that
-   peaks do not mix (peak RSS = the subprocess's ``ru_maxrss``, imports included):
+   peaks do not mix (peak RSS = the subprocess's VmHWM, imports included):
    - ``floor``: fetch the part files and decode every record batch of the contract's columns
      (``sketch.iter_partition_batches``): what any pass over the data pays;
    - ``sketch``: ``sketch_partition`` with a ``Binning`` fitted on a reference sample;
@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -49,6 +50,11 @@ KINDS = ("floor", "sketch", "validate", "gx")
 
 
 def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ``ru_maxrss``: Linux carries that
+    over from the parent through fork and exec, and the parent holds the generated days."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -184,15 +190,18 @@ def run_check(dag, end_day: str, window_days: int) -> tuple[float, dict[str, flo
     return wall, per_task, cache
 
 
-def dag_runs(days: list[str], window_days: int) -> dict:
+def dag_runs(days: list[str], window_days: int, log_path: Path) -> dict:
     from airflow.dag_processing.dagbag import DagBag
+
+    from driftloop_dev.demo.terminal import output_to
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     dag = bag.get_dag("drift_monitor")
-    cold_s, cold_tasks, cold_cache = run_check(dag, days[-2], window_days)
-    daily_s, daily_tasks, daily_cache = run_check(dag, days[-1], window_days)
+    with output_to(log_path):  # the task logs of dag.test(): a file of their own
+        cold_s, cold_tasks, cold_cache = run_check(dag, days[-2], window_days)
+        daily_s, daily_tasks, daily_cache = run_check(dag, days[-1], window_days)
     return {
         "cold": (cold_s, cold_tasks, cold_cache),
         "daily": (daily_s, daily_tasks, daily_cache),
@@ -329,9 +338,12 @@ def main() -> int:
                 f"{args.days} days; cold run ends {days[-2]}, daily run ends {days[-1]}",
                 flush=True,
             )
-            runs = dag_runs(days, args.days)
+            log_path = Path(tempfile.mkstemp(prefix="drift-window-dag-test-", suffix=".log")[1])
+            print(f"(task logs: {log_path})", flush=True)
+            runs = dag_runs(days, args.days, log_path)
             print_runs(runs)
             cold_s, daily_s = runs["cold"][0], runs["daily"][0]
+    shutil.rmtree(root, ignore_errors=True)  # the stack's data: GBs at 1M rows a day
     print(
         f"summary: validate_x_floor={validate_x:.2f} sketch_x_floor={sketch_x:.2f} "
         f"peak_rss_mb={peak:.0f} daily_run_s={daily_s:.1f} cold_run_s={cold_s:.1f}"
