@@ -12,8 +12,9 @@ What differs is how it is computed. GE needs the whole partition as one pandas f
 rows: 39 s and 2.8 GB); here every check is a pyarrow.compute kernel on one record batch and
 the batch's counts and first examples are added up, so memory is one batch and no Python loop
 runs over rows: null counts come from the Arrow validity bitmaps, ranges from ``min_max``
-(masks only when a bound is crossed), categories and the camera-id pattern from
-``value_counts`` of the batch (the set and the regex are checked on its distinct values).
+(masks only when a bound is crossed), categories and the camera-id pattern are checked on the
+batch's distinct values (``unique``, then ``is_in`` / ``match_substring_regex`` on those), and
+rows are located (``is_in``) only when some value fails.
 
 The semantics are GE's on the frame :func:`.partition_read.to_validation_frame` builds, which
 the equivalence tests check on every defect the synthetic world makes:

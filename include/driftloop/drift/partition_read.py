@@ -37,7 +37,8 @@ _CONTENT_ERROR_CODES = frozenset(
         "InvalidObjectName",
     }
 )
-_EXAMPLES = 3
+#: rows outside the day shown as examples
+OUTSIDE_DAY_EXAMPLES = 3
 
 
 def is_store_fault(err: BaseException) -> bool:
@@ -292,7 +293,7 @@ def timestamps_outside_day(table: pa.Table, day: str) -> dict[str, Any] | None:
     count = int(pc.sum(outside).as_py() or 0)  # nulls are neither: the not-null check says so
     if not count:
         return None
-    examples = pc.filter(column, pc.fill_null(outside, False)).slice(0, _EXAMPLES)
+    examples = pc.filter(column, pc.fill_null(outside, False)).slice(0, OUTSIDE_DAY_EXAMPLES)
     return {
         "column": name,
         "count": count,

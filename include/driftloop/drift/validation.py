@@ -52,6 +52,7 @@ from driftloop.drift.expectations import (
     suite_spec,
 )
 from driftloop.drift.partition_read import (
+    OUTSIDE_DAY_EXAMPLES,
     check_part_schemas,
     content_digest,
     contract_columns,
@@ -243,16 +244,18 @@ class _ContentChecks:
             self.outside = found
         else:
             self.outside["count"] += found["count"]
-            room = 3 - len(self.outside["examples"])
+            room = OUTSIDE_DAY_EXAMPLES - len(self.outside["examples"])
             self.outside["examples"] += found["examples"][: max(room, 0)]
 
     def reasons(self, columns: Mapping[str, pa.DataType]) -> list[str]:
         import pyarrow as pa
 
         reasons = []
-        for name, n in self.nan.items():
+        for name in columns:  # in column order, whichever batch found NaN first
+            if name not in self.nan:
+                continue
             rows = "" if pa.types.is_floating(columns[name]) else "rows with "
-            reasons.append(f"column {name!r}: {n} {rows}NaN values")
+            reasons.append(f"column {name!r}: {self.nan[name]} {rows}NaN values")
         outside = self.outside
         if outside:
             reasons.append(
@@ -262,7 +265,7 @@ class _ContentChecks:
         return reasons
 
     def result(self) -> dict[str, Any]:
-        return {"NaN": dict(self.nan), "timestamps_outside_day": self.outside}
+        return {"NaN": dict(sorted(self.nan.items())), "timestamps_outside_day": self.outside}
 
     def scalar_nans(self, columns: Mapping[str, pa.DataType]) -> dict[str, int]:
         """NaN counts of the float columns (in a list column NaN does not make its row null

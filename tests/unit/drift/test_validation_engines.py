@@ -401,3 +401,28 @@ def test_type_checks_agree_with_ge_for_every_column_type(gx_ctx, arrow_suite, co
     if gx_type["success"]:  # on a column of the wrong type the value checks make no reason
         for gx_r, arrow_r in pairs:
             assert arrow_r == gx_r
+
+
+def test_reasons_keep_column_order_whichever_batch_finds_them(s3, gx_ctx, arrow_suite, monkeypatch):
+    """NaN in a later column found in the first batch, in an earlier column in the last:
+    the reasons still follow the columns, as GE's whole-frame validation has them."""
+    values = valid_columns()
+    values["ts"] = [t.replace(tzinfo=dt.UTC) for t in values["ts"]]
+    values["contrast"][0] = NAN  # first batch
+    values["brightness"][199] = NAN  # last batch; brightness comes before contrast
+    day = "2024-05-01"
+    for obj in storage.list_keys(s3, BUCKET, storage.inference_prefix(day)):
+        s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{storage.inference_prefix(day)}part-0.parquet",
+        Body=parquet_bytes(loose_table(values)),
+    )
+    partition = storage.list_partition(s3, BUCKET, day)
+    monkeypatch.setattr(validation, "BATCH_ROWS", 50)
+    gx_verdict, arrow_verdict = both(s3, partition, gx_ctx, arrow_suite)
+    assert arrow_verdict.reasons == gx_verdict.reasons
+    assert [r.split(":")[0] for r in arrow_verdict.reasons] == [
+        "column 'brightness'",
+        "column 'contrast'",
+    ]
