@@ -524,7 +524,12 @@ def _verdict_document(partition: storage.Partition, verdict: PartitionVerdict, s
 def load_verdict(s3, uri: str, partition: storage.Partition | None = None) -> PartitionVerdict:
     """The verdict stored at ``uri``; a document that is not a verdict (of ``partition``)
     raises :class:`VerdictCacheError` naming the key. Store errors raise as they are."""
-    document = storage.get_json_uri(s3, uri)
+    document = absent_if_not_found(lambda: storage.get_json_uri(s3, uri))
+    if document is None:  # deleted after it was written: only validating again brings it back
+        raise VerdictCacheError(
+            f"{uri} is gone since it was written; clear the partition's validate_partition "
+            "task to validate it again"
+        )
     try:
         if document["format"] != VERDICT_FORMAT:
             raise ValueError(f"format {document['format']!r}, expected {VERDICT_FORMAT!r}")

@@ -369,6 +369,10 @@ def test_the_reduce_takes_inline_verdicts_and_refuses_an_unvalidated_partition(s
     assert [p["day"] for p in reduced["valid"]["current"]] == DAYS
     with pytest.raises(ValueError, match=f"no validation outcome .*dt={DAYS[3]}"):
         validation.summarize_validations(s3, plan, outcomes[:3], policy)
+    # a verdict deleted between the mapped task and the reduce: clear the mapped task
+    s3.delete_object(Bucket=BUCKET, Key=storage.split_s3_uri(outcomes[1]["verdict_uri"])[1])
+    with pytest.raises(validation.VerdictCacheError, match="is gone"):
+        validation.summarize_validations(s3, plan, outcomes, policy)
 
 
 def test_only_parts_of_one_size_are_hashed(s3, monkeypatch):
