@@ -15,11 +15,14 @@ drift's onset and size known:
   14 days of the world, and the current window slides one day per check from the 14 days
   right after it (the windows never share a day; a champion trained some weeks ago).
 
-driftloop's checker sees each day once (a daily sketch on the reference's binning, as the
-DAG caches per partition), merges the 14 days of the window, compares and decides with the
-policy (default ``drift_policy.yaml``) and the per-feature levels of its earlier checks,
-newest first, ``n - 1`` of them: the k-of-n hysteresis drift_monitor keeps in its history
-database. Everything lives in memory; nothing is cached on disk.
+driftloop's checker is the drift engine (``driftloop.drift.engine.DriftEngine`` on the
+project's contract and policy, default ``drift_policy.yaml``): the reference's days fitted
+once, each day sketched once on its bins (drift_monitor caches per partition), and each check
+given the 14 day sketches of its window and the per-feature levels of the world's earlier
+checks, newest first, ``n - 1`` of them: the k-of-n hysteresis drift_monitor keeps in its
+history database. Everything lives in memory; nothing is cached on disk. (The numbers before
+the engine came from this file at d241bf5, whose checker called Binning.fit,
+sketch_partition, compare_windows and decide, run on ``include/`` of 9b4d6e2.)
 
 Evidently's defaults (0.7): each tabular column through the drift test ``DataDriftPreset``
 picks for it when given no method (``get_stattest(..., None)``: at more than 1,000 reference
@@ -29,8 +32,8 @@ embedding through the default method of Evidently's embedding drift metric (``mo
 domain classifier's ROC AUC > 0.55, no bootstrap at this size), called directly because the
 metric's own t-SNE plot would cost a minute a check, on a uniform sample of
 ``--evidently-embedding-rows`` rows of each window (default 5,000, the size of the sample
-drift_monitor gives Evidently; its classifier on all 2 x 28,000 rows takes 1.7 s a check). ``--verify-evidently K`` runs the
-complete ``Report([DataDriftPreset()])`` on the first K checks of the first seed of every
+drift_monitor gives Evidently; its classifier on all 2 x 28,000 rows takes 1.7 s a check).
+``--verify-evidently K`` runs the complete ``Report([DataDriftPreset()])`` on the first K checks of the first seed of every
 case and stops if any column's score or flag differs from the direct calls. A check
 "flags" when any column is flagged; Evidently keeps no history.
 
@@ -38,7 +41,9 @@ case and stops if any column's score or flag differs from the direct calls. A ch
     .venv/bin/python bench/decision_quality.py --seeds 2 --stable-checks 40 --horizon 7
 
 Output: per-case days to warn / critical (median over seeds, range), Evidently's first
-flagged day, false alarms per stable check, then one line ``summary: key=value ...``.
+flagged day, false alarms per stable check, then one line ``summary: key=value ...``. A full
+default run (45 worlds, about 1,000 checks each way) takes about 700 CPU-seconds: some 6
+minutes on 2 idle cores (23 minutes on a 2-core machine shared at load 8).
 """
 
 from __future__ import annotations
@@ -164,98 +169,34 @@ def plan_tasks(
 
 
 # ---------------------------------------------------------------------------------------------
-# driftloop's checker: today's functions (sketch, compare, decide)
+# driftloop's checker: the drift engine (the functions drift_monitor runs)
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DaySketch:
-    day: str
-    profile: Any  # driftloop.drift.sketch.Profile
-    sample: Any  # bottom-k sample (pyarrow Table)
+def driftloop_engine(policy):
+    """The engine on the project's inference-log contract under ``policy``."""
+    from driftloop.contracts.columns import inference_contract
+    from driftloop.drift.engine import DriftEngine
+
+    return DriftEngine(contract=inference_contract(), policy=policy)
 
 
-@dataclass(frozen=True)
-class Reference:
-    binning: Any  # driftloop.drift.sketch.Binning
-    profile: Any
-    sample: Any
+def driftloop_reference(engine, tables, days: Sequence[str]):
+    """The reference as drift_monitor builds it: bins fitted on the window's bounded sample,
+    every day sketched on them (its days also feed the calibration's day-to-day variation)."""
+    return engine.reference(tables, days=list(days))
 
 
-def _batches(table):
-    return iter(table.to_batches(max_chunksize=65_536))
+def driftloop_sketch_day(engine, table, day: str, reference):
+    """One day's profile on the reference's bins and its bottom-k sample (drift_monitor
+    caches it per partition)."""
+    return engine.sketch_day(table, day=day, reference=reference)
 
 
-def _seed_key(day: str, world: str) -> str:
-    # drift_monitor seeds a partition's bottom-k sample with its content id; here the world
-    # and the day name the content
-    return f"{world}/{day}"
-
-
-def driftloop_reference(tables, days: Sequence[str], policy, world: str) -> Reference:
-    """The reference bundle as ``build_reference_bundle`` makes it: bins fitted on the
-    window's bounded sample, every day sketched on them, profiles and samples merged."""
-    from driftloop.drift.sketch import Binning, merge_profiles, merge_samples, sketch_partition
-
-    samples = [
-        sketch_partition(
-            _batches(t),
-            binning=None,
-            day=d,
-            seed_key=_seed_key(d, world),
-            sample_size=policy.sample_size,
-        )[1]
-        for t, d in zip(tables, days, strict=True)
-    ]
-    binning = Binning.fit(merge_samples(samples, policy.sample_size))
-    unbound = Reference(binning, None, None)
-    sketches = [
-        driftloop_sketch_day(t, d, unbound, policy, world)
-        for t, d in zip(tables, days, strict=True)
-    ]
-    return Reference(
-        binning,
-        merge_profiles(s.profile for s in sketches),
-        merge_samples((s.sample for s in sketches), policy.sample_size),
-    )
-
-
-def driftloop_sketch_day(table, day: str, reference: Reference, policy, world: str) -> DaySketch:
-    """One day's profile on the reference's bins and its bottom-k sample (cached per
-    partition by drift_monitor)."""
-    from driftloop.drift.sketch import sketch_partition
-
-    profile, sample = sketch_partition(
-        _batches(table),
-        binning=reference.binning,
-        day=day,
-        seed_key=_seed_key(day, world),
-        sample_size=policy.sample_size,
-    )
-    return DaySketch(day, profile, sample)
-
-
-def driftloop_check(
-    reference: Reference,
-    current: Sequence[DaySketch],
-    previous_levels: Sequence[dict[str, str]],
-    policy,
-):
-    """One daily check: the window's merged sketches against the reference, decided with the
+def driftloop_check(engine, reference, current, previous_levels: Sequence[dict[str, str]]):
+    """One daily check: the window's day sketches against the reference, decided with the
     policy and the earlier checks' per-feature levels (newest first). -> Decision."""
-    from driftloop.drift.compare import compare_windows
-    from driftloop.drift.decision import decide
-    from driftloop.drift.sketch import merge_profiles, merge_samples
-
-    comparisons = compare_windows(
-        reference.profile,
-        merge_profiles(s.profile for s in current),
-        reference.sample,
-        merge_samples((s.sample for s in current), policy.sample_size),
-        mmd_sample_size=policy.mmd_sample_size,
-        mmd_permutations=policy.mmd_permutations,
-    )
-    return decide(comparisons, policy, previous_levels)
+    return engine.check(reference, current, previous_levels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,7 +354,7 @@ def run_task(
     from driftloop.config.drift_policy import load_policy
     from driftloop_dev.synth import inference_table
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     policy = load_policy(policy_path)
     spec = task.spec()
     world = f"{task.case.key}/seed={task.seed}"
@@ -432,22 +373,18 @@ def run_task(
         return tables[index]
 
     t0 = time.perf_counter()
+    engine = driftloop_engine(policy)
     reference = driftloop_reference(
-        [table(i) for i in task.reference_days],
-        [day_name(i) for i in task.reference_days],
-        policy,
-        world,
+        engine, [table(i) for i in task.reference_days], [day_name(i) for i in task.reference_days]
     )
     timings["driftloop_s"] += time.perf_counter() - t0
-    sketches: dict[int, DaySketch] = {}
+    sketches: dict[int, Any] = {}
     frames: dict[int, Any] = {}
     embeddings: dict[int, Any] = {}
 
-    def sketch(index: int) -> DaySketch:
+    def sketch(index: int):
         if index not in sketches:
-            sketches[index] = driftloop_sketch_day(
-                table(index), day_name(index), reference, policy, world
-            )
+            sketches[index] = driftloop_sketch_day(engine, table(index), day_name(index), reference)
         return sketches[index]
 
     def frame(index: int):
@@ -469,13 +406,15 @@ def run_task(
     history: list[dict[str, str]] = []  # per-feature levels of earlier checks, newest first
     checks: list[dict[str, Any]] = []
     evidently_checks: list[dict[str, Any]] = []
+    # early stops are for the drifts' first days only: a stable world runs every check
+    stops = early_stop and task.drift_day is not None
     driftloop_done = evidently_done = False
     for number, index in enumerate(task.check_days, start=1):
         window = range(index - WINDOW_DAYS + 1, index + 1)
         if not driftloop_done:
             t0 = time.perf_counter()
             decision = driftloop_check(
-                reference, [sketch(i) for i in window], history[: policy.n - 1], policy
+                engine, reference, [sketch(i) for i in window], history[: policy.n - 1]
             )
             timings["driftloop_s"] += time.perf_counter() - t0
             history.insert(0, dict(decision.feature_levels))
@@ -494,7 +433,7 @@ def run_task(
                     },
                 }
             )
-            driftloop_done = early_stop and decision.severity == "critical"
+            driftloop_done = stops and decision.severity == "critical"
         if evidently and not evidently_done:
             t0 = time.perf_counter()
             current_frame = _concat_frames([frame(i) for i in window])
@@ -520,10 +459,9 @@ def run_task(
                     "scores": {c: round(r["score"], 6) for c, r in columns.items()},
                 }
             )
-            evidently_done = early_stop and task.drift_day is not None and bool(flagged)
+            evidently_done = stops and bool(flagged)
         if driftloop_done and (evidently_done or not evidently):
             break
-    # a stable world runs every check: early stops are for the drifts' first days only
     return {
         "case": task.case.key,
         "label": task.case.label,
@@ -538,7 +476,11 @@ def run_task(
         "driftloop": checks,
         "evidently": evidently_checks if evidently else None,
         "seconds": {k: round(v, 3) for k, v in timings.items()}
-        | {"total_s": round(time.perf_counter() - started, 3)},
+        | {
+            "total_s": round(time.perf_counter() - started, 3),
+            # the worker's CPU time (all its threads): wall seconds stretch on a busy machine
+            "cpu_s": round(time.process_time() - cpu_started, 3),
+        },
     }
 
 
@@ -699,7 +641,7 @@ def print_table(summary: dict[str, Any], *, evidently: bool, out=sys.stdout) -> 
 SUMMARY_CASES = ("0.2sd", "gradual", "class_mix", "confidence_decay")
 
 
-def summary_line(summary: dict[str, Any], *, evidently: bool, wall_s: float) -> str:
+def summary_line(summary: dict[str, Any], *, evidently: bool, wall_s: float, cpu_s: float) -> str:
     rows = {r["case"]: r for r in summary["drifts"]}
 
     def med(case: str, field: str) -> str:
@@ -721,7 +663,7 @@ def summary_line(summary: dict[str, Any], *, evidently: bool, wall_s: float) -> 
         parts += [
             f"evidently_days_to_warn_{c}={med(c, 'evidently_first_flag')}" for c in SUMMARY_CASES
         ]
-    parts += [f"stable_checks={stable['checks']}", f"wall_s={wall_s:.0f}"]
+    parts += [f"stable_checks={stable['checks']}", f"wall_s={wall_s:.0f}", f"cpu_s={cpu_s:.0f}"]
     return "summary: " + " ".join(parts)
 
 
@@ -896,10 +838,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in results:
         seconds.update(r["seconds"])
     print(
-        f"time: {wall:.0f} s wall on {args.jobs} job(s); CPU-side: "
-        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(seconds.items()))
+        f"time: {wall:.0f} s wall on {args.jobs} job(s), {seconds['cpu_s']:.0f} CPU-s in the "
+        "workers; summed over worlds (wall): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(seconds.items()) if k != "cpu_s")
     )
     if args.json is not None:
+        import driftloop
+
         document = {
             "arguments": {
                 "seeds": args.seeds,
@@ -912,13 +857,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "evidently_embedding_rows": args.evidently_embedding_rows,
                 "jobs": args.jobs,
             },
+            "driftloop_package": str(Path(driftloop.__file__).parent),
             "summary": summary,
             "results": sorted(results, key=lambda r: (r["case"], r["seed"])),
             "wall_s": wall,
         }
         args.json.write_text(json.dumps(document, indent=1, sort_keys=True))
         print(f"raw results: {args.json}")
-    print(summary_line(summary, evidently=evidently, wall_s=wall))
+    print(summary_line(summary, evidently=evidently, wall_s=wall, cpu_s=seconds["cpu_s"]))
     return 0
 
 
