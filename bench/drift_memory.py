@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from driftloop.drift.compare import compare_windows
-from driftloop.drift.sketch import Binning, merge_profiles, merge_samples, sketch_partition
+from driftloop.drift.samples import merge_samples
+from driftloop.drift.sketch import Binning, merge_profiles, sketch_partition
 from driftloop_dev.synth import inference_table, world_spec
 
 

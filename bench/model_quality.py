@@ -207,7 +207,7 @@ def score(args) -> int:
         score_runner,
         session,
     )
-    from driftloop.evaluation.latency import time_runners_interleaved
+    from driftloop.evaluation.latency_table import time_runners_interleaved
 
     weights, fp32, int8, data = (Path(p) for p in args.score)
     runners = {"pytorch": (torch_runner(weights), (args.imgsz, args.imgsz))}

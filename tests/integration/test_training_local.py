@@ -270,7 +270,7 @@ def test_training_run_is_logged_to_mlflow(trained, snapshot):
 def test_fp32_and_int8_onnx_evaluation(exported, snapshot):
     from driftloop.evaluation import bootstrap
     from driftloop.evaluation.detector import evaluate_model, image_label_pairs
-    from driftloop.evaluation.latency import measure_latency_interleaved
+    from driftloop.evaluation.latency_table import measure_latency_interleaved
 
     _, local, _ = snapshot
     quant = exported["quantization"]

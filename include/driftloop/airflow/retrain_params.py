@@ -2,7 +2,7 @@
 
 The run's Params (reason, window, training arguments, base model, drift event, dry run) are
 listed here. Every knob of the promotion policy a manual run may change
-(:func:`driftloop.config.promotion_policy.trigger_overridable_fields`) becomes an optional
+(:func:`driftloop.config.promotion_overrides.trigger_overridable_fields`) becomes an optional
 Param whose type, bounds and description come from the pydantic field it sets, so adding a
 knob to the policy is one edit there. An empty Param keeps the policy file's value; the tasks
 turn the Params back into overrides with :func:`driftloop.retrain.policy.run_policy`.
@@ -28,7 +28,7 @@ from typing import Any
 
 from airflow.sdk import Param
 
-from driftloop.config.promotion_policy import OverridableField, trigger_overridable_fields
+from driftloop.config.promotion_overrides import OverridableField, trigger_overridable_fields
 from driftloop.training.allowlists import (
     BASE_MODEL_YAMLS,
     CHAMPION_BASE,

@@ -23,7 +23,8 @@ import numpy as np
 from driftloop.contracts import schema
 from driftloop.contracts.columns import EmbeddingColumn
 from driftloop.drift import stats
-from driftloop.drift.sketch import Profile, embedding_matrix, merge_profiles, merge_samples
+from driftloop.drift.samples import merge_samples
+from driftloop.drift.sketch import Profile, embedding_matrix, merge_profiles
 
 #: the name of the whole current window among a check's windows
 FULL_WINDOW = "full"

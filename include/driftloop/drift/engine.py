@@ -27,14 +27,9 @@ from driftloop.config.drift_policy import Policy
 from driftloop.contracts.columns import ColumnContract, inference_contract
 from driftloop.drift.compare import FeatureComparison, ReferenceDays, compare_check
 from driftloop.drift.decision import Decision, decide
-from driftloop.drift.sketch import (
-    Binning,
-    Profile,
-    iter_source_batches,
-    merge_profiles,
-    merge_samples,
-    sketch_partition,
-)
+from driftloop.drift.samples import merge_samples
+from driftloop.drift.sketch import Binning, Profile, merge_profiles, sketch_partition
+from driftloop.drift.sources import iter_source_batches
 
 #: chunks a single-source reference is cut into for the calibration's day-to-day estimate
 REFERENCE_CHUNKS = 10

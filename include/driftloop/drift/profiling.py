@@ -75,7 +75,7 @@ def compute_statistics(
         load_sample,
         merge_window,
     )
-    from driftloop.drift.sketch import table_to_parquet_bytes
+    from driftloop.drift.samples import table_to_parquet_bytes
 
     profiles = sorted(profiles, key=lambda r: r["day"])
     current_profile, current_sample = merge_window(s3, profiles, policy.sample_size)

@@ -36,16 +36,9 @@ from driftloop.contracts.storage import (
     s3_uri,
     split_s3_uri,
 )
-from driftloop.drift.sketch import (
-    Binning,
-    Profile,
-    iter_partition_batches,
-    merge_profiles,
-    merge_samples,
-    parquet_bytes_to_table,
-    sketch_partition,
-    table_to_parquet_bytes,
-)
+from driftloop.drift.samples import merge_samples, parquet_bytes_to_table, table_to_parquet_bytes
+from driftloop.drift.sketch import Binning, Profile, merge_profiles, sketch_partition
+from driftloop.drift.sources import iter_partition_batches
 
 
 def sample_key(partition: Partition, sample_size: int) -> str:

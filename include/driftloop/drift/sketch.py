@@ -16,9 +16,8 @@ embedding MMD test.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +25,16 @@ import numpy as np
 
 from driftloop.contracts import schema
 from driftloop.contracts.columns import ColumnContract, inference_contract
+from driftloop.drift.bins import EdgeLookup, bin_maps, quantile_edges
+from driftloop.drift.samples import (
+    SAMPLE_KEY,
+    bottom_k,
+    keyed_batch,
+    merge_samples,
+    seeded_rng,
+)
 
-FINE_BINS = 200
-COARSE_BINS = 10
 PCA_COMPONENTS = 5
-SAMPLE_KEY = "_sample_key"
 SKETCH_VERSION = 1
 
 
@@ -38,73 +42,6 @@ def pca_feature_names(
     n_components: int = PCA_COMPONENTS, column: str = schema.EMBEDDING_COLUMN
 ) -> list[str]:
     return [f"{column}_pc{i + 1}" for i in range(n_components)]
-
-
-def _quantile_edges(values: np.ndarray, name: str) -> tuple[list[float], list[float]]:
-    """Fine and coarse reference-quantile edges of one feature. The coarse edges are every
-    ``FINE_BINS // COARSE_BINS``-th fine quantile, so coarse counts are sums of fine counts
-    (one ``searchsorted`` per value instead of two)."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        raise ValueError(f"cannot fit bins on column {name!r}: it has no finite values")
-    qs = np.quantile(values, np.linspace(0.0, 1.0, FINE_BINS + 1)[1:-1])
-    step = FINE_BINS // COARSE_BINS
-    coarse = qs[step - 1 :: step]
-    return [float(v) for v in np.unique(qs)], [float(v) for v in np.unique(coarse)]
-
-
-@dataclass(frozen=True)
-class EdgeLookup:
-    """``np.searchsorted(edges, v, side="right")`` in a few vector passes instead of a binary
-    search per value: a uniform grid of cells over the edges' range gives each value a first
-    guess (the bin at its cell's lower bound), and at most a few compare-and-step passes make it
-    exact (both ways, so rounding at a cell boundary cannot shift a value's bin)."""
-
-    edges: np.ndarray
-    low: float
-    scale: float
-    start: np.ndarray
-    steps: int
-
-    #: more steps than this per value: a plain binary search is as fast
-    MAX_STEPS = 4
-
-    @classmethod
-    def build(cls, edges: list[float]) -> EdgeLookup | None:
-        e = np.asarray(edges, dtype=float)
-        if e.size < 8 or not np.isfinite(e).all() or e[-1] <= e[0]:
-            return None
-        for cells in (1024, 8192, 65536):
-            scale = cells / (e[-1] - e[0])
-            lower = e[0] + np.arange(cells) / scale
-            start = np.searchsorted(e, lower, side="right")
-            per_cell = np.diff(np.append(start, e.size))
-            steps = int(per_cell.max()) + 1
-            if steps <= cls.MAX_STEPS:
-                return cls(e, float(e[0]), float(scale), start.astype(np.int64), steps)
-        return None
-
-    def index(self, values: np.ndarray) -> np.ndarray:
-        e, last = self.edges, self.edges.size - 1
-        cell = np.clip(((values - self.low) * self.scale).astype(np.int64), 0, self.start.size - 1)
-        idx = self.start[cell]
-        for _ in range(self.steps):  # edges at or below the value not yet counted
-            idx += (idx <= last) & (e[np.minimum(idx, last)] <= values)
-        for _ in range(self.steps):  # edges above the value counted by rounding
-            idx -= (idx > 0) & (e[np.maximum(idx - 1, 0)] > values)
-        return np.where(values < self.low, 0, idx)
-
-
-def _coarse_index(fine_edges: list[float], coarse_edges: list[float]) -> np.ndarray | None:
-    """For each fine bin, its coarse bin, when every coarse edge is a fine edge (else None:
-    binnings fitted before coarse edges were fine quantiles count both separately)."""
-    fine = np.asarray(fine_edges, dtype=float)
-    coarse = np.asarray(coarse_edges, dtype=float)
-    if not np.isin(coarse, fine).all():
-        return None
-    # fine bin i holds values in [fine[i-1], fine[i]); its coarse bin counts the coarse edges <= its lower edge
-    lower = np.concatenate([[-np.inf], fine])
-    return np.searchsorted(coarse, lower, side="right")
 
 
 @dataclass(frozen=True)
@@ -200,7 +137,7 @@ class Binning:
             names = pca_feature_names(len(components), columns.embedding.column)
             for i, name in enumerate(names):
                 numeric[name] = projected[:, i]
-        edges = {k: _quantile_edges(v, k) for k, v in numeric.items()}
+        edges = {k: quantile_edges(v, k) for k, v in numeric.items()}
         return cls(
             fine_edges={k: fine for k, (fine, _) in edges.items()},
             coarse_edges={k: coarse for k, (_, coarse) in edges.items()},
@@ -359,7 +296,7 @@ class Profile:
 
     def add_batch(self, batch, binning: Binning) -> None:
         columns = binning.columns
-        maps = _bin_maps(binning)
+        maps = bin_maps(binning)
         for name in columns.numeric:
             self.numeric[name].add(
                 _numeric_column(batch, name),
@@ -427,22 +364,6 @@ class Profile:
 
 NULL_CATEGORY = "<null>"
 
-_BIN_MAPS: dict[str, dict[str, tuple[np.ndarray | None, EdgeLookup | None]]] = {}
-
-
-def _bin_maps(binning: Binning) -> dict[str, tuple[np.ndarray | None, EdgeLookup | None]]:
-    """Per feature: the fine-to-coarse bin map and the edge lookup, once per binning."""
-    key = binning.binning_id
-    if key not in _BIN_MAPS:
-        _BIN_MAPS[key] = {
-            name: (
-                _coarse_index(binning.fine_edges[name], binning.coarse_edges[name]),
-                EdgeLookup.build(binning.fine_edges[name]),
-            )
-            for name in binning.numeric_features
-        }
-    return _BIN_MAPS[key]
-
 
 def category_counts(column) -> dict[str, int]:
     """Counts of each value of a categorical Arrow column (nulls as ``<null>``), with Arrow
@@ -473,111 +394,6 @@ def merge_profiles(profiles: Iterable[Profile]) -> Profile:
     if merged is None:
         raise ValueError("no profiles to merge")
     return merged
-
-
-# --- bottom-k samples -------------------------------------------------------------------
-
-
-def seeded_rng(*parts: str) -> np.random.Generator:
-    digest = hashlib.sha256("\0".join(parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def bottom_k(table, k: int):
-    """The k rows with the smallest sample keys, sorted by key."""
-    import pyarrow.compute as pc
-
-    if table.num_rows == 0:
-        return table
-    order = pc.sort_indices(table, sort_keys=[(SAMPLE_KEY, "ascending")])
-    return table.take(order[:k])
-
-
-def keyed_batch(batch, rng: np.random.Generator, below: float | None = None):
-    """The batch with a random sample key per row; with ``below``, only the rows whose key is
-    below it (the others cannot enter a bottom-k sample whose largest key is ``below``: the
-    keys drawn, and so the sample, are the same either way)."""
-    import pyarrow as pa
-
-    keys = rng.random(batch.num_rows)
-    table = pa.Table.from_batches([batch])
-    if below is not None:
-        keep = np.flatnonzero(keys < below)
-        return table.take(pa.array(keep)).append_column(SAMPLE_KEY, pa.array(keys[keep]))
-    return table.append_column(SAMPLE_KEY, pa.array(keys))
-
-
-def merge_samples(samples: Iterable, k: int):
-    import pyarrow as pa
-
-    tables = [s for s in samples if s is not None and s.num_rows]
-    if not tables:
-        raise ValueError("no sample rows to merge")
-    return bottom_k(pa.concat_tables(tables, promote_options="default"), k)
-
-
-def table_to_parquet_bytes(table) -> bytes:
-    import pyarrow.parquet as pq
-
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue()
-
-
-def parquet_bytes_to_table(data: bytes):
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(data))
-
-
-# --- reading partitions -----------------------------------------------------------------
-
-
-def iter_partition_batches(
-    s3,
-    bucket: str,
-    keys: Iterable[str],
-    batch_size: int = 65_536,
-    columns: Iterable[str] = schema.COLUMN_NAMES,
-) -> Iterator:
-    """Record batches of a partition's part files, one part in memory at a time."""
-    import pyarrow.parquet as pq
-
-    from driftloop.contracts.storage import get_bytes
-
-    for key in keys:
-        parquet = pq.ParquetFile(io.BytesIO(get_bytes(s3, bucket, key)))
-        yield from parquet.iter_batches(batch_size=batch_size, columns=list(columns))
-
-
-def iter_source_batches(source, columns: Iterable[str], batch_size: int = 65_536) -> Iterator:
-    """Record batches of a local source: a pyarrow Table or RecordBatch, a Parquet file, or a
-    directory of Parquet files (read in name order), one file in memory at a time; only
-    ``columns`` are read. A missing column raises naming the source."""
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = list(columns)
-    if isinstance(source, pa.RecordBatch):
-        source = pa.Table.from_batches([source])
-    if isinstance(source, pa.Table):
-        missing = [c for c in columns if c not in source.column_names]
-        if missing:
-            raise ValueError(f"table has no column(s) {missing}; it has {source.column_names}")
-        yield from source.select(columns).to_batches(max_chunksize=batch_size)
-        return
-    path = Path(source)
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise ValueError(f"{path}: no .parquet files")
-    for file in files:
-        parquet = pq.ParquetFile(file)
-        missing = [c for c in columns if c not in parquet.schema_arrow.names]
-        if missing:
-            raise ValueError(f"{file}: no column(s) {missing}; it has {parquet.schema_arrow.names}")
-        yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
 
 
 def sketch_partition(

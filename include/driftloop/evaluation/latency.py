@@ -24,8 +24,8 @@ comparison is paired, and answered with an interval:
 :class:`~driftloop.evaluation.graph_signature.GraphSignature`; the result is a
 :class:`LatencyComparison`, what the ``evaluate`` step records and the gate decides on.
 
-:func:`time_runners_interleaved` (any number of models, per-model p50/p95, no interval) stays
-for benchmarks that tabulate several artifacts.
+:mod:`driftloop.evaluation.latency_table` times any number of models (per-model p50/p95, no
+interval) for benchmarks that tabulate several artifacts.
 
 numpy, onnxruntime and the detector module are imported inside functions, so that importing
 :class:`LatencyComparison` (the gate does) stays cheap.
@@ -413,79 +413,3 @@ def compare_onnx_latency(
         candidate_graph=graph_signature(candidate_onnx).to_dict(),
         champion_graph=graph_signature(champion_onnx).to_dict(),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# several models, no interval (benchmark tables)
-
-
-def measure_latency_interleaved(
-    onnx_paths: Mapping[str, str | Path],
-    images: Sequence[str | Path],
-    *,
-    warmup: int = 10,
-    runs: int | None = None,
-    threads: int = 1,
-) -> dict[str, dict[str, float]]:
-    """:func:`time_runners_interleaved` for ONNX files, single-threaded sessions by default
-    (``threads=1``) for stable numbers."""
-    from driftloop.evaluation.detector import input_size, onnx_runner, session
-
-    if not onnx_paths:
-        raise ValueError("no models to time")
-    runners = {}
-    for name, path in onnx_paths.items():
-        sess = session(path, threads=threads)
-        runners[name] = (onnx_runner(sess), input_size(sess))
-    return time_runners_interleaved(runners, images, warmup=warmup, runs=runs)
-
-
-def time_runners_interleaved(
-    runners: Mapping[str, tuple[Runner, tuple[int, int]]],
-    images: Sequence[str | Path],
-    *,
-    warmup: int = 10,
-    runs: int | None = None,
-) -> dict[str, dict[str, float]]:
-    """Per-model inference latency (the model call only, preprocessed inputs), measured
-    interleaved: for each image in turn every model runs once, the models' order rotating
-    from image to image, so drifts in machine load hit all models alike.
-
-    ``runners``: name → (runner, input size (H, W)). ``runs`` timed inferences per model
-    (default: one per image; images repeat cyclically when ``runs`` exceeds their number),
-    after ``warmup`` untimed ones each. Returns ``{name: {"p50_ms", "p95_ms", "mean_ms", "n"}}``.
-    """
-    if not runners:
-        raise ValueError("no models to time")
-    if not images:
-        raise ValueError("no images to time the models on")
-    names = list(runners)
-    inputs = _inputs([size for _, size in runners.values()], images)
-    n_runs = len(images) if runs is None else int(runs)
-    log.info(
-        "timing %s interleaved: %d warm-up + %d timed runs each on %d images",
-        ", ".join(names),
-        warmup,
-        n_runs,
-        len(images),
-    )
-    timings: dict[str, list[float]] = {name: [] for name in names}
-    with _GcPaused():
-        for i in range(warmup + n_runs):
-            k = i % len(images)
-            shift = i % len(names)
-            for name in names[shift:] + names[:shift]:
-                run, size = runners[name]
-                tensor = inputs[size][k]
-                began = time.perf_counter()
-                run(tensor)
-                elapsed = (time.perf_counter() - began) * 1000.0
-                if i >= warmup:
-                    timings[name].append(elapsed)
-    result = {name: _stats(values) for name, values in timings.items()}
-    log.info(
-        "latency over %d runs each: %s",
-        n_runs,
-        ", ".join(f"{name} p95 {row['p95_ms']:.2f} ms" for name, row in result.items()),
-    )
-    return result

@@ -39,11 +39,8 @@ def evaluate(
     from driftloop.drift import tracking
     from driftloop.evaluation.bootstrap import paired_bootstrap_delta
     from driftloop.evaluation.detector import evaluate_model, image_label_pairs
-    from driftloop.evaluation.latency import (
-        RUNS_PER_ROUND,
-        compare_onnx_latency,
-        measure_latency_interleaved,
-    )
+    from driftloop.evaluation.latency import RUNS_PER_ROUND, compare_onnx_latency
+    from driftloop.evaluation.latency_table import measure_latency_interleaved
     from driftloop.promotion import registry
     from driftloop.promotion.gate import EvalSummary
     from driftloop.retrain.model_files import (

@@ -2,7 +2,7 @@
 
 The policy file (``DRIFTLOOP_PROMOTION_POLICY_PATH``, default
 ``config/promotion_policy.yaml``) with the run's trigger Params laid over it: each knob of
-:data:`driftloop.config.promotion_policy.TRIGGER_OVERRIDABLE` is a Param
+:data:`driftloop.config.promotion_overrides.TRIGGER_OVERRIDABLE` is a Param
 (:mod:`driftloop.airflow.retrain_params`), and an empty Param keeps the file's value. Every
 task that reads the policy (plan, evaluate, gate, retention) loads it the same way, so the
 evaluation's bootstrap and the gate's thresholds are the same run's.
@@ -13,12 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from driftloop.config.promotion_policy import (
-    PromotionPolicy,
-    load_promotion_policy,
-    loosened_knobs,
-    promotion_overrides,
-)
+from driftloop.config.promotion_overrides import loosened_knobs, promotion_overrides
+from driftloop.config.promotion_policy import PromotionPolicy, load_promotion_policy
 from driftloop.config.settings import Settings
 
 

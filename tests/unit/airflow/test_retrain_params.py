@@ -8,12 +8,8 @@ import pytest
 from airflow.sdk.definitions.param import ParamsDict
 
 from driftloop.airflow.retrain_params import retrain_detector_params, run_params
-from driftloop.config.promotion_policy import (
-    DEFAULT_PROMOTION_POLICY_PATH,
-    TRIGGER_OVERRIDABLE,
-    load_promotion_policy,
-    promotion_overrides,
-)
+from driftloop.config.promotion_overrides import TRIGGER_OVERRIDABLE, promotion_overrides
+from driftloop.config.promotion_policy import DEFAULT_PROMOTION_POLICY_PATH, load_promotion_policy
 
 
 def test_every_overridable_knob_is_an_optional_described_param():

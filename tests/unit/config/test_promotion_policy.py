@@ -9,18 +9,20 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from driftloop.config.promotion_overrides import (
+    TRIGGER_OVERRIDABLE,
+    promotion_overrides,
+    trigger_overridable_fields,
+)
 from driftloop.config.promotion_policy import (
     APPROVAL_MODES,
     ARCHIVE_MODES,
     DEFAULT_PROMOTION_POLICY_PATH,
     PRIMARY_METRICS,
     PROMOTE_TARGETS,
-    TRIGGER_OVERRIDABLE,
     PromotionPolicy,
     load_promotion_policy,
     parse_promotion_policy,
-    promotion_overrides,
-    trigger_overridable_fields,
 )
 from driftloop.evaluation.coco_map import METRICS
 from driftloop.promotion import gate

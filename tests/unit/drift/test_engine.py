@@ -20,16 +20,10 @@ from driftloop.contracts.columns import (
     inference_contract,
     load_contract,
 )
+from driftloop.drift.bins import EdgeLookup, coarse_index
 from driftloop.drift.engine import DriftEngine, chunked_batches, format_table
-from driftloop.drift.sketch import (
-    Binning,
-    EdgeLookup,
-    NumericSketch,
-    _coarse_index,
-    category_counts,
-    seeded_rng,
-    sketch_partition,
-)
+from driftloop.drift.samples import seeded_rng
+from driftloop.drift.sketch import Binning, NumericSketch, category_counts, sketch_partition
 
 SPEC = "name: shop\nnumeric: [age, spend]\ncategorical: [plan]\nprediction: [spend]\n"
 
@@ -90,7 +84,7 @@ def test_coarse_counts_from_fine_bins_equal_a_second_search():
         pa.table({"a": values}), contract=ColumnContract(name="t", numeric=("a",))
     )
     fine, coarse = binning.fine_edges["a"], binning.coarse_edges["a"]
-    mapping = _coarse_index(fine, coarse)
+    mapping = coarse_index(fine, coarse)
     assert mapping is not None
     new = rng.normal(0.3, 1.2, size=7000)
     fast = NumericSketch.empty(fine, coarse)

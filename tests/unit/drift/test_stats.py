@@ -12,12 +12,12 @@ from scipy.spatial.distance import jensenshannon
 from driftloop.contracts import schema
 from driftloop.drift import stats
 from driftloop.drift.compare import compare_categorical, compare_numeric, compare_windows
+from driftloop.drift.samples import merge_samples
 from driftloop.drift.sketch import (
     Binning,
     NumericSketch,
     Profile,
     merge_profiles,
-    merge_samples,
     sketch_partition,
 )
 

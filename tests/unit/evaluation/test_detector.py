@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from driftloop.evaluation import detector as ev
-from driftloop.evaluation.latency import measure_latency_interleaved
+from driftloop.evaluation.latency_table import measure_latency_interleaved
 
 # --------------------------------------------------------------------------- letterbox
 

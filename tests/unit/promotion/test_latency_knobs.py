@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftloop.config.promotion_policy import (
-    STRICTER,
-    TRIGGER_OVERRIDABLE,
-    load_promotion_policy,
-    loosened_knobs,
-)
+from driftloop.config.promotion_overrides import STRICTER, TRIGGER_OVERRIDABLE, loosened_knobs
+from driftloop.config.promotion_policy import load_promotion_policy
 from driftloop.config.settings import Settings
 from driftloop.retrain.policy import run_policy
 
