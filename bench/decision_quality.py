@@ -335,7 +335,7 @@ def sample_rows(matrix, rows: int, seed_key: str):
     """A uniform sample of ``rows`` rows (all of them when ``rows`` is 0 or enough)."""
     import numpy as np
 
-    from driftloop.drift.sketch import seeded_rng
+    from driftloop.drift.samples import seeded_rng
 
     if matrix is None or rows == 0 or len(matrix) <= rows:
         return matrix

@@ -60,9 +60,10 @@ def test_the_bundle_id_is_the_hash_of_its_manifest_and_reads_are_checked(s3, bun
     }
     days = load_reference_days(s3, bundle.uri)
     assert len(days.days) == 2  # one histogram per reference day, for the calibration
-    assert sum(sum(c) for c in days.numeric["brightness"]) == load_profile(
-        s3, bundle.profile_uri
-    ).numeric["brightness"].count
+    assert (
+        sum(sum(c) for c in days.numeric["brightness"])
+        == load_profile(s3, bundle.profile_uri).numeric["brightness"].count
+    )
     assert load_profile(s3, bundle.profile_uri).rows > 0
     assert load_sample(s3, bundle.sample_uri).num_rows > 0
     assert load_binning(s3, bundle.binning_uri).binning_id
