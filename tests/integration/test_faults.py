@@ -135,7 +135,11 @@ def test_rollback_recovers_from_faults(harness, service, mode):
 # the task, never fall back to the sliding reference.
 @pytest.mark.parametrize(
     ("step", "service", "mode"),
-    [("validate", "s3", "reset"), ("plan", "mlflow", "http500"), ("plan", "s3", "stall")],
+    [
+        ("validate_partition", "s3", "reset"),
+        ("plan", "mlflow", "http500"),
+        ("plan", "s3", "stall"),
+    ],
 )
 def test_drift_steps_recover_from_faults(harness, step, service, mode):
     outcome = _run(harness, "drift_monitor", step, service, mode)

@@ -43,7 +43,8 @@ DRIFT_END = "2032-03-31"
 #: the steps each DAG's cases put under a fault (others are listed with the reason)
 STEPS = {
     "drift_monitor": (
-        "resolve_run", "wait_for_data", "plan", "validate", "reference", "profile_partition",
+        "resolve_run", "wait_for_data", "plan", "validate_partition", "validate", "reference",
+        "profile_partition",
         "statistics",
         "decide", "evidently_report", "log_to_mlflow", "push_metrics", "open_drift_event",
         "await_approval", "confirm_drift",
