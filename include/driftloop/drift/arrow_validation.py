@@ -187,7 +187,7 @@ def type_accepted(t: pa.DataType, spec: ExpectationSpec) -> bool:
 class _MapCounts:
     """Counts and first examples of one column map expectation, added up batch by batch."""
 
-    #: None: the expectation's result has no missing counts (GE's not-null check)
+    #: False: the result carries no missing counts (GE's not-null check)
     with_missing: bool = True
     element_count: int = 0
     missing_count: int = 0
