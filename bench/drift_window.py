@@ -6,7 +6,7 @@ the embedded stack's S3 (moto server over HTTP), then:
 1. per partition (the first ``--partitions`` days), each step in a fresh subprocess so that
    peaks do not mix (peak RSS = the subprocess's VmHWM, imports included):
    - ``floor``: fetch the part files and decode every record batch of the contract's columns
-     (``sketch.iter_partition_batches``): what any pass over the data pays;
+     (``sources.iter_partition_batches``): what any pass over the data pays;
    - ``sketch``: ``sketch_partition`` with a ``Binning`` fitted on a reference sample;
    - ``validate``: the Arrow engine (``validation.validate_partition``), no cache;
    - ``gx``: GE's pandas validator on the whole partition, for comparison (first
@@ -61,7 +61,7 @@ def _peak_mb() -> float:
 def measure(kind: str, day: str, bucket: str, binning_path: str | None) -> dict:
     """One step on one partition, in this (fresh) process: seconds and peak RSS."""
     from driftloop.contracts import storage
-    from driftloop.drift import sketch, validation
+    from driftloop.drift import sketch, sources, validation
 
     s3 = storage.s3_client()
     partition = storage.list_partition(s3, bucket, day)
@@ -79,11 +79,11 @@ def measure(kind: str, day: str, bucket: str, binning_path: str | None) -> dict:
     began = time.perf_counter()
     rows, verdict = 0, None
     if kind == "floor":
-        for batch in sketch.iter_partition_batches(s3, bucket, partition.keys):
+        for batch in sources.iter_partition_batches(s3, bucket, partition.keys):
             rows += batch.num_rows
     elif kind == "sketch":
         profile, _ = sketch.sketch_partition(
-            sketch.iter_partition_batches(s3, bucket, partition.keys),
+            sources.iter_partition_batches(s3, bucket, partition.keys),
             binning=binning,
             day=day,
             seed_key=partition.content_id,
