@@ -28,7 +28,6 @@ from driftloop.contracts.columns import ColumnContract, inference_contract
 from driftloop.drift.bins import EdgeLookup, bin_maps, quantile_edges
 from driftloop.drift.samples import (
     SAMPLE_KEY,
-    bottom_k,
     keyed_batch,
     merge_samples,
     seeded_rng,
@@ -77,7 +76,13 @@ class Binning:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:24]
 
     def project(self, embeddings: np.ndarray) -> np.ndarray:
-        return (embeddings - np.asarray(self.pca_mean)) @ np.asarray(self.pca_components).T
+        """PCA coordinates of embedding rows. Rows in their own precision (float32 from the
+        logs) are multiplied as they are and centred after: ``(E - m) C' = E C' - m C'``, which
+        spares a float64 copy of the whole matrix (its cost dominated sketching)."""
+        components = np.asarray(self.pca_components)
+        offset = np.asarray(self.pca_mean) @ components.T
+        product = embeddings @ components.T.astype(embeddings.dtype, copy=False)
+        return product.astype(float, copy=False) - offset
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -153,12 +158,19 @@ def _numeric_column(batch, name: str) -> np.ndarray:
 
 
 def embedding_matrix(
-    batch, column_name: str = schema.EMBEDDING_COLUMN, dim: int = schema.EMBEDDING_DIM
+    batch,
+    column_name: str = schema.EMBEDDING_COLUMN,
+    dim: int = schema.EMBEDDING_DIM,
+    dtype=float,
 ) -> np.ndarray:
+    """The embedding column as an ``(rows, dim)`` matrix (``dtype=None``: the stored precision,
+    without a copy where Arrow allows)."""
     column = batch.column(column_name)
     if hasattr(column, "combine_chunks"):
         column = column.combine_chunks()
-    values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=float)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    if dtype is not None:
+        values = np.asarray(values, dtype=dtype)
     if values.size != len(column) * dim:
         raise ValueError(
             f"column {column_name!r}: {values.size} values in {len(column)} rows, "
@@ -306,7 +318,9 @@ class Profile:
             )
         if binning.pca_features:
             embedding = columns.embedding
-            projected = binning.project(embedding_matrix(batch, embedding.column, embedding.dim))
+            projected = binning.project(
+                embedding_matrix(batch, embedding.column, embedding.dim, dtype=None)
+            )
             for i, name in enumerate(binning.pca_features):
                 self.numeric[name].add(
                     np.ascontiguousarray(projected[:, i]),
@@ -408,13 +422,23 @@ def sketch_partition(
     # one BLAS thread: the embedding projection is small per batch, and a BLAS pool fighting
     # the Parquet decoder and other tasks for two cores costs more than it gives
     with threadpool_limits(1, user_api="blas"):
+        # candidates (rows whose key is below the sample's largest) wait in ``pending`` and
+        # are merged in bulk: one sort per few batches instead of one per batch
+        pending: list = []
+        pending_rows = 0
         for batch in batches:
             if profile is not None:
                 profile.add_batch(batch, binning)
             full = sample is not None and sample.num_rows >= sample_size
             below = sample.column(SAMPLE_KEY)[-1].as_py() if full else None
-            keyed = bottom_k(keyed_batch(batch, rng, below), sample_size)
-            sample = keyed if sample is None else merge_samples([sample, keyed], sample_size)
+            keyed = keyed_batch(batch, rng, below)
+            pending.append(keyed)
+            pending_rows += keyed.num_rows
+            if sample is None or pending_rows >= sample_size:
+                sample = merge_samples([sample, *pending], sample_size)
+                pending, pending_rows = [], 0
+        if pending:
+            sample = merge_samples([sample, *pending], sample_size)
     if profile is not None:
         profile.days = [day]
     return profile, sample
