@@ -174,7 +174,7 @@ def drift_monitor():
     def partitions_to_validate(plan: dict) -> list:
         """``{window, day, partition}`` per planned partition: what ``validate_partition``
         maps over (listings only, no data)."""
-        from driftloop.drift.validation import planned_validations
+        from driftloop.drift.validation_steps import planned_validations
 
         return planned_validations(plan)
 
@@ -188,7 +188,7 @@ def drift_monitor():
     def validate_partition(item: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.drift.validation import VerdictCacheError, validate_planned_partition
+        from driftloop.drift.validation_steps import VerdictCacheError, validate_planned_partition
 
         s3, settings = s3_for_task()
         try:
@@ -202,11 +202,8 @@ def drift_monitor():
     def validate(plan: dict, policy: dict, checked: list) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from driftloop.drift.validation import (
-            InsufficientValidData,
-            VerdictCacheError,
-            summarize_validations,
-        )
+        from driftloop.drift.validation_results import InsufficientValidData
+        from driftloop.drift.validation_steps import VerdictCacheError, summarize_validations
 
         s3, _ = s3_for_task()
         try:

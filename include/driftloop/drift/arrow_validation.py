@@ -38,15 +38,21 @@ newline, so ``"cam-01\\n"`` passes GE and fails here (stricter: fail closed).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from driftloop.contracts import schema
+from driftloop.drift.arrow_counts import _MapCounts
+from driftloop.drift.arrow_types import (
+    _is_numeric,
+    _is_stringlike,
+    is_list_type,
+    pandas_dtype_name,
+    type_accepted,
+    type_check_is_per_value,
+)
 from driftloop.drift.expectations import (
     EMBEDDING_LEN_COLUMN,
-    RESULT_FORMAT,
     SUITE_NAME,
     ExpectationSpec,
 )
@@ -57,7 +63,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: bump when the evaluation (or the reasons it leads to) changes: cached verdicts made by an
 #: earlier version are then not reused (it is part of the suite identity)
 VALIDATOR_VERSION = "driftloop.arrow-validation/1"
-PARTIAL_COUNT = int(RESULT_FORMAT["partial_unexpected_count"])
 
 _NOT_SAME_TYPE = "Column values, min_value, and max_value must either be None or of the same type."
 
@@ -71,208 +76,6 @@ def _no_column(name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# how pandas (and so GE) sees an Arrow type
-
-
-def pandas_dtype_name(t: pa.DataType) -> str | None:
-    """``dtype.type.__name__`` of the pandas column an Arrow column becomes in the validation
-    frame (what GE reports as the observed type), or None for a column of Python objects."""
-    import pyarrow as pa
-
-    if pa.types.is_timestamp(t):
-        return "Timestamp" if t.tz is not None else "datetime64"
-    if pa.types.is_duration(t):
-        return "timedelta64"
-    if pa.types.is_floating(t):
-        return str(t.to_pandas_dtype().__name__)  # float16 / float32 / float64
-    if pa.types.is_integer(t):
-        return str(t)  # nullable IntXDtype / UIntXDtype: dtype.type is numpy's intX
-    if pa.types.is_boolean(t):
-        return "bool"
-    return None
-
-
-def _dtype_token(t: pa.DataType) -> str:
-    """The name a suite's type list uses for the pandas dtype of a typed column."""
-    import pyarrow as pa
-
-    if pa.types.is_integer(t):
-        name = str(t)  # int32 -> Int32Dtype, uint8 -> UInt8Dtype (the nullable dtypes)
-        return ("UInt" + name[4:] if name.startswith("uint") else "Int" + name[3:]) + "Dtype"
-    if pa.types.is_boolean(t):
-        return "BooleanDtype"
-    return pandas_dtype_name(t) or "object"
-
-
-def object_value_type(t: pa.DataType) -> str | None:
-    """The Python type name of the values of a column pandas holds as objects (None: every
-    value is missing)."""
-    import pyarrow as pa
-
-    if pa.types.is_null(t):
-        return None
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "str"
-    if (
-        pa.types.is_binary(t)
-        or pa.types.is_large_binary(t)
-        or pa.types.is_fixed_size_binary(t)
-        or pa.types.is_binary_view(t)
-    ):
-        return "bytes"
-    if is_list_type(t):
-        return "ndarray"
-    if pa.types.is_date(t):
-        return "date"
-    if pa.types.is_time(t):
-        return "time"
-    if pa.types.is_decimal(t):
-        return "Decimal"
-    if pa.types.is_struct(t):
-        return "dict"
-    return "list" if pa.types.is_map(t) else type(t).__name__
-
-
-def is_list_type(t: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return (
-        pa.types.is_list(t)
-        or pa.types.is_large_list(t)
-        or pa.types.is_fixed_size_list(t)
-        or pa.types.is_list_view(t)
-        or pa.types.is_large_list_view(t)
-    )
-
-
-def _is_stringlike(t: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-
-
-def _is_numeric(t: pa.DataType) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
-def _accepted_types(spec: ExpectationSpec) -> list[str]:
-    if spec.type == "expect_column_values_to_be_of_type":
-        return [spec.kwargs["type_"]]
-    return list(spec.kwargs["type_list"])
-
-
-def type_check_is_per_value(t: pa.DataType) -> bool:
-    """GE checks the dtype of a typed column, each value of an object column."""
-    return pandas_dtype_name(t) is None
-
-
-def type_accepted(t: pa.DataType, spec: ExpectationSpec) -> bool:
-    """Whether the column's type passes a type expectation (dtype, or each value's type)."""
-    accepted = _accepted_types(spec)
-    if type_check_is_per_value(t):
-        value_type = object_value_type(t)
-        return value_type is None or value_type in accepted
-    if spec.type == "expect_column_values_to_be_of_type":
-        return pandas_dtype_name(t) in accepted
-    return _dtype_token(t) in accepted
-
-
-# --------------------------------------------------------------------------------------
-# accumulating a column map expectation over batches
-
-
-@dataclass
-class _MapCounts:
-    """Counts and first examples of one column map expectation, added up batch by batch."""
-
-    #: False: the result carries no missing counts (GE's not-null check)
-    with_missing: bool = True
-    element_count: int = 0
-    missing_count: int = 0
-    unexpected_count: int = 0
-    examples: list[Any] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)
-    #: values whose identity pandas keeps apart (NaN): each counts on its own
-    ungrouped: bool = False
-    error: str | None = None
-
-    def add(self, *, rows: int, missing: int, unexpected: int) -> None:
-        self.element_count += rows
-        self.missing_count += missing
-        self.unexpected_count += unexpected
-
-    @property
-    def wants_examples(self) -> int:
-        return PARTIAL_COUNT - len(self.examples)
-
-    def add_examples(self, offset: int, indices: pa.Array, values: list[Any]) -> None:
-        room = self.wants_examples
-        self.indices += [offset + int(i) for i in indices.to_pylist()[:room]]
-        self.examples += [json_value(v) for v in values[:room]]
-
-    def result(self) -> dict[str, Any]:
-        n, unexpected = self.element_count, self.unexpected_count
-        nonmissing = n - self.missing_count
-        total = unexpected / n * 100 if n else None
-        if self.with_missing:
-            percent = unexpected / nonmissing * 100 if n and nonmissing else None
-        else:
-            percent = total
-        out: dict[str, Any] = {
-            "element_count": n,
-            "unexpected_count": unexpected,
-            "unexpected_percent": percent,
-            "partial_unexpected_list": list(self.examples),
-        }
-        if self.with_missing:
-            out |= {
-                "missing_count": self.missing_count,
-                "missing_percent": self.missing_count / n * 100 if n else None,
-                "unexpected_percent_total": total,
-                "unexpected_percent_nonmissing": percent,
-            }
-        counts = _partial_counts(self.examples, ungrouped=self.ungrouped)
-        if counts is not None:
-            out["partial_unexpected_counts"] = counts
-        out["partial_unexpected_index_list"] = list(self.indices)
-        return out
-
-
-def json_value(value: Any) -> Any:
-    """An example value as GE's result document holds it (its JSON conversion): dates and
-    times in ISO format, decimals as floats, bytes as their ``str``, lists as lists."""
-    import datetime as dt
-    from decimal import Decimal
-
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, dt.date | dt.time):  # datetime is a date
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, bytes):
-        return str(value)
-    if isinstance(value, list | tuple):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    return str(value)
-
-
-def _partial_counts(values: list[Any], *, ungrouped: bool) -> list[dict[str, Any]] | None:
-    """GE's ``partial_unexpected_counts``: the examples counted, most common first, then by
-    value; None where GE leaves it out (values that do not sort)."""
-    if ungrouped:  # NaN != NaN: pandas' Counter keeps every missing float apart
-        return [{"value": v, "count": 1} for v in values]
-    try:
-        ordered = sorted(Counter(values).most_common(PARTIAL_COUNT), key=lambda x: (-x[1], x[0]))
-    except TypeError:
-        return None
-    return [{"value": value, "count": count} for value, count in ordered]
-
-
 # --------------------------------------------------------------------------------------
 # the evaluation of one partition
 

@@ -290,7 +290,9 @@ def test_profile_merge_equals_one_pass():
         other = merged.numeric[name]
         assert np.array_equal(sketch.fine_counts, other.fine_counts), name
         assert np.array_equal(sketch.coarse_counts, other.coarse_counts), name
-        assert np.allclose(sketch.fine_sums, other.fine_sums), name
+        # embeddings are projected in their stored float32 (batch sizes change the sums' last
+        # digits: bins whose values sum to about 0 need an absolute tolerance)
+        assert np.allclose(sketch.fine_sums, other.fine_sums, atol=1e-4), name
         assert sketch.count == other.count == 2800
         # PCA projections are matrix products: equal up to floating-point association
         assert sketch.minimum == pytest.approx(other.minimum)

@@ -15,7 +15,7 @@ import pytest
 
 from driftloop.contracts import schema, storage
 from driftloop.contracts.stores import absent_if_not_found
-from driftloop.drift import expectations, quarantine, validation
+from driftloop.drift import expectations, quarantine, validation, validation_results
 from tests.unit.conftest import s3_client_for
 
 boto3 = pytest.importorskip("boto3")
@@ -504,12 +504,12 @@ def test_summarize_missing_and_invalid_days():
         _verdict("2024-05-04", False, ["no parquet files"], missing=True),
         # 2024-05-05: no verdict at all
     ]
-    summary = validation.summarize(verdicts, days, min_valid_share=0.5)
+    summary = validation_results.summarize(verdicts, days, min_valid_share=0.5)
     assert summary.valid_days == ["2024-05-01", "2024-05-03"]
     assert summary.invalid == {"2024-05-02": ["column 'sharpness' missing"]}
     assert summary.missing_days == ["2024-05-04", "2024-05-05"]
     assert summary.valid_share == pytest.approx(2 / 5)
-    with pytest.raises(validation.InsufficientValidData) as exc:
+    with pytest.raises(validation_results.InsufficientValidData) as exc:
         summary.raise_if_insufficient("current")
     assert isinstance(exc.value, ValueError)
     message = str(exc.value)
@@ -525,29 +525,29 @@ def test_summarize_missing_and_invalid_days():
 def test_summarize_share_exactly_at_threshold_passes():
     days = [f"2024-05-0{i}" for i in range(1, 6)]
     verdicts = [_verdict(d, True) for d in days[:4]] + [_verdict(days[4], False, ["bad"])]
-    summary = validation.summarize(verdicts, days, min_valid_share=0.8)
+    summary = validation_results.summarize(verdicts, days, min_valid_share=0.8)
     assert summary.valid_share == pytest.approx(0.8)
     summary.raise_if_insufficient("reference")  # does not raise
-    below = validation.summarize(verdicts, days, min_valid_share=0.81)
-    with pytest.raises(validation.InsufficientValidData, match="bad"):
+    below = validation_results.summarize(verdicts, days, min_valid_share=0.81)
+    with pytest.raises(validation_results.InsufficientValidData, match="bad"):
         below.raise_if_insufficient("reference")
 
 
 def test_summarize_accepts_dates_and_rejects_duplicates():
     from datetime import date
 
-    summary = validation.summarize(
+    summary = validation_results.summarize(
         [_verdict("2024-05-01", True)], [date(2024, 5, 1), date(2024, 5, 2)], 0.5
     )
     assert summary.valid_days == ["2024-05-01"]
     assert summary.missing_days == ["2024-05-02"]
     summary.raise_if_insufficient("w")
     with pytest.raises(ValueError, match="two verdicts"):
-        validation.summarize([_verdict("2024-05-01", True)] * 2, [], 0.5)
+        validation_results.summarize([_verdict("2024-05-01", True)] * 2, [], 0.5)
 
 
 def test_summarize_empty_window_is_insufficient():
-    summary = validation.summarize([], [], min_valid_share=0.5)
+    summary = validation_results.summarize([], [], min_valid_share=0.5)
     assert summary.valid_share == 0.0
-    with pytest.raises(validation.InsufficientValidData):
+    with pytest.raises(validation_results.InsufficientValidData):
         summary.raise_if_insufficient("empty")

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from driftloop.config.drift_policy import load_policy
 from driftloop.config.settings import DEFAULT_POLICY_PATH, Settings
 from driftloop.contracts import storage
-from driftloop.drift import quarantine, validation
+from driftloop.drift import quarantine, validation, validation_steps
 from tests.unit.drift import test_validation as base
 from tests.unit.drift.test_validation import (
     BUCKET,
@@ -78,7 +78,9 @@ def plan_of(partitions: list[storage.Partition]) -> dict:
 
 def validate_windows(s3, partitions: list[storage.Partition]) -> dict:
     policy = load_policy(DEFAULT_POLICY_PATH)  # min_valid_share 0.7: 3 of 4 days suffice
-    return validation.validate_windows(s3, Settings(bucket=BUCKET), plan_of(partitions), policy)
+    return validation_steps.validate_windows(
+        s3, Settings(bucket=BUCKET), plan_of(partitions), policy
+    )
 
 
 def good_days(s3, days: list[str]) -> list[storage.Partition]:

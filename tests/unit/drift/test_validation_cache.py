@@ -19,7 +19,15 @@ from driftloop.config.drift_policy import load_policy
 from driftloop.config.settings import DEFAULT_POLICY_PATH, Settings
 from driftloop.contracts import schema, storage
 from driftloop.contracts.stores import absent_if_not_found
-from driftloop.drift import expectations, quarantine, validation
+from driftloop.drift import (
+    expectations,
+    partition_parts,
+    quarantine,
+    validation,
+    validation_results,
+    validation_steps,
+    verdict_cache,
+)
 from tests.unit.conftest import s3_client_for
 from tests.unit.drift.test_validation import (
     contract_table,
@@ -98,10 +106,10 @@ def test_a_second_validation_reads_the_cached_verdict_and_not_the_partition(s3):
     partition = good_day(s3, DAYS[0])
     suite = validation.ArrowSuite.from_contract()
     with parquet_reads(s3) as first_reads:
-        first = validation.validate_partition_cached(s3, BUCKET, partition, suite=suite)
+        first = verdict_cache.validate_partition_cached(s3, BUCKET, partition, suite=suite)
     assert (first.cached, first.verdict.valid) == (False, True)
     assert sorted(first_reads) == sorted(partition.keys)
-    key = validation.verdict_key(partition, suite.suite_id)
+    key = verdict_cache.verdict_key(partition, suite.suite_id)
     assert first.uri == storage.s3_uri(BUCKET, key)
     assert key == (f"validation/verdicts/{suite.suite_id}/dt={DAYS[0]}/{partition.content_id}.json")
     document = storage.get_json(s3, BUCKET, key)
@@ -109,7 +117,7 @@ def test_a_second_validation_reads_the_cached_verdict_and_not_the_partition(s3):
     assert document["partition"]["keys"] == list(partition.keys)
 
     with parquet_reads(s3) as second_reads:
-        second = validation.validate_partition_cached(s3, BUCKET, partition, suite=suite)
+        second = verdict_cache.validate_partition_cached(s3, BUCKET, partition, suite=suite)
     assert second.cached
     assert second_reads == []  # not one byte of Parquet read
     assert second.uri == first.uri
@@ -120,7 +128,7 @@ def test_a_second_validation_reads_the_cached_verdict_and_not_the_partition(s3):
 def test_a_changed_partition_is_validated_again(s3):
     partition = good_day(s3, DAYS[0])
     suite = validation.ArrowSuite.from_contract()
-    before = validation.validate_partition_cached(s3, BUCKET, partition, suite=suite)
+    before = verdict_cache.validate_partition_cached(s3, BUCKET, partition, suite=suite)
     # the serving side rewrites a part: new bytes, new ETag, a new content id
     s3.put_object(
         Bucket=BUCKET,
@@ -130,7 +138,7 @@ def test_a_changed_partition_is_validated_again(s3):
     changed = storage.list_partition(s3, BUCKET, DAYS[0])
     assert changed.content_id != partition.content_id
     with parquet_reads(s3) as reads:
-        after = validation.validate_partition_cached(s3, BUCKET, changed, suite=suite)
+        after = verdict_cache.validate_partition_cached(s3, BUCKET, changed, suite=suite)
     assert not after.cached
     assert sorted(reads) == sorted(changed.keys)
     assert not after.verdict.valid
@@ -142,7 +150,7 @@ def test_a_changed_partition_is_validated_again(s3):
 def test_a_changed_suite_validates_again(s3, monkeypatch):
     partition = good_day(s3, DAYS[0])
     old_suite = validation.ArrowSuite.from_contract()
-    assert validation.validate_partition_cached(
+    assert verdict_cache.validate_partition_cached(
         s3, BUCKET, partition, suite=old_suite
     ).verdict.valid
 
@@ -155,7 +163,7 @@ def test_a_changed_suite_validates_again(s3, monkeypatch):
     new_suite = validation.ArrowSuite.from_contract()
     assert new_suite.suite_id != old_suite.suite_id
     with parquet_reads(s3) as reads:
-        checked = validation.validate_partition_cached(s3, BUCKET, partition, suite=new_suite)
+        checked = verdict_cache.validate_partition_cached(s3, BUCKET, partition, suite=new_suite)
     assert not checked.cached
     assert reads
     assert not checked.verdict.valid
@@ -173,7 +181,7 @@ def test_verdicts_that_depend_on_more_than_the_bytes_are_not_cached(s3):
     event, handler = _answer("GetObject", partition.keys[0], 403, "InvalidObjectState")
     s3.meta.events.register(event, handler)
     try:
-        outcome = validation.validate_planned_partition(
+        outcome = validation_steps.validate_planned_partition(
             s3, BUCKET, {"window": "current", "day": DAYS[0], "partition": partition.to_dict()}
         )
     finally:
@@ -185,12 +193,12 @@ def test_verdicts_that_depend_on_more_than_the_bytes_are_not_cached(s3):
     assert outcome["quarantine"]["day"] == DAYS[0]
     assert verdict_objects(s3) == []
     # restored: the same content is validated now, and cached
-    again = validation.validate_partition_cached(s3, BUCKET, partition)
+    again = verdict_cache.validate_partition_cached(s3, BUCKET, partition)
     assert again.verdict.valid
     assert not again.cached
     assert verdict_objects(s3) == [storage.split_s3_uri(again.uri)[1]]
 
-    missing = validation.validate_partition_cached(
+    missing = verdict_cache.validate_partition_cached(
         s3, BUCKET, storage.list_partition(s3, BUCKET, DAYS[1])
     )
     assert missing.verdict.missing
@@ -200,18 +208,18 @@ def test_verdicts_that_depend_on_more_than_the_bytes_are_not_cached(s3):
 def test_a_cached_verdict_that_cannot_be_used_fails_closed(s3):
     partition = good_day(s3, DAYS[0])
     suite = validation.ArrowSuite.from_contract()
-    key = validation.verdict_key(partition, suite.suite_id)
+    key = verdict_cache.verdict_key(partition, suite.suite_id)
     s3.put_object(Bucket=BUCKET, Key=key, Body=b'{"format": "something else"}')
-    with pytest.raises(validation.VerdictCacheError, match="delete it") as err:
-        validation.validate_partition_cached(s3, BUCKET, partition, suite=suite)
+    with pytest.raises(verdict_cache.VerdictCacheError, match="delete it") as err:
+        verdict_cache.validate_partition_cached(s3, BUCKET, partition, suite=suite)
     assert key in str(err.value)
 
     # a verdict about other content under this key (copied by hand) is refused too
     other = good_day(s3, DAYS[1])
-    checked = validation.validate_partition_cached(s3, BUCKET, other, suite=suite)
+    checked = verdict_cache.validate_partition_cached(s3, BUCKET, other, suite=suite)
     s3.put_object(Bucket=BUCKET, Key=key, Body=storage.get_bytes_uri(s3, checked.uri))
-    with pytest.raises(validation.VerdictCacheError, match="not of"):
-        validation.validate_partition_cached(s3, BUCKET, partition, suite=suite)
+    with pytest.raises(verdict_cache.VerdictCacheError, match="not of"):
+        verdict_cache.validate_partition_cached(s3, BUCKET, partition, suite=suite)
 
 
 def test_a_store_fault_on_the_cache_fails_instead_of_validating_again(s3):
@@ -221,7 +229,7 @@ def test_a_store_fault_on_the_cache_fails_instead_of_validating_again(s3):
     s3.meta.events.register(event, handler)
     try:
         with parquet_reads(s3) as reads, pytest.raises(ClientError):
-            validation.validate_partition_cached(s3, BUCKET, partition)
+            verdict_cache.validate_partition_cached(s3, BUCKET, partition)
     finally:
         s3.meta.events.unregister(event, handler)
     assert reads == []
@@ -234,10 +242,10 @@ def test_an_invalid_partition_is_quarantined_again_from_its_cached_verdict(s3, p
     bad = bad_day(s3, DAYS[0])
     good = [good_day(s3, d, seed=i) for i, d in enumerate(DAYS[1:])]
     plan = plan_of([bad, *good], [])
-    first = validation.validate_windows(s3, Settings(bucket=BUCKET), plan, policy)
+    first = validation_steps.validate_windows(s3, Settings(bucket=BUCKET), plan, policy)
     listed = storage.list_keys(s3, BUCKET, "quarantine/")
     with parquet_reads(s3) as reads:
-        second = validation.validate_windows(s3, Settings(bucket=BUCKET), plan, policy)
+        second = validation_steps.validate_windows(s3, Settings(bucket=BUCKET), plan, policy)
     assert reads == []
     assert second == first
     [entry] = first["quarantined"]
@@ -288,7 +296,7 @@ def plan_of(current: list[storage.Partition], reference: list[storage.Partition]
 def test_planned_validations_list_both_windows_current_first():
     current = [storage.Partition(day=d, keys=(f"k{d}",), etags=("e",)) for d in DAYS[:2]]
     reference = [storage.Partition(day=REFERENCE_DAYS[0], keys=("r",), etags=("e",))]
-    items = validation.planned_validations(plan_of(current, reference))
+    items = validation_steps.planned_validations(plan_of(current, reference))
     assert [(i["window"], i["day"]) for i in items] == [
         ("current", DAYS[0]),
         ("current", DAYS[1]),
@@ -316,15 +324,15 @@ def test_the_reduce_of_the_mapped_outcomes_is_what_validate_windows_returns(s3, 
     plan["current_days"] = [*DAYS[:2], *more_days, "2024-05-07"]
 
     outcomes = [
-        validation.validate_planned_partition(s3, BUCKET, item)
-        for item in validation.planned_validations(plan)
+        validation_steps.validate_planned_partition(s3, BUCKET, item)
+        for item in validation_steps.planned_validations(plan)
     ]
     assert all(set(o) >= {"window", "day", "verdict_uri", "cached"} for o in outcomes)
     assert [o["day"] for o in outcomes if "quarantine" in o] == [DAYS[1]]
     random.Random(0).shuffle(outcomes)
-    reduced = validation.summarize_validations(s3, plan, outcomes, policy)
+    reduced = validation_steps.summarize_validations(s3, plan, outcomes, policy)
 
-    assert reduced == validation.validate_windows(s3, Settings(bucket=BUCKET), plan, policy)
+    assert reduced == validation_steps.validate_windows(s3, Settings(bucket=BUCKET), plan, policy)
     assert [p["day"] for p in reduced["valid"]["current"]] == [DAYS[0], *more_days]
     assert [p["day"] for p in reduced["valid"]["reference"]] == REFERENCE_DAYS
     assert len(reduced["valid"]["current"][0]["keys"]) == 2  # the duplicate counts once
@@ -341,11 +349,11 @@ def test_the_reduce_fails_naming_the_bad_days_when_too_few_are_valid(s3, policy)
     good = [good_day(s3, d) for d in DAYS[2:]]
     plan = plan_of([*bad, *good], [])
     outcomes = [
-        validation.validate_planned_partition(s3, BUCKET, item)
-        for item in validation.planned_validations(plan)
+        validation_steps.validate_planned_partition(s3, BUCKET, item)
+        for item in validation_steps.planned_validations(plan)
     ]
-    with pytest.raises(validation.InsufficientValidData) as err:
-        validation.summarize_validations(s3, plan, outcomes, policy)
+    with pytest.raises(validation_results.InsufficientValidData) as err:
+        validation_steps.summarize_validations(s3, plan, outcomes, policy)
     message = str(err.value)
     assert "window 'current': 2/4 days valid" in message
     for partition in bad:
@@ -359,33 +367,33 @@ def test_the_reduce_takes_inline_verdicts_and_refuses_an_unvalidated_partition(s
     good = [good_day(s3, d) for d in DAYS]
     plan = plan_of(good, [])
     outcomes = [
-        validation.validate_planned_partition(s3, BUCKET, item)
-        for item in validation.planned_validations(plan)
+        validation_steps.validate_planned_partition(s3, BUCKET, item)
+        for item in validation_steps.planned_validations(plan)
     ]
     # a verdict that could not be cached travels inline
     uri = outcomes[0].pop("verdict_uri")
-    outcomes[0]["verdict"] = validation.load_verdict(s3, uri).to_dict()
-    reduced = validation.summarize_validations(s3, plan, outcomes, policy)
+    outcomes[0]["verdict"] = verdict_cache.load_verdict(s3, uri).to_dict()
+    reduced = validation_steps.summarize_validations(s3, plan, outcomes, policy)
     assert [p["day"] for p in reduced["valid"]["current"]] == DAYS
     with pytest.raises(ValueError, match=f"no validation outcome .*dt={DAYS[3]}"):
-        validation.summarize_validations(s3, plan, outcomes[:3], policy)
+        validation_steps.summarize_validations(s3, plan, outcomes[:3], policy)
     # a verdict deleted between the mapped task and the reduce: clear the mapped task
     s3.delete_object(Bucket=BUCKET, Key=storage.split_s3_uri(outcomes[1]["verdict_uri"])[1])
-    with pytest.raises(validation.VerdictCacheError, match="is gone"):
-        validation.summarize_validations(s3, plan, outcomes, policy)
+    with pytest.raises(verdict_cache.VerdictCacheError, match="is gone"):
+        validation_steps.summarize_validations(s3, plan, outcomes, policy)
 
 
 def test_only_parts_of_one_size_are_hashed(s3, monkeypatch):
     """Duplicate parts are found by their SHA-256, taken only where two parts share a size
     (a fifth of the validation's cost at 1M rows otherwise)."""
     hashed: list[int] = []
-    real_digest = validation.content_digest
+    real_digest = partition_parts.content_digest
 
     def counting_digest(data):
         hashed.append(len(data))
         return real_digest(data)
 
-    monkeypatch.setattr(validation, "content_digest", counting_digest)
+    monkeypatch.setattr(partition_parts, "content_digest", counting_digest)
     table = contract_table(day_values(DAYS[0]))
     distinct = put_day(
         s3,
