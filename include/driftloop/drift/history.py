@@ -287,7 +287,7 @@ def ongoing_event(
     measured against the same baseline: the latest open one whose check's window ended on or
     after ``window_end_since`` (the drift it sees is most likely that one), or — a late check
     of an older window, run after the event was opened, whatever became of it — one opened
-    by a check of a window that ended on or after ``window_end``. The same baseline: the same
+    by a check of a window that ended on or after ``window_end`` and holds that day. The same baseline: the same
     champion reference, or — since a sliding reference moves with every window — any sliding
     one. (A check against a reference frozen by an event belongs to that event: see
     :func:`driftloop.drift.events.open_drift_event`.)"""
@@ -301,7 +301,12 @@ def ongoing_event(
             drift_events.c.status.in_(ONGOING_EVENT_STATUSES),
             drift_checks.c.window_end >= window_end_since,
         ),
-        drift_checks.c.window_end >= window_end,
+        # a late check: the opening check's window ended later but still holds this window's
+        # last day (the same days drifted), not a window months away
+        sa.and_(
+            drift_checks.c.window_end >= window_end,
+            drift_checks.c.window_start <= window_end,
+        ),
     )
     query = (
         sa.select(drift_events.c.id)

@@ -331,6 +331,37 @@ def test_sliding_references_of_consecutive_days_are_one_baseline(tmp_path):
     assert {o["event_id"] for o in opened} == {opened[0]["event_id"]}
 
 
+def test_a_late_check_joins_only_an_event_whose_window_holds_its_last_day(tmp_path):
+    """A check of an older window run after an event was opened belongs to that event when
+    the event's window holds the older window's last day (the same days drifted); a window
+    months away is another drift, even against a sliding reference."""
+    from driftloop.config.settings import Settings
+    from driftloop.drift.events import open_drift_event
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}")
+    engine = history.engine_for(settings.database_url)
+
+    def check(run_id, start, end):
+        history.record_check(
+            engine,
+            history.CheckRecord(
+                run_id, date.fromisoformat(start), date.fromisoformat(end), "sliding",
+                f"sliding-{end}", "critical", "v1", {"brightness": "critical"}, ["brightness"],
+            ),
+        )  # fmt: skip
+        return open_drift_event(
+            settings, _critical(run_id, end, f"sliding-{end}", "sliding"), run_id
+        )
+
+    opened = check("later", "2037-01-01", "2037-01-14")
+    history.set_event_status(engine, opened["event_id"], "IGNORED", actor="alice")
+    late = check("late", "2036-12-30", "2037-01-12")
+    assert (late["event_id"], late["already_open"]) == (opened["event_id"], True)
+    far = check("far", "2025-06-17", "2025-06-30")
+    assert far["already_open"] is False
+    assert far["event_id"] != opened["event_id"]
+
+
 def test_routes_after_the_verdict():
     from driftloop.drift.events import approval_route, route_for_severity
 
