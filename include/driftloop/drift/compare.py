@@ -375,3 +375,12 @@ def flat_metrics(comparisons: list[FeatureComparison]) -> dict[str, float]:
                 out[f"{method}.{comp.feature}{suffix}"] = float(value)
         out[f"pvalue.{comp.feature}{suffix}"] = float(comp.p_value)
     return out
+
+
+def feature_methods(policy, profile, embedding_column: str | None) -> dict[str, str]:
+    """The statistic the policy judges each feature of ``profile`` by."""
+    methods = {name: policy.threshold(name, "numeric").method for name in profile.numeric}
+    methods |= {name: policy.threshold(name, "categorical").method for name in profile.categorical}
+    if embedding_column is not None:
+        methods[embedding_column] = policy.threshold(embedding_column, "embedding").method
+    return methods

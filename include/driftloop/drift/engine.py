@@ -25,7 +25,12 @@ from typing import Any
 
 from driftloop.config.drift_policy import Policy
 from driftloop.contracts.columns import ColumnContract, inference_contract
-from driftloop.drift.compare import FeatureComparison, ReferenceDays, compare_check
+from driftloop.drift.compare import (
+    FeatureComparison,
+    ReferenceDays,
+    compare_check,
+    feature_methods,
+)
 from driftloop.drift.decision import Decision, decide
 from driftloop.drift.samples import merge_samples
 from driftloop.drift.sketch import Binning, Profile, merge_profiles, sketch_partition
@@ -171,8 +176,6 @@ class DriftEngine:
     def compare(
         self, reference: Reference, current: Sequence[DaySketch]
     ) -> list[FeatureComparison]:
-        from driftloop.drift.profiling import feature_methods
-
         if not current:
             raise ValueError("a check needs at least one current day")
         names = [d.day for d in current]

@@ -46,15 +46,6 @@ def profile_current_partition(
     return ref.to_dict()
 
 
-def feature_methods(policy: Policy, profile, embedding_column: str | None) -> dict[str, str]:
-    """The statistic the policy judges each feature of ``profile`` by."""
-    methods = {name: policy.threshold(name, "numeric").method for name in profile.numeric}
-    methods |= {name: policy.threshold(name, "categorical").method for name in profile.categorical}
-    if embedding_column is not None:
-        methods[embedding_column] = policy.threshold(embedding_column, "embedding").method
-    return methods
-
-
 def compute_statistics(
     s3,
     settings: Settings,
@@ -67,18 +58,23 @@ def compute_statistics(
     against the reference, calibrated (:func:`driftloop.drift.compare.compare_check`), written
     to ``statistics.json``: ``features`` holds the whole window's comparisons, ``windows``
     the recent windows' ones."""
-    from driftloop.drift.compare import FULL_WINDOW, compare_check, flat_metrics
+    from driftloop.drift.compare import FULL_WINDOW, compare_check, feature_methods, flat_metrics
     from driftloop.drift.reference import (
         load_binning,
         load_profile,
         load_reference_days,
         load_sample,
-        merge_window,
     )
-    from driftloop.drift.samples import table_to_parquet_bytes
+    from driftloop.drift.samples import merge_samples, table_to_parquet_bytes
+    from driftloop.drift.sketch import merge_profiles
 
     profiles = sorted(profiles, key=lambda r: r["day"])
-    current_profile, current_sample = merge_window(s3, profiles, policy.sample_size)
+    # each day's sketch is read once: the windows of the check and the merged window come from them
+    current_days = [
+        (load_profile(s3, r["profile_uri"]), load_sample(s3, r["sample_uri"])) for r in profiles
+    ]
+    current_profile = merge_profiles(p for p, _ in current_days)
+    current_sample = merge_samples((t for _, t in current_days), policy.sample_size)
     reference_profile = load_profile(s3, reference["profile_uri"])
     reference_sample = load_sample(s3, reference["sample_uri"])
     reference_days = load_reference_days(s3, reference["uri"])
@@ -86,7 +82,7 @@ def compute_statistics(
     comparisons = compare_check(
         reference_profile,
         reference_sample,
-        [(load_profile(s3, r["profile_uri"]), load_sample(s3, r["sample_uri"])) for r in profiles],
+        current_days,
         methods=feature_methods(policy, reference_profile, embedding.column if embedding else None),
         reference_days=reference_days,
         recent_days=policy.recent_days,
