@@ -35,6 +35,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from driftloop.airflow.notifiers import task_failure_notifier
 from driftloop.airflow.s3 import s3_for_task
 
 
@@ -46,7 +47,13 @@ from driftloop.airflow.s3 import s3_for_task
     max_active_runs=1,
     # a store error (database, MLflow, S3) is retried: the acceptance is idempotent; what no
     # retry can fix (unknown or closed event, a bad conf key) fails at once below
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    # A task that fails for good posts to the alerts webhook (on the event: Param event_id).
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": task_failure_notifier(),
+    },
     doc_md=__doc__,
     tags=["driftloop", "drift", "operations"],
     params={

@@ -71,10 +71,13 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, da
 
 from driftloop.airflow.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
 from driftloop.airflow.hitl import RecordedHITLBranchOperator
+from driftloop.airflow.links import DRIFT_REPORT_URL_KEY
+from driftloop.airflow.notifiers import send, task_failure_notifier
 from driftloop.airflow.params import drift_monitor_params
 from driftloop.airflow.s3 import s3_for_task
 from driftloop.config.settings import Settings
 from driftloop.contracts.storage import success_key
+from driftloop.notify.payloads import drift_payload
 
 # Settings, not Airflow Variables: the schedule, the sensor's timing and the retry delay are
 # read when the file is parsed. The inference-logs Asset can start a check any time.
@@ -90,6 +93,8 @@ default_args = {
     # the first retry's delay (then exponential): long enough to ride out a store's restart
     "retry_delay": timedelta(seconds=SETTINGS.retry_delay_s),
     "retry_exponential_backoff": True,
+    # a task that fails for good posts to the alerts webhook; notifications never fail a task
+    "on_failure_callback": task_failure_notifier(drift_event_task="open_drift_event"),
 }
 
 
@@ -313,13 +318,18 @@ def drift_monitor():
 
         summary = warning_summary(decision, logged["report_url"])
         logging.getLogger("airflow.task").warning("drift warning: %s", summary["message"])
-        return summary
+        notified = send("drift_warning", drift_payload(decision, logged["report_url"]))
+        return {**summary, "notified": notified}
 
     @task
-    def open_drift_event(decision: dict, run_id=None) -> dict:
+    def open_drift_event(decision: dict, run_id=None, ti=None) -> dict:
         from driftloop.drift.events import open_drift_event as open_event
 
-        return open_event(Settings.from_env(), decision, run_id)
+        event = open_event(Settings.from_env(), decision, run_id)
+        if not event["already_open"]:  # an event already open was announced when it opened
+            report = ti.xcom_pull(task_ids="log_to_mlflow", key=DRIFT_REPORT_URL_KEY)
+            send("drift_critical", drift_payload(decision, report, event["event_id"]))
+        return event
 
     @task.branch
     def approval_gate(event: dict) -> str:

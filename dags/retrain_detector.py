@@ -38,7 +38,11 @@ refuse).
    run (the gate's decision, the operator's answer from Airflow's HITL record), never on XCom;
    it moves the alias as a guarded transaction (intent row, compare-and-set, completion row)
    and refuses when the champion changed since the evaluation — start a new run to evaluate
-   against the new champion.
+   against the new champion. `update_routing` then writes the routing document serving
+   follows (`rollout/routing.json`): a challenger starts its rollout in shadow, a new champion
+   its guard period (`rollout_guard` takes over); `announce_champion` / `announce_rollout`
+   emit the `driftloop_champion` / `driftloop_rollout` Assets when the alias moved / a rollout
+   started.
 6. *record* — retention (never a version holding an alias), and the hash-chained audit ledger
    (`driftloop ledger verify`).
 
@@ -57,8 +61,9 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, dag, task
 
-from driftloop.airflow.assets import DRIFT_CONFIRMED
+from driftloop.airflow.assets import CHAMPION, DRIFT_CONFIRMED, ROLLOUT
 from driftloop.airflow.hitl import RecordedHITLBranchOperator
+from driftloop.airflow.notifiers import event_notifier, task_failure_notifier
 from driftloop.airflow.retrain_params import retrain_detector_params
 from driftloop.airflow.s3 import s3_for_task
 from driftloop.config.settings import Settings
@@ -69,7 +74,13 @@ from driftloop.config.settings import Settings
 # no labeled frames in its window ends skipped)
 SETTINGS = Settings.from_env()
 
-default_args = {"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=5)}
+default_args = {
+    "owner": "ml-platform",
+    "retries": 1,
+    "retry_delay": timedelta(minutes=5),
+    # a task that fails for good posts to the alerts webhook (the run's drift event: the plan's)
+    "on_failure_callback": task_failure_notifier(drift_event_task="plan"),
+}
 
 
 @dag(
@@ -249,7 +260,10 @@ def retrain_detector():
 
     # Upstream of it are only the two approval paths, so it is skipped unless one was taken.
     # It acts on the ledger (gate row, approval row) and the registry, never on XCom.
-    @task(trigger_rule="none_failed_min_one_success")
+    # success: the promotion as the ledger recorded it goes to the alerts webhook
+    @task(
+        trigger_rule="none_failed_min_one_success", on_success_callback=event_notifier("promotion")
+    )
     def promote(run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -267,7 +281,9 @@ def retrain_detector():
         return {**promoted, "drift_event": resolve_drift_event(settings, run_id)}
 
     # like promote: upstream only the gate's and the operator's reject paths
-    @task(trigger_rule="none_failed_min_one_success")
+    @task(
+        trigger_rule="none_failed_min_one_success", on_success_callback=event_notifier("rejection")
+    )
     def reject(run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -278,6 +294,34 @@ def retrain_detector():
             return do_reject(Settings.from_env(), run_id)
         except PromotionRefused as err:
             raise AirflowFailException(str(err)) from err
+
+    # after promote: the routing document follows the aliases (from the ledger's promote row)
+    @task
+    def update_routing(run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from driftloop.promotion.rollout_transitions import RolloutRefused, after_promotion
+        from driftloop.promotion.routing import RoutingMoved
+        from driftloop.promotion.transactions import ChampionMoved
+
+        try:
+            return after_promotion(*s3_for_task(), run_id)
+        except (RolloutRefused, RoutingMoved, ChampionMoved) as err:  # no retry fixes these
+            raise AirflowFailException(str(err)) from err
+
+    def announce(asset, name: str):
+        @task(task_id=f"announce_{name}", outlets=[asset])
+        def announced(run_id=None) -> str:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from driftloop.promotion.rollout_transitions import promotion_announcement
+
+            why = promotion_announcement(Settings.from_env(), run_id, name)
+            if why is None:  # a skipped task emits no Asset event
+                raise AirflowSkipException(f"this run changed no {name}")
+            return why
+
+        return announced()
 
     # right after the gate, before any alias moves: the record of what would be promoted is
     # complete (and its hash tagged on the version) before promote may act on it
@@ -372,13 +416,15 @@ def retrain_detector():
         approved_by_policy >> promoted
         rejected_by_gate >> rejected
         await_promotion_approval >> [promoted, rejected]
+        routed = update_routing()
+        promoted >> routed >> [announce(CHAMPION, "champion"), announce(ROLLOUT, "rollout")]
     decided >> [rejected_by_gate, await_promotion_approval, approved_by_policy]
     with TaskGroup("record", prefix_group_id=False, tooltip="retention"):
         retained = retention()
         [promoted, rejected] >> retained
     # every failure from the dataset on reaches the ledger and the drift event
     after_training = [candidate, evaluated, decision, record, decided, await_promotion_approval]
-    [snap, ref, trained, *after_training, promoted, rejected, retained] >> record_failure()
+    [snap, ref, trained, *after_training, promoted, routed, rejected, retained] >> record_failure()
 
 
 retrain_detector()

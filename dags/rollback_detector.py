@@ -6,7 +6,9 @@ The on-call operator's undo for a promotion: **Trigger** with a reason. The MLfl
 `champion` moves back to `previous-champion` (which is then cleared: one step, not a history
 walk), the withdrawn version is tagged `rolled_back` with the reason, and the audit ledger
 records who asked, why and both versions. `drift_monitor` follows the alias, so its next
-check measures against the restored model's training window.
+check measures against the restored model's training window. The routing document
+(`rollout/routing.json`) then says the restored champion serves alone (a rollout in progress
+ends), and the `driftloop_champion` Asset announces the change (`rollout_guard` listens).
 
 Fails with a clear message when there is no `previous-champion` to go back to. The change is a
 guarded transaction (intent row, compare-and-set, completion row): a retry (two, 30 s apart,
@@ -21,7 +23,9 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from driftloop.config.settings import Settings
+from driftloop.airflow.assets import CHAMPION
+from driftloop.airflow.notifiers import event_notifier, task_failure_notifier
+from driftloop.airflow.s3 import s3_for_task
 
 
 @dag(
@@ -33,7 +37,13 @@ from driftloop.config.settings import Settings
     # A store error (MLflow, S3) is retried: the rollback is a guarded transaction, so a retry
     # finishes what a failed try left half-done (the alias moved, the tag or the completion row
     # not yet written); what no retry can fix fails at once (AirflowFailException below).
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    # A task that fails for good posts to the alerts webhook.
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": task_failure_notifier(),
+    },
     doc_md=__doc__,
     tags=["driftloop", "registry", "operations"],
     params={
@@ -45,20 +55,30 @@ from driftloop.config.settings import Settings
     },
 )
 def rollback_detector():
-    @task
+    # success: the rollback as the ledger recorded it goes to the alerts webhook
+    # the routing document is written in the same task, so CHAMPION is announced only once
+    # both the alias and the document say the restored version serves
+    @task(outlets=[CHAMPION], on_success_callback=event_notifier("rollback"))
     def rollback(params=None, dag=None, dag_run=None, run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
         from driftloop.airflow.run_conf import check_conf_keys
+        from driftloop.contracts.storage import WriteOnceViolation
         from driftloop.promotion.rollback import rollback as roll_back
+        from driftloop.promotion.rollout_transitions import after_manual_rollback
+        from driftloop.promotion.routing import RoutingMoved
         from driftloop.promotion.transactions import ChampionMoved
 
         actor = getattr(dag_run, "triggering_user_name", None) or f"airflow:{run_id}"
         try:
             check_conf_keys(dag_run.conf, list(dag.params), dag.dag_id)
-            return roll_back(Settings.from_env(), params["reason"], actor, run_id)
-        # nothing to go back to, a bad conf key, or the champion moved since the intent
-        except (LookupError, ValueError, ChampionMoved) as err:
+            s3, settings = s3_for_task()
+            rolled_back = roll_back(settings, params["reason"], actor, run_id)
+            routed = after_manual_rollback(s3, settings, run_id, rolled_back, actor)
+            return {**rolled_back, "routing_sequence": routed["doc"]["sequence"]}
+        # nothing to go back to, a bad conf key, or the champion (or the routing document)
+        # moved since the intent
+        except (LookupError, ValueError, ChampionMoved, RoutingMoved, WriteOnceViolation) as err:
             raise AirflowFailException(str(err)) from err
 
     rollback()

@@ -9,6 +9,8 @@
     driftloop ledger grant-app-role ROLE [--database-url URL]   PostgreSQL: INSERT+SELECT only
     driftloop drift compare --reference PATH… --current PATH… [--columns spec.yaml]
                             [--policy drift_policy.yaml] [--history levels.json] [--json]
+    driftloop serve-batch --day YYYY-MM-DD [--bucket B] [--threads N] [--json]
+                            score a day of frames as serving does (driftloop.serving)
 
 ``verify`` and ``anchor`` take the MAC key from ``DRIFTLOOP_LEDGER_HMAC_KEY`` only (never an
 argument: it would show in ``ps`` and the shell history) and the anchor bucket from
@@ -353,6 +355,7 @@ def _plugin_commands() -> list[tuple[str, Callable[..., None]]]:
 def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     """The whole command tree: the runtime subcommands, then those of :data:`COMMAND_GROUP`."""
     from driftloop.drift.command import register_drift
+    from driftloop.serving.command import register_serve_batch
 
     parser = argparse.ArgumentParser(
         prog="driftloop",
@@ -368,6 +371,7 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     settings.set_defaults(handler=_settings)
     _register_ledger(sub, parents)
     register_drift(sub, parents)
+    register_serve_batch(sub, parents)
     if plugins:
         for _name, register in _plugin_commands():
             register(sub, parents)

@@ -2,12 +2,13 @@
 # Entrypoint of the `alertmanager` service (docker-compose.yaml). POSIX sh: the
 # prom/alertmanager image has only busybox.
 #
-# Renders include/monitoring/alertmanager.yml with the placeholder webhook URL replaced by
-# $ALERTMANAGER_WEBHOOK_URL (literal replacement: any character in the URL is safe), then
-# execs Alertmanager with the rendered file and any extra arguments.
+# Renders include/monitoring/alertmanager.yml with the placeholder webhook URL (the `api_url`
+# of both Slack receivers) replaced by $ALERTMANAGER_WEBHOOK_URL (literal replacement: any
+# character in the URL is safe), then execs Alertmanager with the rendered file and any extra
+# arguments.
 #
 #   usage: alertmanager-entrypoint.sh [alertmanager args...]
-#   env:   ALERTMANAGER_WEBHOOK_URL   where to send notifications (optional)
+#   env:   ALERTMANAGER_WEBHOOK_URL   the Slack-compatible incoming webhook (optional)
 #          ALERTMANAGER_TEMPLATE      config to render (/etc/alertmanager/alertmanager.yml)
 #          ALERTMANAGER_RENDERED      where to write it (/alertmanager/alertmanager.rendered.yml)
 #          ALERTMANAGER_BIN           binary to exec (/bin/alertmanager)

@@ -218,3 +218,44 @@ def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypa
     assert container.resources.limits["nvidia.com/gpu"] == "1"
     assert any(v.empty_dir and v.empty_dir.medium == "Memory" for v in pod.spec.volumes)
     assert pod.spec.security_context.run_as_non_root is True
+
+
+def test_rollout_guard_wiring(dagbag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    dag = dagbag.dags["rollout_guard"]
+    assert dag.max_active_runs == 1
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert dag.timetable.timetable.expression == "0 * * * *"  # hourly
+    assert str(dag.timetable.timetable.timezone) == "UTC"
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"  # either Asset starts a run
+    assert {asset.name for asset in condition.objects} == {
+        "driftloop_champion",
+        "driftloop_rollout",
+    }
+    assert set(dag.params) == {"reason", "abort"}
+    assert dag.params["abort"] is False
+    # routing short-circuits the run; the evidence feeds the decision, which branches
+    assert dag.get_task("routing").upstream_task_ids == set()
+    assert dag.get_task("evidence").upstream_task_ids == {"routing"}
+    actions = {"hold", "to_canary", "promote", "reject", "rollback", "end_guard"}
+    assert dag.get_task("decide").downstream_task_ids == actions
+    for task_id in ("notify", "announce_champion", "announce_rollout"):
+        task = dag.get_task(task_id)
+        assert task.upstream_task_ids == actions, task_id
+        assert task.trigger_rule == "none_failed_min_one_success", task_id
+    assert [o.name for o in dag.get_task("announce_champion").outlets] == ["driftloop_champion"]
+    assert [o.name for o in dag.get_task("announce_rollout").outlets] == ["driftloop_rollout"]
+
+
+def test_promotion_and_rollback_announce_the_champion(dagbag):
+    retrain = dagbag.dags["retrain_detector"]
+    assert retrain.get_task("update_routing").upstream_task_ids == {"promote"}
+    for name, asset in (("champion", "driftloop_champion"), ("rollout", "driftloop_rollout")):
+        task = retrain.get_task(f"announce_{name}")
+        assert task.upstream_task_ids == {"update_routing"}
+        assert [o.name for o in task.outlets] == [asset]
+    assert "update_routing" in retrain.get_task("record_failure").upstream_task_ids
+    rollback = dagbag.dags["rollback_detector"].get_task("rollback")
+    assert [o.name for o in rollback.outlets] == ["driftloop_champion"]

@@ -164,6 +164,9 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack,
         "gate_decision",
         "promotion_intent",
         "promotion",
+        # the routing document serving follows (no previous champion: stage serving)
+        "rollout_intent",
+        "rollout",
     ]
     sha = snapshot["sha256"]
     assert [e.kind for e in ledger.entries(subject=f"dataset:{sha}")] == ["dataset_snapshot"]
@@ -319,6 +322,9 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
         "approval",
         "promotion_intent",
         "promotion",
+        # the routing document: the new champion's guard period against previous-champion
+        "rollout_intent",
+        "rollout",
     ]
     promotion = ledger.entries(kind="promotion", subject=f"model:{name}/v{candidate}")[0]
     # the XComs forged during the wait changed nothing: the ledger and the HITL record decide

@@ -54,7 +54,16 @@ def test_version_and_help():
     assert done.returncode == 0
     # runtime subcommands, and the dev package's (installed in this venv through the
     # driftloop.commands entry points)
-    for command in ("settings", "ledger", "stack", "demo", "synth", "ui-check"):
+    for command in (
+        "settings",
+        "ledger",
+        "drift",
+        "serve-batch",
+        "stack",
+        "demo",
+        "synth",
+        "ui-check",
+    ):
         assert command in done.stdout, command
     assert "skipping subcommand" not in done.stderr
 
@@ -150,7 +159,21 @@ def test_the_runtime_package_alone_has_no_dev_commands():
 
     parser = build_parser(plugins=False)
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"settings", "ledger", "drift"}
+    assert set(commands) == {"settings", "ledger", "drift", "serve-batch"}
     with pytest.raises(SystemExit) as err:
         parser.parse_args(["stack", "up"])
     assert err.value.code == 2
+
+
+def test_serve_batch_usage_errors():
+    done = run("serve-batch", "--day", "yesterday")
+    assert done.returncode == 2
+    assert "not a YYYY-MM-DD date: 'yesterday'" in done.stderr
+    done = run("serve-batch", "--day", "2031-01-01", "--threads", "0")
+    assert done.returncode == 2
+    assert "threads must be an integer >= 1" in done.stderr
+    # no MLflow server configured: refused before any store is touched
+    env = {"DRIFTLOOP_MLFLOW_TRACKING_URI": "", "MLFLOW_TRACKING_URI": ""}
+    done = run("serve-batch", "--day", "2031-01-01", env=env)
+    assert done.returncode == 2
+    assert "no MLflow server" in done.stderr

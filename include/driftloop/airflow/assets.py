@@ -16,3 +16,9 @@ from airflow.sdk import Asset
 INFERENCE_LOGS = Asset(name="driftloop_inference_logs")
 #: drift confirmed by drift_monitor (after approval where the policy asks); retrain_detector listens
 DRIFT_CONFIRMED = Asset(name="driftloop_drift_confirmed")
+#: the ``champion`` alias moved (a promotion, a rollout's promotion, a rollback — manual or
+#: automatic); rollout_guard listens (a new champion starts its guard period)
+CHAMPION = Asset(name="driftloop_champion")
+#: a rollout started or changed stage (the routing document ``rollout/routing.json`` changed);
+#: rollout_guard listens
+ROLLOUT = Asset(name="driftloop_rollout")

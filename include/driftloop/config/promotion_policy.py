@@ -11,7 +11,8 @@ their default, required ones are reported missing. Unknown keys are refused (typ
 otherwise be ignored silently).
 
 What a manual trigger may override, and which way is stricter, lives in
-:mod:`driftloop.config.promotion_overrides`.
+:mod:`driftloop.config.promotion_overrides`; the ``rollout:`` section (the rollout guard's
+stages and SLOs), in :mod:`driftloop.config.rollout_policy`.
 
 Imports pydantic only (a dependency of Airflow itself): DAG files may build Params from it.
 """
@@ -35,6 +36,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from driftloop.config.policies import PolicyError, deep_merge, describe_validation_error
+from driftloop.config.rollout_policy import Rollout
 
 DEFAULT_PROMOTION_POLICY_PATH = Path(__file__).resolve().parent / "promotion_policy.yaml"
 #: metrics the gate can decide on (the same as ``driftloop.evaluation.coco_map.METRICS``)
@@ -227,6 +229,11 @@ class PromotionPolicy(_Model):
     latency: Latency = Field(
         default_factory=Latency,
         description="Paired latency comparison: rounds, interval confidence, same-graph rule.",
+    )
+    rollout: Rollout = Field(
+        default_factory=Rollout,
+        description="The rollout guard: shadow, canary and guard stages, their shares, "
+        "durations and SLOs.",
     )
     # where the policy was read from (a file path, "<dict>"); no part of the policy itself
     _source: str = PrivateAttr("")

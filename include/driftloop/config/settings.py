@@ -79,6 +79,11 @@ class Settings(BaseModel):
     registered_model: str = Field(
         "driftloop-detector", min_length=1, description="MLflow registered model"
     )
+    alerts_conn_id: str = Field(
+        "driftloop_alerts",
+        min_length=1,
+        description="Airflow connection of the Slack-compatible alerts webhook; absent: no alerts",
+    )
     drift_experiment: str = Field(
         "drift-monitor", min_length=1, description="MLflow experiment of the drift checks"
     )

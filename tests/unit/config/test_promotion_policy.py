@@ -3,6 +3,7 @@ and the knobs a manual trigger may override."""
 
 from __future__ import annotations
 
+import re
 import typing
 
 import pytest
@@ -29,6 +30,22 @@ from driftloop.promotion import gate
 from driftloop.promotion.gate import PolicyError
 
 MINIMAL = {"version": "1", "min_map50": 0.5, "min_map50_95": 0.3, "max_p95_latency_ms": 40}
+#: the spec's ``rollout:`` section (issue 11)
+ROLLOUT_DEFAULTS = {
+    "shadow": {"min_frames": 200, "min_hours": 1},
+    "canary": {"share": 0.05, "min_frames": 100, "min_hours": 1},
+    "guard": {"hours": 24, "shadow_share": 0.25, "min_frames": 100},
+    "confidence": 0.95,
+    "slo": {
+        "latency_p95_tolerance": 0.10,
+        "map_tolerance": 0.02,
+        "min_labeled_frames": 30,
+        "detections_tolerance": 0.25,
+        "confidence_tolerance": 0.05,
+        "min_agreement": 0.70,
+        "max_error_share": 0.01,
+    },
+}
 
 
 def write_policy(tmp_path, text: str):
@@ -68,7 +85,33 @@ def test_defaults_fill_a_minimal_document():
         "retention": {"keep_last": 10, "archive": "tag"},
         "bootstrap": {"n_resamples": 1000, "confidence": 0.95},
         "latency": {"rounds": 150, "confidence": 0.95, "same_graph_tolerance": 0.5},
+        "rollout": ROLLOUT_DEFAULTS,
     }
+
+
+def test_the_shipped_rollout_section_is_the_spec_and_documents_each_knob():
+    policy = load_promotion_policy()
+    assert policy.version == "2026.11.4"
+    assert policy.rollout.model_dump() == ROLLOUT_DEFAULTS
+    # the rollout evidence reads these names (RolloutSLO.from_policy)
+    assert policy.rollout.canary.share == 0.05
+    assert policy.rollout.guard.hours == 24
+    assert policy.rollout.slo.latency_p95_tolerance == 0.10
+    # every knob of the section has its comment in the file, right above it
+    lines = DEFAULT_PROMOTION_POLICY_PATH.read_text().splitlines()
+    section = lines[lines.index("rollout:") :]
+    knobs = [n for n, line in enumerate(section) if re.match(r"\s+\w+: \S", line)]
+    assert len(knobs) == 2 + 3 + 3 + 1 + 7  # shadow, canary, guard, confidence, slo
+    for number in knobs:
+        assert section[number - 1].lstrip().startswith("#"), section[number]
+
+
+def test_a_partial_rollout_section_keeps_the_other_defaults():
+    policy = parse_promotion_policy({**MINIMAL, "rollout": {"canary": {"share": 0.1}}})
+    assert policy.rollout.canary.share == 0.1
+    assert policy.rollout.canary.min_frames == 100
+    assert policy.rollout.guard.shadow_share == 0.25
+    assert parse_promotion_policy({**MINIMAL, "rollout": {"canary": {"share": 0.01}}})
 
 
 def test_a_null_key_counts_as_absent(tmp_path):
@@ -172,6 +215,19 @@ def test_every_field_has_a_description_a_form_can_show():
         ({"bootstrap": {"level": 0.9}}, r"unknown key 'bootstrap.level' \(known: \['confidence'"),
         ({"min_map": 0.5}, r"unknown key 'min_map' \(known: \['approval'"),
         ({"source": "elsewhere"}, "unknown key 'source'"),
+        # the rollout section: paths through the nested stages
+        (
+            {"rollout": {"canary": {"share": 0.2}}},
+            r"'rollout.canary.share' must be <= 0.1, got 0.2 \(allowed: \[0.01, 0.1\]\)",
+        ),
+        ({"rollout": {"canary": {"share": 0.005}}}, "'rollout.canary.share' must be >= 0.01"),
+        ({"rollout": {"guard": {"shadow_share": 0}}}, "'rollout.guard.shadow_share' must be > 0"),
+        ({"rollout": {"guard": {"hours": -1}}}, "'rollout.guard.hours' must be > 0, got -1"),
+        ({"rollout": {"shadow": {"min_frames": True}}}, "'rollout.shadow.min_frames' must be an"),
+        ({"rollout": {"slo": {"min_agreement": 1.5}}}, "'rollout.slo.min_agreement' must be <= 1"),
+        ({"rollout": {"confidence": 1}}, "'rollout.confidence' must be < 1, got 1"),
+        ({"rollout": {"slo": {"p95": 0.1}}}, r"unknown key 'rollout.slo.p95' \(known: \["),
+        ({"rollout": {"canary": 0.05}}, "'rollout.canary' must be a mapping, got 0.05"),
     ],
 )
 def test_a_bad_value_is_named_by_its_key_path(change, message):

@@ -494,6 +494,28 @@ def test_airflow_reads_the_connections(worker_env):
     assert k8s.extra_dejson["namespace"]
 
 
+def test_alerts_webhook_connection(raw, services, env_example):
+    """The workers (task notifications) and the dag-processor (failure callbacks of tasks
+    that died outside their process) get the ``driftloop_alerts`` connection: a Slack
+    incoming webhook whose URL is ALERTS_WEBHOOK_URL, unset = no URL (notifications off)."""
+    from airflow.models.connection import Connection
+
+    from driftloop.config.settings import Settings
+
+    name = "AIRFLOW_CONN_" + Settings().alerts_conn_id.upper()
+    url = "https://hooks.example.com/services/T0/B0/x"
+    for service in ("airflow-worker", "airflow-dag-processor"):
+        env = as_dict(services[service]["environment"])
+        unset = Connection.from_json(env[name], conn_id="driftloop_alerts")
+        assert unset.conn_type == "slackwebhook"
+        assert not unset.password, service
+        rendered = render(raw, {**env_example, "ALERTS_WEBHOOK_URL": url})["services"]
+        given = as_dict(rendered[service]["environment"])[name]
+        assert Connection.from_json(given, conn_id="driftloop_alerts").password == url
+    alertmanager = render(raw, {**env_example, "ALERTS_WEBHOOK_URL": url})["services"]
+    assert alertmanager["alertmanager"]["environment"]["ALERTMANAGER_WEBHOOK_URL"] == url
+
+
 def test_driftloop_settings_from_the_compose_env(raw, env_example):
     from driftloop.airflow.training_task import TRAINING_BACKEND_ENV
     from driftloop.config.settings import Settings

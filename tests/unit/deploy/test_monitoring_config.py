@@ -236,19 +236,52 @@ def test_alertmanager_routes_every_severity(alerts):
     assert not {k for k in receivers[route["receiver"]] if k.endswith("_configs")}
 
 
+def slack_urls(config: dict) -> dict[str, list[str]]:
+    """{receiver: [api_url of each of its slack_configs]}."""
+    return {
+        r["name"]: [hook["api_url"] for hook in r.get("slack_configs", [])]
+        for r in config["receivers"]
+    }
+
+
 def test_alertmanager_webhook_is_a_clear_placeholder():
     config = load_yaml(ALERTMANAGER_YML)
-    urls = [
-        hook["url"]
-        for receiver in config["receivers"]
-        for hook in receiver.get("webhook_configs", [])
-    ]
+    urls = [url for hooks in slack_urls(config).values() for url in hooks]
     assert urls
     placeholder = re.search(r'^PLACEHOLDER="([^"]+)"', ALERTMANAGER_ENTRYPOINT.read_text(), re.M)
     assert placeholder
     assert set(urls) == {placeholder.group(1)}
     assert ".invalid" in placeholder.group(1)  # RFC 2606: can never resolve
     assert "PLACEHOLDER" in ALERTMANAGER_YML.read_text()
+
+
+def test_page_and_ticket_go_to_one_slack_compatible_webhook():
+    """Both receivers post Slack's message format to the same URL (the one the Airflow
+    notifications use); no plain webhook_configs (Alertmanager's own JSON) are left."""
+    config = load_yaml(ALERTMANAGER_YML)
+    receivers = {r["name"]: r for r in config["receivers"]}
+    for name in ("page", "ticket"):
+        receiver = receivers[name]
+        assert set(receiver) == {"name", "slack_configs"}, name
+        (slack,) = receiver["slack_configs"]
+        assert slack["send_resolved"] is True
+        assert "{{ .CommonLabels.alertname }}" in slack["title"]
+        assert ".Annotations.summary" in slack["text"]
+        assert ".Annotations.description" in slack["text"]
+    assert slack_urls(config)["page"] == slack_urls(config)["ticket"]
+
+
+def test_alertmanager_and_airflow_share_the_webhook_variable(compose_services):
+    """One .env variable, ALERTS_WEBHOOK_URL, feeds Alertmanager and the Airflow connection
+    ``driftloop_alerts`` (driftloop.airflow.notifiers)."""
+    from driftloop.config.settings import Settings
+
+    raw = COMPOSE.read_text()
+    assert "ALERTMANAGER_WEBHOOK_URL: ${ALERTS_WEBHOOK_URL:-}" in raw
+    conn_var = "AIRFLOW_CONN_" + Settings().alerts_conn_id.upper()
+    line = next(line for line in raw.splitlines() if line.strip().startswith(conn_var + ":"))
+    assert '"password": "${ALERTS_WEBHOOK_URL:-}"' in line
+    assert '"conn_type": "slackwebhook"' in line
 
 
 def test_alertmanager_service_renders_the_config(compose_services):
@@ -284,7 +317,7 @@ def test_alertmanager_entrypoint_substitutes_the_webhook(tmp_path, shell):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [f"--config.file={rendered}", "--storage.path=/alertmanager"]
     config = load_yaml(rendered)
-    urls = {h["url"] for r in config["receivers"] for h in r.get("webhook_configs", [])}
+    urls = {u for hooks in slack_urls(config).values() for u in hooks}
     assert urls == {url}
 
 

@@ -18,7 +18,8 @@ broken partitions, one defect each).
 
 Layers: :mod:`.scenarios` (definitions, validation, ground truth; no heavy imports),
 :mod:`.inference` (numpy rows -> Arrow table -> Parquet bytes, defects), :mod:`.frames`
-(scenes -> PNG + labels), :mod:`.world` (all objects of a world -> a sink),
+(scenes -> PNG + labels), :mod:`.traffic` (a day's camera frames + manifest for
+``driftloop serve-batch``), :mod:`.world` (all objects of a world -> a sink),
 :mod:`.sinks` (S3, memory, directory). Command line: ``python -m driftloop_dev.synth``.
 
 Importing this package is cheap (numpy, pyarrow and PIL load on first use of the
@@ -45,6 +46,7 @@ from driftloop_dev.synth.sinks import DirectorySink, MemorySink, S3Sink, Sink
 if TYPE_CHECKING:  # pragma: no cover
     from driftloop_dev.synth.frames import labeled_files, render, sample_scene
     from driftloop_dev.synth.inference import inference_table, partition_files
+    from driftloop_dev.synth.traffic import traffic_files, write_traffic
     from driftloop_dev.synth.world import day_objects, generate_world, world_objects, write_world
 
 _LAZY = {
@@ -57,6 +59,8 @@ _LAZY = {
     "labeled_files": "driftloop_dev.synth.frames",
     "render": "driftloop_dev.synth.frames",
     "sample_scene": "driftloop_dev.synth.frames",
+    "traffic_files": "driftloop_dev.synth.traffic",
+    "write_traffic": "driftloop_dev.synth.traffic",
 }
 
 __all__ = [
@@ -80,8 +84,10 @@ __all__ = [
     "partition_files",
     "render",
     "sample_scene",
+    "traffic_files",
     "world_objects",
     "world_spec",
+    "write_traffic",
     "write_world",
 ]
 assert set(_LAZY) <= set(__all__)

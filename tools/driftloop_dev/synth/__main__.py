@@ -2,6 +2,7 @@
 
     python -m driftloop_dev.synth --scenario abrupt --days 42 --drift-day 28 --rows-per-day 2000
     python -m driftloop_dev.synth --scenario brightness-shift --magnitude 0.2 --days 42
+    python -m driftloop_dev.synth --scenario abrupt --days 42 --frames-per-day 500   # + frames
 
 S3 comes from boto3's environment (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID`` …), the
 bucket from ``--bucket`` or ``DRIFTLOOP_BUCKET``. The ground truth goes to stdout as JSON,
@@ -79,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="size of the drift in standard deviations (brightness-shift only, required there)",
     )
     parser.add_argument("--image-size", type=int, default=160, help="labeled frame size in pixels")
+    parser.add_argument(
+        "--frames-per-day",
+        type=int,
+        default=0,
+        help="traffic frames a day for `driftloop serve-batch` (frames/dt=D/; the first "
+        "--labeled-per-day are the labeled frames); default 0: none",
+    )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--bucket", default=None, help="default: DRIFTLOOP_BUCKET or 'driftloop'")
     target.add_argument(
@@ -144,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             image_size=args.image_size,
             magnitude=args.magnitude,
+            frames_per_day=args.frames_per_day,
         )
     except ValueError as err:
         args.parser.error(str(err))  # exits with status 2
