@@ -15,18 +15,21 @@ refuse).
    `driftloop_auto_retrain`). Off: a confirmed drift opens a **review** instead of training.
    `dry_run`: snapshot only. Unknown conf keys and bad Params fail here, without retries.
 2. *dataset* — `snapshot_dataset`: labeled frames of the window + the fixed golden set → an
-   immutable YOLO dataset under `datasets/<sha256>/` with a manifest; `reference_profile`: the
-   drift reference of the training window, stored with the model version.
+   immutable YOLO dataset under `datasets/<sha256>/` with a manifest.
 3. *training* — `train`: one entrypoint (`python -m driftloop.training.train`), a
    KubernetesPodOperator on the GPU pool (`DRIFTLOOP_TRAINING_BACKEND=kubernetes`) or the
    training virtualenv on this machine (`local`); pool `gpu` caps concurrent trainings. It
    trains (one progress line per epoch in the task log), exports ONNX FP32 + INT8 and logs
    everything to MLflow (experiment `retrain-detector`): the dataset snapshot as the run's
    input, the git commit, Ultralytics' plots, and both ONNX files as MLflow models (signature,
-   input example). `register_candidate`: the INT8 model becomes a model version
+   input example). `reference_profile`: the candidate's drift reference — its own INT8 outputs
+   on the window's stored frames (`frames/dt=D/`, up to `reference_scoring.max_frames_per_day`
+   a day, kept under `reference-scoring/<run_id>/`), or, when a day has none, the window's
+   inference logs (the old champion's outputs); the model card says which.
+   `register_candidate`: the INT8 model becomes a model version
    (`models:/<name>@champion` loads with `mlflow.onnx` / `mlflow.pyfunc`), tagged with its FP32
-   twin, dataset hash, code version, trigger and drift event (one per DAG run, also when
-   re-run). Extra links: **MLflow run**, **Registered model**.
+   twin, dataset hash, code version, trigger, drift event and reference (one per DAG run, also
+   when re-run). Extra links: **MLflow run**, **Registered model**.
 4. *evaluation* — `evaluate`: candidate and champion on the same evaluation split in one
    process: mAP@0.5 and mAP@0.5:0.95 with a paired bootstrap CI of the delta, INT8 p95 latency
    measured interleaved, INT8-vs-FP32 loss. `gate` applies the promotion policy to the
@@ -159,14 +162,26 @@ def retrain_detector():
         return after_snapshot(plan)
 
     @task
-    def reference_profile(plan: dict) -> dict:
+    def reference_profile(plan: dict, training: dict, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from driftloop.config.drift_policy import load_policy
         from driftloop.retrain.reference_profile import training_window_reference
 
         s3, settings = s3_for_task()
-        return training_window_reference(
-            s3, settings, plan, load_policy(settings.policy_path).sample_size
-        )
+        policy = load_policy(settings.policy_path)
+        try:
+            return training_window_reference(
+                s3,
+                settings,
+                plan,
+                training,
+                run_id,
+                sample_size=policy.sample_size,
+                max_frames_per_day=policy.reference_scoring.max_frames_per_day,
+            )
+        except ValueError as err:  # no data, a bad model or partition: a retry cannot fix it
+            raise AirflowFailException(str(err)) from err
 
     @task
     def training_arguments(plan: dict, snapshot: dict, run_id=None) -> list:
@@ -370,21 +385,25 @@ def retrain_detector():
     planned = plan()
     routed = route(planned)
     review = open_review(planned)
-    with TaskGroup("dataset", prefix_group_id=False, tooltip="snapshot, drift reference"):
+    with TaskGroup("dataset", prefix_group_id=False, tooltip="snapshot"):
         snap = snapshot_dataset(planned)
-        ref = reference_profile(planned)
         dry_run_done = EmptyOperator(
             task_id="dry_run_done",
             doc_md="Dry run: the dataset snapshot is written; nothing else changes.",
         )
-        snap >> continue_or_stop(planned) >> [dry_run_done, ref]
+        stop_or_train = continue_or_stop(planned)
+        snap >> stop_or_train >> dry_run_done
     routed >> [review, snap]
-    with TaskGroup("training", prefix_group_id=False, tooltip="train, register in MLflow"):
+    # continue_or_stop names the group: Airflow follows it to train or training_arguments
+    with TaskGroup("training", prefix_group_id=False, tooltip="train, reference, register"):
         if SETTINGS.training_backend == "kubernetes":
-            trained = train_in_pod(training_arguments(planned, snap)).output
+            arguments = training_arguments(planned, snap)
+            stop_or_train >> arguments
+            trained = train_in_pod(arguments).output  # the pod's XCom: the training result
         else:
             trained = train_locally(planned, snap)
-        ref >> trained
+            stop_or_train >> trained
+        ref = reference_profile(planned, trained)
         candidate = register_candidate(planned, snap, trained, ref)
     with TaskGroup("evaluation", prefix_group_id=False, tooltip="candidate vs champion, gate"):
         evaluated = evaluate(snap, candidate)

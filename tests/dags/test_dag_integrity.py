@@ -158,6 +158,24 @@ def test_retrain_detector_wiring(dagbag):
     assert dag.get_task("gate").trigger_rule == "all_done"  # an evaluation error still reaches it
     assert dag.get_task("route").downstream_task_ids == {"open_review", "snapshot_dataset"}
     assert dag.get_task("await_promotion_approval").options == ["Promote", "Reject"]
+    # the candidate's drift reference comes from its training output, before its registration
+    assert dag.get_task("reference_profile").upstream_task_ids == {"plan", "train"}
+    assert "reference_profile" in dag.get_task("register_candidate").upstream_task_ids
+    assert "reference_profile" in dag.get_task("record_failure").upstream_task_ids
+
+
+@pytest.mark.parametrize("action", ["train", "dry_run"])
+def test_retrain_detector_snapshot_branch_reaches_its_tasks(dagbag, action):
+    """continue_or_stop's choice (a task id or the training group's id, which Airflow expands
+    to the group's first tasks) names exactly one of its direct downstream tasks."""
+    from driftloop.retrain.plan import after_snapshot
+
+    dag = dagbag.dags["retrain_detector"]
+    chosen = after_snapshot({"action": action})
+    group = dag.task_group_dict.get(chosen)
+    followed = {t.task_id for t in group.roots} if group else {chosen}
+    assert dag.get_task("continue_or_stop").downstream_task_ids == {"dry_run_done", "train"}
+    assert followed == ({"train"} if action == "train" else {"dry_run_done"})
 
 
 def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypatch):
@@ -182,11 +200,16 @@ def test_retrain_detector_kubernetes_backend_has_the_same_graph(dagbag, monkeypa
     assert isinstance(train, KubernetesPodOperator)
     assert train.pool == "gpu"
     assert train.retries == 0
-    assert train.upstream_task_ids == {"training_arguments", "reference_profile"}
+    assert train.upstream_task_ids == {"training_arguments"}
     assert train.downstream_task_ids == local.get_task("train").downstream_task_ids
+    # the reference reads the pod's XCom (the training result), like the local task's return
+    assert k8s.get_task("reference_profile").upstream_task_ids == {"plan", "train"}
+    # the snapshot branch's group id now leads to the arguments, the group's first task
+    assert [t.task_id for t in k8s.task_group_dict["training"].roots] == ["training_arguments"]
     for task_id in set(local.task_ids) - {"train"}:
         expected = set(local.get_task(task_id).downstream_task_ids)
-        if task_id in ("plan", "snapshot_dataset"):  # they feed the arguments, not the pod
+        # they feed the arguments (or, the branch, start them), not the pod
+        if task_id in ("plan", "snapshot_dataset", "continue_or_stop"):
             expected = expected - {"train"} | {"training_arguments"}
         assert k8s.get_task(task_id).downstream_task_ids == expected, task_id
 

@@ -117,6 +117,12 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack,
     assert tags["trigger"] == "manual"
     assert tags["code_version"]
     assert tags["drift_reference_uri"].startswith(f"s3://{settings.bucket}/profiles/reference/")
+    # no frames stored for the window: the reference is its inference logs, as the card says
+    reference = _xcom(first, "reference_profile")
+    assert (reference["source"], reference["uri"]) == (
+        "inference_logs",
+        tags["drift_reference_uri"],
+    )
     artifacts = {a.path for a in client.list_artifacts(version.run_id)}
     assert {"weights", "plots", "model_card.md", "model.json", "training_result.json"} <= artifacts
     assert "xcom.json" not in artifacts

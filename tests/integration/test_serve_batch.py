@@ -30,11 +30,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.integration.detector_models import (
+    MISSING_TRAINING_ENV,
+    TRAIN_PYTHON,
+    export_detectors,
+)
 
 pytestmark = pytest.mark.integration
 
-TRAIN_PYTHON = REPO / ".venv-train" / "bin" / "python"
 DRIFTLOOP = Path(sys.executable).parent / "driftloop"
 IMGSZ = 160
 END = date(2031, 5, 31)
@@ -44,74 +47,15 @@ LABELED = 6
 #: (seed, ball bias, player bias) of the two detectors' class logits
 DETECTORS = {"champion": (0, 0.4, -2.0), "challenger": (1, -2.0, 0.4)}
 
-BUILD = """
-import sys
-from driftloop.training import yolo_env
-yolo_env.configure()
-import torch
-from ultralytics import YOLO
-from ultralytics.nn.tasks import DetectionModel
-seed, out, ball, player = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-torch.manual_seed(seed)
-yolo = YOLO("yolo11n.yaml")
-yolo.model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
-yolo.model.names = {0: "ball", 1: "player"}
-for branch in yolo.model.model[-1].cv3:  # the class logits' last conv
-    branch[-1].bias.data[:] = torch.tensor([ball, player])
-yolo.save(out)
-"""
-
 if not TRAIN_PYTHON.exists():
-    pytest.skip(
-        f"{TRAIN_PYTHON} is missing: `make train-env` builds the training environment",
-        allow_module_level=True,
-    )
-
-
-def _train_env(root: Path) -> dict[str, str]:
-    return {**os.environ, "YOLO_CONFIG_DIR": str(root / "ultralytics"), "YOLO_OFFLINE": "1"}
+    pytest.skip(MISSING_TRAINING_ENV, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def detectors(tmp_path_factory):
     """``{role: {"fp32": path, "int8": path}}`` of the two exported detectors."""
-    from driftloop_dev.synth import MemorySink, generate_world
-
     root = tmp_path_factory.mktemp("serve-detectors")
-    calibration = root / "calibration"
-    calibration.mkdir()
-    sink = MemorySink()
-    generate_world(
-        sink, "stable", days=2, end_date=END, rows_per_day=1, labeled_per_day=16, files_per_day=1
-    )
-    for key in sink.keys("labeled/"):
-        if key.endswith(".png"):
-            (calibration / Path(key).name).write_bytes(sink[key])
-    found = {}
-    for role, (seed, ball, player) in DETECTORS.items():
-        weights = root / f"{role}.pt"
-        args = [str(seed), str(weights), str(ball), str(player)]
-        done = subprocess.run(
-            [str(TRAIN_PYTHON), "-c", BUILD, *args],
-            env=_train_env(root),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-4000:]
-        done = subprocess.run(
-            [
-                str(TRAIN_PYTHON), "-m", "driftloop.training.export", "--weights", str(weights),
-                "--imgsz", str(IMGSZ), "--calibration-dir", str(calibration),
-                "--out-dir", str(root / role), "--json",
-            ],
-            env=_train_env(root), capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr[-4000:]
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        found[role] = {kind: Path(result[kind]["path"]) for kind in ("fp32", "int8")}
-    return found
+    return export_detectors(root, DETECTORS, imgsz=IMGSZ, end=END)
 
 
 @pytest.fixture(scope="module")

@@ -98,6 +98,18 @@ class Sampling(_Model):
     mmd_permutations: int = Field(ge=1, description="Permutations of the embedding MMD test.")
 
 
+class ReferenceScoring(_Model):
+    """How a candidate's drift reference is made from its own outputs on its training window
+    (``retrain_detector``'s ``reference_profile``, when the window's frames are stored)."""
+
+    max_frames_per_day: int = Field(
+        150,
+        ge=1,
+        description="Frames per day of the training window the candidate scores for its drift "
+        "reference, spread evenly over the day's traffic.",
+    )
+
+
 class Hysteresis(_Model):
     k: int = Field(ge=1, description="k of the k-of-n rule: breaches needed to alert.")
     n: int = Field(ge=1, description="n of the k-of-n rule: checks looked at, this one included.")
@@ -131,6 +143,7 @@ class Policy(_Model):
     )
     hysteresis: Hysteresis
     calibration: Calibration = Field(default_factory=Calibration)
+    reference_scoring: ReferenceScoring = Field(default_factory=ReferenceScoring)
     approval: Literal["none", "required"] = Field(
         description="Whether critical drift waits for an operator's approval."
     )

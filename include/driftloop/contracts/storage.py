@@ -104,8 +104,10 @@ def list_keys(s3, bucket: str, prefix: str) -> list[dict[str, Any]]:
     return sorted(objects, key=lambda o: o["Key"])
 
 
-def list_partition(s3, bucket: str, day: date | str) -> Partition:
-    objects = list_keys(s3, bucket, inference_prefix(day))
+def list_partition(s3, bucket: str, day: date | str, prefix: str | None = None) -> Partition:
+    """The day's inference-log partition as listed now; ``prefix``: a day of contract
+    partitions kept elsewhere (a candidate's scored reference frames)."""
+    objects = list_keys(s3, bucket, prefix or inference_prefix(day))
     parquet = [o for o in objects if o["Key"].endswith(".parquet")]
     return Partition(
         day=day_str(day),

@@ -403,6 +403,11 @@ def _int8_check(candidate: EvalSummary, policy: PromotionPolicy) -> Check:
     return Check("int8_loss", _at_most(loss, limit), loss, limit, detail, "<=")
 
 
+def promotion_target(promote_to: str, *, has_champion: bool) -> str:
+    """No champion, nothing to shadow or canary against: the first model becomes champion."""
+    return promote_to if has_champion else "champion"
+
+
 def decide_promotion(
     candidate: EvalSummary,
     champion: EvalSummary | None,
@@ -425,9 +430,10 @@ def decide_promotion(
     checks += _floor_checks(candidate, policy)
     reasons = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
     promote = not reasons
+    target = promotion_target(policy.promote_to, has_champion=champion is not None)
     return GateDecision(
         promote=promote,
-        target_alias=policy.promote_to if promote else None,
+        target_alias=target if promote else None,
         checks=checks,
         reasons=reasons,
         policy_version=policy.version,

@@ -30,8 +30,8 @@ RECORD_FILES = (RECORD_FILE, CARD_FILE)
 WEIGHTS_ARTIFACT = "weights/best.pt"
 
 
-def model_card(snapshot_doc, evaluation, decision, candidate, plan) -> str:
-    """Markdown model card: data, metrics, decision, limits, intended use."""
+def model_card(snapshot_doc, evaluation, decision, candidate, plan, reference=None) -> str:
+    """Markdown model card: data, drift reference, metrics, decision, limits, intended use."""
     ev = evaluation or {}
     cand = ev.get("candidate") or {}
     champ = ev.get("champion") or {}
@@ -50,6 +50,7 @@ def model_card(snapshot_doc, evaluation, decision, candidate, plan) -> str:
         f"- labeled frames of {plan['days'][0]} .. {plan['days'][-1]} plus the fixed golden set (evaluation only)",
         f"- splits: {json.dumps(snapshot_doc.get('counts', {}), sort_keys=True)}",
         f"- trigger: {plan['trigger']['kind']} — {plan['trigger']['reason']}",
+        *reference_lines(reference),
         "",
         "## Evaluation (same split, same process as the champion)",
         "| metric | candidate | champion |",
@@ -77,6 +78,25 @@ def model_card(snapshot_doc, evaluation, decision, candidate, plan) -> str:
         "- INT8 quantization excludes the detection head; accuracy loss versus FP32 is a gate check.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def reference_lines(reference: dict[str, Any] | None) -> list[str]:
+    """The drift reference for the card: where it is and what it was made from."""
+    if not reference:
+        return []
+    per_day = reference.get("frames_per_day") or {}
+    rows = f"{sum(per_day.values())} rows, {len(per_day)} day{'' if len(per_day) == 1 else 's'}"
+    if reference.get("source") == "scored_frames":
+        made_of = (
+            f"this model's own outputs (INT8, serving mode) on the training window's frames, "
+            f"at most {reference.get('max_frames_per_day')} a day ({rows})"
+        )
+    else:  # the window's inference logs (also a reference made before the source was recorded)
+        made_of = (
+            f"the training window's inference logs ({rows}): their predictions and embedding "
+            "are the serving model's of those days, not this model's"
+        )
+    return ["", "## Drift reference", f"- `{reference.get('uri')}`: {made_of}"]
 
 
 def latency_lines(latency: dict[str, Any]) -> list[str]:
@@ -148,7 +168,7 @@ def write_model_record(
             files = logged_model_files(model_id, work / "models") if model_id else {}
             hashes.update({f"models/{kind}/{rel}": sha256_file(p) for rel, p in files.items()})
         check_recorded_hashes(client, settings.registered_model, version, run_id, hashes)
-        card = model_card(snapshot_doc, evaluation, decision, candidate, plan)
+        card = model_card(snapshot_doc, evaluation, decision, candidate, plan, reference)
         record = {
             "name": settings.registered_model,
             "version": version,

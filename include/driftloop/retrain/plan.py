@@ -21,7 +21,8 @@ from driftloop.retrain.records import ledger
 OPEN_REVIEW_TASK = "open_review"
 SNAPSHOT_TASK = "snapshot_dataset"
 DRY_RUN_DONE_TASK = "dry_run_done"
-REFERENCE_TASK = "reference_profile"
+#: the task group training starts in (``train``, or ``training_arguments`` before the pod)
+TRAINING_GROUP = "training"
 #: what a plan does: train, snapshot only, or wait for a person's review
 ACTIONS = ("train", "dry_run", "review")
 
@@ -211,5 +212,6 @@ def after_plan(plan: Mapping[str, Any]) -> str:
 
 
 def after_snapshot(plan: Mapping[str, Any]) -> str:
-    """The task after the snapshot: a dry run stops there, a training run goes on."""
-    return DRY_RUN_DONE_TASK if plan["action"] == "dry_run" else REFERENCE_TASK
+    """The task after the snapshot: a dry run stops there, a training run goes on to the
+    training group (Airflow follows a group id to the group's first tasks)."""
+    return DRY_RUN_DONE_TASK if plan["action"] == "dry_run" else TRAINING_GROUP

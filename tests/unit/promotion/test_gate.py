@@ -472,6 +472,14 @@ def test_target_alias_and_approval_follow_the_policy(policy):
     assert not rejected.requires_approval
 
 
+def test_without_a_champion_a_challenger_policy_promotes_to_champion(policy):
+    # a rollout compares the challenger with the champion: with none, the first model serves
+    challenger = parse_promotion_policy({**policy.to_dict(), "promote_to": "challenger"})
+    d = decide_promotion(candidate(), None, None, challenger)
+    assert d.promote
+    assert d.target_alias == "champion"
+
+
 def test_to_dict_is_strict_json(policy):
     d = decide_promotion(candidate(map50_95=NAN), champion(), delta(high=NAN), policy, latency())
     doc = json.loads(json.dumps(d.to_dict(), allow_nan=False))

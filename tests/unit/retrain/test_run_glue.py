@@ -112,9 +112,9 @@ def test_run_policy_applies_the_params_and_ignores_empty_ones(settings, tmp_path
 @pytest.mark.parametrize(
     ("action", "after_the_plan", "after_the_snapshot"),
     [
-        ("train", "snapshot_dataset", "reference_profile"),
+        ("train", "snapshot_dataset", "training"),
         ("dry_run", "snapshot_dataset", "dry_run_done"),
-        ("review", "open_review", "reference_profile"),
+        ("review", "open_review", "training"),
     ],
 )
 def test_branches_after_plan_and_snapshot(action, after_the_plan, after_the_snapshot):
