@@ -64,6 +64,7 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, dag, task
 
+from driftloop.airflow.announce import announce_task
 from driftloop.airflow.assets import CHAMPION, DRIFT_CONFIRMED, ROLLOUT
 from driftloop.airflow.hitl import RecordedHITLBranchOperator
 from driftloop.airflow.notifiers import event_notifier, task_failure_notifier
@@ -76,6 +77,8 @@ from driftloop.config.settings import Settings
 # runs its latest past time when it first sees the DAG, catchup=False: a scheduled run with
 # no labeled frames in its window ends skipped)
 SETTINGS = Settings.from_env()
+#: why this run announces a new champion or a started rollout (None: it does not)
+ANNOUNCEMENT = "driftloop.promotion.rollout_transitions:promotion_announcement"
 
 default_args = {
     "owner": "ml-platform",
@@ -324,20 +327,6 @@ def retrain_detector():
         except (RolloutRefused, RoutingMoved, ChampionMoved) as err:  # no retry fixes these
             raise AirflowFailException(str(err)) from err
 
-    def announce(asset, name: str):
-        @task(task_id=f"announce_{name}", outlets=[asset])
-        def announced(run_id=None) -> str:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from driftloop.promotion.rollout_transitions import promotion_announcement
-
-            why = promotion_announcement(Settings.from_env(), run_id, name)
-            if why is None:  # a skipped task emits no Asset event
-                raise AirflowSkipException(f"this run changed no {name}")
-            return why
-
-        return announced()
-
     # right after the gate, before any alias moves: the record of what would be promoted is
     # complete (and its hash tagged on the version) before promote may act on it
     @task
@@ -436,7 +425,14 @@ def retrain_detector():
         rejected_by_gate >> rejected
         await_promotion_approval >> [promoted, rejected]
         routed = update_routing()
-        promoted >> routed >> [announce(CHAMPION, "champion"), announce(ROLLOUT, "rollout")]
+        (
+            promoted
+            >> routed
+            >> [
+                announce_task(CHAMPION, "champion", ANNOUNCEMENT),
+                announce_task(ROLLOUT, "rollout", ANNOUNCEMENT),
+            ]
+        )
     decided >> [rejected_by_gate, await_promotion_approval, approved_by_policy]
     with TaskGroup("record", prefix_group_id=False, tooltip="retention"):
         retained = retention()

@@ -46,6 +46,7 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
+from driftloop.airflow.announce import announce_task
 from driftloop.airflow.assets import CHAMPION, ROLLOUT
 from driftloop.airflow.notifiers import task_failure_notifier
 from driftloop.airflow.s3 import s3_for_task
@@ -185,30 +186,17 @@ def rollout_guard():
             raise AirflowSkipException("the rollout held: nothing to tell")
         return send(*message)
 
-    def announce(asset, name: str):
-        @task(
-            task_id=f"announce_{name}", trigger_rule="none_failed_min_one_success", outlets=[asset]
-        )
-        def announced(run_id=None) -> str:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from driftloop.promotion.rollout_steps import announcement
-
-            why = announcement(Settings.from_env(), run_id, name)
-            if why is None:  # a skipped task emits no Asset event
-                raise AirflowSkipException(f"no {name} change in this run")
-            return why
-
-        return announced()
-
     decided = decide()
     routing() >> evidence() >> decided
     hold = EmptyOperator(task_id="hold", doc_md="Not enough evidence yet: the stage goes on.")
     actions = [hold, *(action_task(action, doc) for action, doc in ACTIONS.items())]
     decided >> actions
     actions >> notify()
-    actions >> announce(CHAMPION, "champion")
-    actions >> announce(ROLLOUT, "rollout")
+    # after a promotion or rollback / any stage change (the reason comes from the ledger)
+    announced = "driftloop.promotion.rollout_steps:announcement"
+    done = "none_failed_min_one_success"
+    actions >> announce_task(CHAMPION, "champion", announced, trigger_rule=done)
+    actions >> announce_task(ROLLOUT, "rollout", announced, trigger_rule=done)
 
 
 rollout_guard()
