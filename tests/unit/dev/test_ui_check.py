@@ -7,14 +7,25 @@ import json
 import pytest
 
 from driftloop_dev.ui_check import (
+    CHECKS,
+    ROLLOUT_DAGS,
     CheckResult,
     UICheckResult,
+    alias_problems,
+    aliases_from_rows,
+    dag_problems,
     extra_links,
     latest,
     main,
+    mlflow_model_url,
+    parse_alias_tag,
     parse_mlflow_artifact_url,
+    pick_stage_run,
     ran,
+    read_mlflow_url,
     read_stack,
+    run_ui_check,
+    stage_of,
     summarise_log,
     ti_label,
     ui_url,
@@ -250,6 +261,13 @@ def test_read_stack(tmp_path):
         read_stack(tmp_path, "viewer")
 
 
+def test_read_mlflow_url(tmp_path):
+    _stack(tmp_path, {"airflow": AIRFLOW, "mlflow": "http://127.0.0.1:5000/"})
+    assert read_mlflow_url(tmp_path) == "http://127.0.0.1:5000"
+    _stack(tmp_path / "no-mlflow", {"airflow": AIRFLOW})
+    assert read_mlflow_url(tmp_path / "no-mlflow") is None
+
+
 def test_read_stack_without_airflow(tmp_path):
     _stack(tmp_path, {"mlflow": "http://127.0.0.1:5000"})
     with pytest.raises(LookupError, match=r"urls\.airflow"):
@@ -259,6 +277,19 @@ def test_read_stack_without_airflow(tmp_path):
 def test_main_without_a_stack_exits_2(tmp_path, capsys):
     assert main(["--root", str(tmp_path / "nothing")]) == 2
     assert "no stack with Airflow" in capsys.readouterr().err
+
+
+def test_run_ui_check_refuses_unknown_checks(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown checks \['rollout_stage'\]"):
+        run_ui_check(AIRFLOW, "admin", "pw", tmp_path, only=("rollout_stage",))
+    assert {"rollout_dags", "rollout_guard_run", "mlflow_aliases"} <= set(CHECKS)
+    assert CHECKS[0] == "login"
+
+
+def test_main_with_an_unknown_check_exits_2(tmp_path, capsys):
+    _stack(tmp_path, {"airflow": AIRFLOW, "mlflow": "http://127.0.0.1:5000"})
+    assert main(["--root", str(tmp_path), "--only", "mlflow_aliases,nope"]) == 2
+    assert "unknown checks ['nope']" in capsys.readouterr().err
 
 
 def test_result_ok_failed_and_json(tmp_path):
@@ -282,3 +313,152 @@ def test_result_ok_failed_and_json(tmp_path):
         "task_logs_api",
     ]
     assert result.check("login").detail == "signed in"
+
+
+# ---------------------------------------------------------------------------- the rollout
+
+
+def _dag(dag_id: str, *, paused: bool = False, errors: bool = False) -> dict:
+    return {"dag_id": dag_id, "is_paused": paused, "has_import_errors": errors}
+
+
+def test_dag_problems_names_missing_broken_and_paused_dags():
+    dags = [_dag(d) for d in ROLLOUT_DAGS]
+    assert dag_problems(ROLLOUT_DAGS, dags) == []
+    assert dag_problems(ROLLOUT_DAGS, [*dags, _dag("other", paused=True, errors=True)]) == []
+    dags = [
+        _dag("drift_monitor"),
+        _dag("retrain_detector", errors=True),
+        _dag("rollout_guard", paused=True),
+        _dag("drift_accept_new_normal", paused=True, errors=True),
+    ]
+    assert dag_problems(ROLLOUT_DAGS, dags) == [
+        "retrain_detector has import errors",
+        "rollout_guard is paused",
+        "rollback_detector is not listed",
+        "drift_accept_new_normal has import errors",
+        "drift_accept_new_normal is paused",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("summary", "stage"),
+    [
+        ("serving", "serving"),
+        ("#3 serving: v2 serves alone", "serving"),
+        ("#1 shadow (rollout-3-20261130T102645Z): v3 shadows v2 on 100% of frames", "shadow"),
+        (
+            "#2 canary (rollout-3-20261130T102645Z): v3 serves 5% of frames (paired with v2)",
+            "canary",
+        ),
+        ("#4 guard (rollout-3-20261130T102645Z): v3 serves, v2 shadows 25%", "guard"),
+        ("  #4 guard (r): v3 serves, v2 shadows 25%\n", "guard"),
+        ("#4 guarded", None),
+        ("shadow", None),
+        ("", None),
+        (None, None),
+        ({"stage": "shadow"}, None),
+    ],
+)
+def test_stage_of(summary, stage):
+    assert stage_of(summary) == stage
+
+
+def test_pick_stage_run_prefers_the_newest_rollout_stage_and_stops_there():
+    read = []
+
+    def newest_first():
+        for pair in [
+            ("r5", None),  # routing has not run yet
+            ("r4", "serving"),
+            ("r3", "#2 canary (x): v3 serves 5% of frames (paired with v2)"),
+            ("r2", "#1 shadow (x): v3 shadows v2 on 100% of frames"),
+        ]:
+            read.append(pair[0])
+            yield pair
+
+    assert pick_stage_run(newest_first()) == (
+        "r3",
+        "#2 canary (x): v3 serves 5% of frames (paired with v2)",
+    )
+    assert read == ["r5", "r4", "r3"]  # r2's XCom is never fetched
+
+
+def test_pick_stage_run_falls_back_to_serving_or_none():
+    assert pick_stage_run([("r2", "serving"), ("r1", "#1 serving: v1 serves alone")]) == (
+        "r2",
+        "serving",
+    )
+    assert pick_stage_run([("r2", None), ("r1", "garbage")]) is None
+    assert pick_stage_run([]) is None
+
+
+def test_mlflow_model_url():
+    assert (
+        mlflow_model_url("http://127.0.0.1:5000/", "driftloop-detector")
+        == "http://127.0.0.1:5000/#/models/driftloop-detector"
+    )
+    assert mlflow_model_url("http://m", "a b/c") == "http://m/#/models/a%20b%2Fc"
+
+
+def test_parse_alias_tag():
+    assert parse_alias_tag("@\xa0champion") == "champion"
+    assert parse_alias_tag(" @ previous-champion ") == "previous-champion"
+    assert parse_alias_tag("challenger") == "challenger"
+    assert parse_alias_tag("@") == ""
+
+
+def _row(version: str | None, *aliases: str) -> dict:
+    href = None if version is None else f"#/models/driftloop-detector/versions/{version}"
+    return {"href": href, "aliases": list(aliases)}
+
+
+def test_aliases_from_rows_reads_the_versions_table():
+    rows = [
+        _row(None),  # the header row
+        _row("3", "@\xa0challenger"),
+        _row("2", "@\xa0champion", "@\xa0prod"),
+        _row("1", "@\xa0previous-champion"),
+        _row("12"),
+        {"href": "#/models/m", "aliases": ["@ stray"]},  # no version link: not a version row
+    ]
+    assert aliases_from_rows(rows) == {
+        "challenger": "3",
+        "champion": "2",
+        "prod": "2",
+        "previous-champion": "1",
+    }
+    assert aliases_from_rows([]) == {}
+
+
+def test_aliases_from_rows_refuses_an_alias_on_two_versions():
+    with pytest.raises(ValueError, match="'champion' on v2 and v3"):
+        aliases_from_rows([_row("2", "@ champion"), _row("3", "@ champion")])
+    # the same tag twice on one version is one alias
+    assert aliases_from_rows([_row("2", "@ champion", "@ champion")]) == {"champion": "2"}
+
+
+EXPECTED = ("champion", "challenger", "previous-champion")
+HELD = {"champion": "2", "challenger": "3", "previous-champion": "1"}
+
+
+def test_alias_problems_none_when_the_ui_shows_what_the_registry_holds():
+    assert alias_problems(EXPECTED, dict(HELD), HELD) == []
+    # an alias not expected is fine as long as the UI agrees with the registry
+    assert alias_problems(["champion"], {**HELD, "prod": "2"}, {**HELD, "prod": "2"}) == []
+
+
+def test_alias_problems_names_a_missing_alias():
+    held = {"champion": "2", "previous-champion": "1"}
+    assert alias_problems(EXPECTED, dict(held), held) == [
+        "alias 'challenger' is on no version (registry and MLflow UI)"
+    ]
+
+
+def test_alias_problems_names_what_the_ui_gets_wrong():
+    shown = {"champion": "3", "previous-champion": "1", "stale": "1"}
+    assert alias_problems(EXPECTED, shown, HELD) == [
+        "the MLflow UI shows alias 'champion' on v3, the registry on v2",
+        "the MLflow UI shows no alias 'challenger' (the registry: v3)",
+        "the MLflow UI shows alias 'stale' on v1, the registry has none",
+    ]

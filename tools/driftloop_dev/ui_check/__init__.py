@@ -9,8 +9,10 @@ headless Chromium, with screenshots.
 or, on any running stack, from a test::
 
     from driftloop_dev.ui_check import run_ui_check
-    result = run_ui_check(airflow_url, "admin", password, out_dir)
+    result = run_ui_check(airflow_url, "admin", password, out_dir, mlflow_url=mlflow_url)
     assert result.ok, result.failed
+
+(``only=("rollout_dags", …)`` runs just those checks; the CLI's ``--only``.)
 
 The checks (each one passes or fails on its own; ``result.json`` in the out dir lists them):
 
@@ -46,27 +48,53 @@ The checks (each one passes or fails on its own; ``result.json`` in the out dir 
     HTML report rendered in its iframe (text "Drift" inside the report; screenshot
     ``mlflow-drift-report.png``). When it does not render, the other URL forms of the MLflow UI
     are tried and the detail says which one does.
+``rollout_dags``
+    ``drift_monitor``, ``retrain_detector``, ``rollout_guard``, ``rollback_detector`` and
+    ``drift_accept_new_normal`` are listed by the REST API without import errors and not
+    paused, and each is on the DAG list (screenshot ``rollout-dags.png``).
+``rollout_guard_run``
+    a run of ``rollout_guard`` exists (REST) whose ``routing`` task pushed the XCom
+    ``rollout_stage`` (the routing document's summary: the stage, who serves, who shadows):
+    the newest in a rollout stage (shadow, canary, guard), else the newest with any stage
+    (serving). Its run page opens (screenshot ``rollout-guard-run-page.png``) and the
+    ``routing`` task's XCom tab shows the stage (screenshot ``rollout-guard-run.png``).
+``mlflow_aliases``
+    the MLflow UI's page of the registered model (``driftloop-detector``) shows the expected
+    aliases (``champion``, ``challenger``, ``previous-champion``: what the demo ends with;
+    ``expect_aliases`` / ``--expect-aliases``) on the versions that hold them as the MLflow
+    client reads the registry; a missing or misplaced alias is named (screenshot
+    ``mlflow-aliases.png``). Needs the MLflow URL (the CLI reads ``stack.json``'s
+    ``urls.mlflow``); without it the check is not asked for.
 
 Chromium is Debian's (``/usr/bin/chromium``; ``make system-deps`` installs it), driven by the
 ``playwright`` package's own driver: nothing is downloaded at run time. The exit status is 1
 when any check fails (they are named on stderr), 2 when the stack or Chromium is missing.
 
 Modules: :mod:`.constants`, :mod:`.results`, :mod:`.parsing` (the pure parts), :mod:`.browser`,
-:mod:`.checks` (Airflow UI), :mod:`.report_checks` (drift report, MLflow), :mod:`.cli`
-(:func:`run_ui_check`, ``main``; also ``driftloop ui-check``).
+:mod:`.checks` (Airflow UI), :mod:`.report_checks` (drift report, MLflow), :mod:`.rollout_checks`
+(rollout DAGs, the guard's stage, aliases), :mod:`.cli` (:func:`run_ui_check`, ``main``; also
+``driftloop ui-check``).
 """
 
-from driftloop_dev.ui_check.cli import main, register, run_ui_check
-from driftloop_dev.ui_check.constants import CHROMIUM
+from driftloop_dev.ui_check.cli import CHECKS, main, register, run_ui_check
+from driftloop_dev.ui_check.constants import CHROMIUM, EXPECTED_ALIASES, ROLLOUT_DAGS
 from driftloop_dev.ui_check.parsing import (
     LogSummary,
     MlflowArtifactLink,
+    alias_problems,
+    aliases_from_rows,
+    dag_problems,
     extra_links,
     latest,
+    mlflow_model_url,
+    parse_alias_tag,
     parse_mlflow_artifact_url,
+    pick_stage_run,
     problem_phrases,
     ran,
+    read_mlflow_url,
     read_stack,
+    stage_of,
     summarise_log,
     task_log,
     ti_label,
@@ -77,20 +105,31 @@ from driftloop_dev.ui_check.parsing import (
 from driftloop_dev.ui_check.results import CheckResult, UICheckResult
 
 __all__ = [
+    "CHECKS",
     "CHROMIUM",
+    "EXPECTED_ALIASES",
+    "ROLLOUT_DAGS",
     "CheckResult",
     "LogSummary",
     "MlflowArtifactLink",
     "UICheckResult",
+    "alias_problems",
+    "aliases_from_rows",
+    "dag_problems",
     "extra_links",
     "latest",
     "main",
+    "mlflow_model_url",
+    "parse_alias_tag",
     "parse_mlflow_artifact_url",
+    "pick_stage_run",
     "problem_phrases",
     "ran",
+    "read_mlflow_url",
     "read_stack",
     "register",
     "run_ui_check",
+    "stage_of",
     "summarise_log",
     "task_log",
     "ti_label",

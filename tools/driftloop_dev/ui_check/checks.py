@@ -1,4 +1,6 @@
-"""The Airflow UI checks: login, DAG list, import errors, the Asset-triggered run, task logs."""
+"""The Airflow UI checks: login, DAG list, import errors, the Asset-triggered run, task logs (the
+drift report and rollout checks are mixed in from :mod:`.report_checks` and
+:mod:`.rollout_checks`)."""
 
 from __future__ import annotations
 
@@ -33,9 +35,10 @@ from driftloop_dev.ui_check.parsing import (
 )
 from driftloop_dev.ui_check.report_checks import ReportChecks
 from driftloop_dev.ui_check.results import CheckResult, UICheckResult
+from driftloop_dev.ui_check.rollout_checks import RolloutChecks
 
 
-class _Checks(ReportChecks):
+class _Checks(ReportChecks, RolloutChecks):
     def __init__(
         self,
         api: AirflowAPI,
@@ -53,13 +56,26 @@ class _Checks(ReportChecks):
         self.timeout_s = timeout_s
         self.browser: _Browser | None = None
         self.logged_in = False
+        # the MLflow UI of mlflow_aliases (set by run_ui_check)
+        self.mlflow_url: str | None = None
+        self.registered_model = ""
+        self.expect_aliases: tuple[str, ...] = ()
 
-    def run(self, name: str, fn: Callable[[CheckResult], None], *, ui: bool = True) -> CheckResult:
+    def run(
+        self,
+        name: str,
+        fn: Callable[[CheckResult], None],
+        *,
+        ui: bool = True,
+        needs_login: bool | None = None,
+    ) -> CheckResult:
         """Run one check; an exception fails it (with a screenshot of the page when it is a UI
-        check)."""
+        check). A UI check needs the Airflow login unless ``needs_login`` is False (a page of
+        the MLflow UI)."""
         check = CheckResult(name, True, "")
         began = time.monotonic()
-        if ui and not self.logged_in and name != "login":
+        needs_login = ui if needs_login is None else needs_login
+        if needs_login and not self.logged_in and name != "login":
             check.ok, check.detail = False, "not run: the login failed"
         else:
             try:

@@ -45,3 +45,26 @@ END_GROUP = "::endgroup::"
 GROUP_PREFIX = "::group::"
 #: how the UI's log viewer titles the collapsed source group
 SOURCE_GROUP_LABEL = "Log message source details"
+
+#: the DAGs of the loop with the rollout: each on the DAG list, active, without import errors
+ROLLOUT_DAGS = (
+    "drift_monitor",
+    "retrain_detector",
+    "rollout_guard",
+    "rollback_detector",
+    "drift_accept_new_normal",
+)
+GUARD_DAG = "rollout_guard"
+#: the guard's first task pushes the stage it read from the routing document as this XCom
+#: (``RoutingDoc.summary()``, e.g. "#2 shadow (rollout-3-…): v3 shadows v2 on 100% of
+#: frames", or "serving"); the task's XCom tab renders it
+ROUTING_TASK = "routing"
+STAGE_XCOM_KEY = "rollout_stage"
+ROLLOUT_STAGES = ("shadow", "canary", "guard")
+#: how many of the guard's newest runs are searched for one with a stage
+GUARD_RUNS_SEARCHED = 50
+REGISTERED_MODEL = "driftloop-detector"
+#: the aliases ``make demo`` ends with (driftloop.promotion.registry's names)
+EXPECTED_ALIASES = ("champion", "challenger", "previous-champion")
+#: an alias tag in the versions table of the MLflow UI's registered-model page
+MLFLOW_ALIAS_TAG = '[role="status"][data-component-id*="aliastag" i]'

@@ -1,5 +1,6 @@
-"""The pure parts: the stack's Airflow login, UI URLs, task-log summaries, extra links, MLflow
-artifact URLs (unit-tested without a browser)."""
+"""The pure parts: the stack's Airflow login and MLflow URL, UI URLs, task-log summaries, extra
+links, MLflow artifact URLs, the rollout's DAGs, stages and aliases (unit-tested without a
+browser)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from driftloop_dev.ui_check.constants import (
     GROUP_PREFIX,
     LOG_PROBLEM_PHRASES,
     NOT_RUN_STATES,
+    ROLLOUT_STAGES,
     SOURCE_GROUP,
 )
 
@@ -32,6 +34,13 @@ def read_stack(root: Path, username: str = "admin") -> tuple[str, str, str]:
     if username not in passwords:
         raise LookupError(f"no password for {username!r} in the simple auth manager's file")
     return url.rstrip("/"), username, passwords[username]
+
+
+def read_mlflow_url(root: Path) -> str | None:
+    """``stack.json``'s ``urls.mlflow`` of the stack under ``root`` (None: no MLflow)."""
+    state = json.loads((root / "stack.json").read_text())
+    url = (state.get("urls") or {}).get("mlflow")
+    return url.rstrip("/") if url else None
 
 
 def ui_url(
@@ -221,3 +230,112 @@ def tries(api: AirflowAPI, ti: Mapping[str, Any]) -> list[dict]:
 def task_log(api: AirflowAPI, ti: Mapping[str, Any], try_number: int) -> list[Any]:
     path = f"{ti_path(ti['dag_id'], ti['dag_run_id'], ti['task_id'])}/logs/{try_number}"
     return api.get(path, map_index=ti["map_index"], full_content="true")["content"]
+
+
+# --------------------------------------------------------------------------- the rollout
+
+
+def dag_problems(expected: Iterable[str], dags: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What keeps the ``expected`` DAGs from running, from the REST ``dags`` list: not listed
+    (not parsed), import errors, paused."""
+    by_id = {d["dag_id"]: d for d in dags}
+    problems = []
+    for dag_id in expected:
+        dag = by_id.get(dag_id)
+        if dag is None:
+            problems.append(f"{dag_id} is not listed")
+            continue
+        if dag.get("has_import_errors"):
+            problems.append(f"{dag_id} has import errors")
+        if dag.get("is_paused"):
+            problems.append(f"{dag_id} is paused")
+    return problems
+
+
+_STAGE_SUMMARY = re.compile(r"^#\d+ (?P<stage>serving|shadow|canary|guard)\b")
+
+
+def stage_of(summary: Any) -> str | None:
+    """The stage that rollout_guard's ``routing`` task pushed as its XCom ``rollout_stage``:
+    ``"serving"`` (no rollout) or ``RoutingDoc.summary()`` (``"#2 shadow (rollout-3-…): v3
+    shadows v2 on 100% of frames"``); None when the value names no stage."""
+    text = str(summary or "").strip()
+    if text == "serving":
+        return text
+    match = _STAGE_SUMMARY.match(text)
+    return match["stage"] if match else None
+
+
+def pick_stage_run(summaries: Iterable[tuple[str, Any]]) -> tuple[str, str] | None:
+    """From ``(run_id, rollout_stage XCom)`` pairs, newest run first: the first run in a
+    rollout stage (shadow, canary, guard), else the first with any stage (serving), else None.
+    Stops reading at the first rollout stage (the pairs may be fetched lazily)."""
+    fallback = None
+    for run_id, summary in summaries:
+        stage = stage_of(summary)
+        if stage in ROLLOUT_STAGES:
+            return run_id, str(summary).strip()
+        if stage is not None and fallback is None:
+            fallback = (run_id, str(summary).strip())
+    return fallback
+
+
+def mlflow_model_url(base: str, name: str) -> str:
+    """The MLflow UI's page of a registered model (its versions table)."""
+    return f"{base.rstrip('/')}/#/models/{quote(name, safe='')}"
+
+
+def parse_alias_tag(text: str) -> str:
+    """An alias as the MLflow UI's tag shows it (``"@ champion"``, with a no-break space) → its
+    name."""
+    name = str(text).replace("\xa0", " ").strip()
+    return name[1:].strip() if name.startswith("@") else name
+
+
+_VERSION_HREF = re.compile(r"/versions/(?P<version>\d+)(?:[/?#]|$)")
+
+
+def aliases_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """``{alias: version}`` from the rows of the MLflow UI's versions table, each
+    ``{"href": <the version link>, "aliases": [<alias tag texts>]}``; rows without a version
+    link (the header) are left out. ValueError when the UI shows one alias on two versions."""
+    shown: dict[str, str] = {}
+    for row in rows:
+        match = _VERSION_HREF.search(str(row.get("href") or ""))
+        if not match:
+            continue
+        for text in row.get("aliases") or ():
+            alias = parse_alias_tag(text)
+            if not alias:
+                continue
+            if alias in shown and shown[alias] != match["version"]:
+                raise ValueError(
+                    f"the MLflow UI shows alias {alias!r} on v{shown[alias]} "
+                    f"and v{match['version']}"
+                )
+            shown[alias] = match["version"]
+    return shown
+
+
+def alias_problems(
+    expected: Iterable[str], shown: Mapping[str, str], registry: Mapping[str, str]
+) -> list[str]:
+    """Where the MLflow UI (``shown``) and the registry as the MLflow client sees it
+    (``registry``) disagree, and which ``expected`` alias either lacks."""
+    problems = []
+    expected = list(expected)
+    for alias in dict.fromkeys([*expected, *shown, *registry]):
+        held, ui = registry.get(alias), shown.get(alias)
+        if ui == held:
+            if held is None:  # expected, and on no version
+                problems.append(f"alias {alias!r} is on no version (registry and MLflow UI)")
+            continue
+        if ui is None:
+            problems.append(f"the MLflow UI shows no alias {alias!r} (the registry: v{held})")
+        elif held is None:
+            problems.append(f"the MLflow UI shows alias {alias!r} on v{ui}, the registry has none")
+        else:
+            problems.append(
+                f"the MLflow UI shows alias {alias!r} on v{ui}, the registry on v{held}"
+            )
+    return problems
