@@ -15,7 +15,7 @@ LOCK_TRAIN_ARGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
 # Every target, one line each (`make help`); test_makefile_help checks that none is missing.
 help:
-	@echo "make demo        the whole loop on the embedded stack: champion, drift, retrain, gate (~9 min)"
+	@echo "make demo        the whole loop on the embedded stack: champion, serving, drift, retrain, rollout (~11 min)"
 	@echo "make test        lint + unit, DAG and integration tests (starts the embedded stack)"
 	@echo "make unit        unit and DAG tests only: no servers, no embedded stack"
 	@echo "make up          start the stack with Airflow (PostgreSQL, LocalExecutor) and MLflow; prints the UIs' URLs and login"

@@ -11,6 +11,7 @@ aliases are still what it saw.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -104,14 +105,38 @@ def gather_evidence(s3, settings: Settings, run_id: str, policy) -> dict[str, An
         if doc is None or doc.stage == SERVING or doc.model != settings.registered_model:
             raise RoutingMoved("the rollout ended since this run started: nothing to judge")
         slo = RolloutSLO.from_policy(policy.rollout, doc.stage)
+        same = same_graph_as_baseline(settings, doc.subject, doc.baseline)
+        if same:  # the gate's rule: the same arithmetic differs in latency only by noise
+            wider = max(slo.latency_p95_tolerance, policy.latency.same_graph_tolerance)
+            slo = dataclasses.replace(slo, latency_p95_tolerance=wider)
         comparison = stage_evidence(s3, settings, doc.to_dict(), slo)
-        report = {"doc": doc.to_dict(), "comparison": _finite(comparison.to_dict())}
+        report = {
+            "doc": doc.to_dict(),
+            "comparison": _finite(comparison.to_dict()),
+            "same_graph": same,
+            "latency_p95_tolerance": slo.latency_p95_tolerance,
+        }
         put_json_once(s3, settings.bucket, key, report)
     return {
         "uri": s3_uri(settings.bucket, key),
         "sequence": report["doc"]["sequence"],
         "verdict": report["comparison"]["verdict"],
     }
+
+
+def same_graph_as_baseline(settings: Settings, subject: str | None, baseline: str | None):
+    """Whether the subject's serving graph has the baseline's signature (same ops, shapes,
+    FLOPs), from the subject's evaluation against that baseline in the ledger; None: unknown
+    (no such evaluation), and the stage keeps the policy's latency tolerance."""
+    from driftloop.evaluation.latency import LatencyComparison
+    from driftloop.retrain.records import ledger
+
+    subject_key = f"model:{settings.registered_model}/v{subject}"
+    for row in reversed(ledger(settings).entries(subject=subject_key, kind="evaluation")):
+        champion, latency = row.payload.get("champion") or {}, row.payload.get("latency")
+        if str(champion.get("version")) == str(baseline) and latency:
+            return LatencyComparison.from_dict(latency).same_graph
+    return None
 
 
 def _finite(value: Any) -> Any:

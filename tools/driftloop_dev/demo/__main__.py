@@ -4,4 +4,5 @@ import sys
 
 from driftloop_dev.demo.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # the world's render processes import this module again (spawn)
+    sys.exit(main())

@@ -1,5 +1,12 @@
 """How the demo runs a DAG: ``dag.test()`` in this process, or through the REST API of the
-scheduler that ``make up`` started."""
+scheduler that ``make up`` started.
+
+Both runners: :meth:`run` (one run that must succeed), :meth:`output` (a task's XCom),
+:meth:`settle` (wait until no run of a DAG is queued or running: under the scheduler, Asset
+events start ``rollout_guard`` runs of their own), :meth:`before_drift_checks` and
+:meth:`retrain_after_confirmed_drift` (the drift-confirmed retraining: the Asset's run under
+the scheduler, a run by hand with ``dag.test()``), :meth:`close`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ from driftloop_dev.demo.terminal import output_to
 from driftloop_dev.stack import DEFAULT_REPO, EmbeddedStack
 
 RETRAIN_OUTPUTS = {
+    "plan": "plan",
+    "reference": "reference_profile",
     "candidate": "register_candidate",
     "evaluation": "evaluate",
     "decision": "gate",
@@ -52,9 +61,22 @@ class DagTestRunner:
         ti = next((t for t in handle.get_task_instances() if t.task_id == task_id), None)
         return None if ti is None else ti.xcom_pull(task_ids=task_id)
 
-    def retrain_after_confirmed_drift(self, check: dict, conf: dict) -> tuple[str, float, Any]:
-        """What the drift-confirmed Asset starts under the scheduler, triggered by hand here."""
-        return self.run("retrain_detector", {**conf, "drift_event_id": check["event_id"]})
+    def settle(self, dag_id: str) -> None:
+        """Nothing runs on its own here."""
+
+    def before_drift_checks(self, policy) -> str | None:
+        """Nothing to prepare: the runs here read the policy this process names."""
+        return None
+
+    def retrain_after_confirmed_drift(
+        self, check: dict, conf: dict, params: dict
+    ) -> tuple[str, float, Any]:
+        """What the drift-confirmed Asset starts under the scheduler, triggered by hand here
+        (``params``: run-scoped policy Params, e.g. ``promote_to``)."""
+        return self.run("retrain_detector", {**conf, **params, "drift_event_id": check["event_id"]})
+
+    def close(self) -> None:
+        """Nothing to undo."""
 
 
 class SchedulerRunner:
@@ -62,16 +84,20 @@ class SchedulerRunner:
 
     mode = "the scheduler (REST API)"
     RUN_TIMEOUT_S = 1800.0
+    #: while the demo retrains by hand for its drift event (see :meth:`before_drift_checks`)
+    AUTO_RETRAIN_VARIABLE = "driftloop_auto_retrain"
 
     def __init__(self, api):
         from driftloop_dev.airflow_runs import wait_until
 
         self.api = api
+        #: the Variable's value before the demo set it (None: unset), while it is set
+        self._saved_variable: tuple[str | None] | None = None
         wait_until(self._dags_parsed, "the DAGs to be parsed", 300)
 
     def _dags_parsed(self) -> bool:
         dags = {d["dag_id"]: d for d in self.api.get("dags", limit=100)["dags"]}
-        wanted = ("drift_monitor", "retrain_detector")
+        wanted = ("drift_monitor", "retrain_detector", "rollout_guard")
         paused = [dag_id for dag_id in wanted if dags.get(dag_id, {}).get("is_paused")]
         if paused:
             raise SystemExit(
@@ -101,17 +127,77 @@ class SchedulerRunner:
 
         return xcom(self.api, dag_id, handle, task_id)
 
-    def retrain_after_confirmed_drift(self, check: dict, conf: dict) -> tuple[str, float, Any]:
+    def settle(self, dag_id: str) -> None:
+        """Wait until no run of ``dag_id`` is queued or running (Asset-triggered ones too)."""
+        from driftloop_dev.airflow_runs import FINISHED_RUN_STATES, dag_runs, wait_until
+
+        wait_until(
+            lambda: all(r["state"] in FINISHED_RUN_STATES for r in dag_runs(self.api, dag_id)),
+            f"the {dag_id} runs to finish",
+            self.RUN_TIMEOUT_S,
+        )
+
+    def before_drift_checks(self, policy) -> str | None:
+        """The scheduler's policy promotes a passing candidate straight to champion: the run
+        the drift-confirmed Asset starts would skip the rollout. So the demo switches
+        ``auto_retrain`` off (the Airflow Variable, restored by :meth:`close`): the Asset's run
+        opens a review, and the demo retrains for the event by hand with the run-scoped
+        ``promote_to`` Param, as an operator would. Returns what it did, in words."""
+        from driftloop_dev.airflow_api import AirflowAPIError
+
+        if policy.promote_to == "challenger":
+            return None
+        key = self.AUTO_RETRAIN_VARIABLE
+        try:
+            saved = self.api.get(f"variables/{key}")["value"]
+        except AirflowAPIError as err:
+            if err.status != 404:
+                raise
+            saved = None
+        body = {"key": key, "value": "false"}
+        if saved is None:
+            self.api.post("variables", body)
+        else:
+            self.api.patch(f"variables/{key}", body)
+        self._saved_variable = (saved,)
+        return (
+            f"the scheduler's policy ({policy.source}) promotes to champion: the Airflow "
+            f"Variable {key} is false until the drift's review is open (was "
+            f"{'unset' if saved is None else repr(saved)}), then the demo retrains for the event "
+            "with promote_to=challenger"
+        )
+
+    def retrain_after_confirmed_drift(
+        self, check: dict, conf: dict, params: dict
+    ) -> tuple[str, float, Any]:
         """The run that the drift-confirmed Asset event of ``check`` started: waited for, never
         triggered (``conf`` is what the dag.test() path uses; the Asset-triggered run takes
-        the DAG's defaults and the event's window and drift event)."""
+        the DAG's defaults and the event's window and drift event). With ``auto_retrain``
+        switched off (:meth:`before_drift_checks`) that run opens a review; then a run by hand
+        for the event, with ``conf`` and ``params``."""
         from driftloop_dev.airflow_runs import wait_for_run_started_by
 
         began = time.monotonic()
         run = wait_for_run_started_by(
             self.api, "drift_monitor", check["run_id"], "retrain_detector", 300
         )
-        return self._wait("retrain_detector", run["run_id"], began)
+        started = self._wait("retrain_detector", run["run_id"], began)
+        if self._saved_variable is None:
+            return started
+        self.close()  # the review is open: the automation is back as it was
+        return self.run("retrain_detector", {**conf, **params, "drift_event_id": check["event_id"]})
+
+    def close(self) -> None:
+        """Put the ``auto_retrain`` Variable back as it was."""
+        if self._saved_variable is None:
+            return
+        (saved,) = self._saved_variable
+        key = self.AUTO_RETRAIN_VARIABLE
+        if saved is None:
+            self.api.delete(f"variables/{key}")
+        else:
+            self.api.patch(f"variables/{key}", {"key": key, "value": saved})
+        self._saved_variable = None
 
 
 def _run_check(runner, end_day: str) -> dict:
