@@ -40,7 +40,6 @@ from driftloop_dev.airflow_runs import (
     answer_hitl,
     dag_runs,
     post_asset_event,
-    run_path,
     task_instances,
     task_states,
     trigger,
@@ -50,11 +49,15 @@ from driftloop_dev.airflow_runs import (
     wait_until,
     xcom,
 )
-from driftloop_dev.faults import FaultProxy
+from tests.integration.scheduler_support import (
+    REPO,
+    Timeline,
+    running_scheduler_stack,
+    serving_s3,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
-REPO = Path(__file__).resolve().parents[2]
 TIMELINE = REPO / ".stack" / "e2e-scheduler-timeline.md"
 DRIFT, RETRAIN = "drift_monitor", "retrain_detector"
 OPERATOR = "oncall-alice"
@@ -64,79 +67,6 @@ SENSOR_POKE_S = 5
 SENSOR_TIMEOUT_S = 240  # the scheduled check gives up on yesterday after this: skipped
 OUTAGE_S = 60
 HUMAN_READING_S = 15
-
-
-class Timeline:
-    """What the test did, with the wall clock; merged with the runs' task times at the end."""
-
-    def __init__(self):
-        self.events: list[tuple[float, str]] = []
-
-    def note(self, what: str) -> None:
-        self.events.append((time.time(), what))
-
-    def write(self, api, path: Path) -> str:
-        rows = [(at, "test", what, "", "") for at, what in self.events]
-        for dag_id in (DRIFT, RETRAIN):
-            for run in dag_runs(api, dag_id):
-                rows.append(
-                    (
-                        _ts(run["queued_at"] or run["run_after"]),
-                        f"{dag_id}",
-                        f"run {run['dag_run_id']} ({run['run_type']}) queued",
-                        run["state"],
-                        "",
-                    )
-                )
-                for ti in _every_try(api, dag_id, run["dag_run_id"]):
-                    if not ti["start_date"] or ti["try_number"] == 0:
-                        continue  # never ran: a branch not taken, or skipped downstream
-                    task = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
-                    took = (
-                        f"{_ts(ti['end_date']) - _ts(ti['start_date']):.1f} s"
-                        if ti["end_date"]
-                        else ""
-                    )
-                    rows.append(
-                        (
-                            _ts(ti["start_date"]),
-                            f"{dag_id} {run['dag_run_id']}",
-                            f"{task} try {ti['try_number']}",
-                            ti["state"],
-                            took,
-                        )
-                    )
-        rows.sort(key=lambda row: row[0])
-        start = rows[0][0]
-        lines = [
-            "| t (s) | where | what | state | took |",
-            "|---:|---|---|---|---:|",
-            *(
-                f"| {at - start:7.1f} | {where} | {what} | {state} | {took} |"
-                for at, where, what, state, took in rows
-            ),
-        ]
-        text = "\n".join(lines) + "\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return text
-
-
-def _every_try(api, dag_id: str, run_id: str) -> list[dict]:
-    """Every try of every task instance of a run (the list endpoint shows only the latest)."""
-    out = []
-    for ti in task_instances(api, dag_id, run_id):
-        if ti["try_number"] > 1:
-            out += api.get(
-                f"{run_path(dag_id, run_id)}/taskInstances/{ti['task_id']}/{ti['map_index']}/tries"
-            )["task_instances"]
-        else:
-            out.append(ti)
-    return out
-
-
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +87,6 @@ def world_spec():
 @pytest.fixture(scope="module")
 def scheduler_stack(tmp_path_factory, world_spec):
     """The Airflow processes on PostgreSQL, their S3 through a proxy that the test controls."""
-    from driftloop_dev.stack import EmbeddedStack
-
     root = tmp_path_factory.mktemp("e2e-stack")
     policy = yaml.safe_load((REPO / "include/driftloop/config/drift_policy.yaml").read_text())
     policy["approval"] = "required"
@@ -167,14 +95,7 @@ def scheduler_stack(tmp_path_factory, world_spec):
     policy["hysteresis"]["break_skips_wait"] = False
     policy_path = root / "drift_policy.yaml"
     policy_path.write_text(yaml.safe_dump(policy))
-    core = EmbeddedStack(root, REPO).start()  # moto, mlflow: the proxy needs moto's port
-    proxy = FaultProxy(core.components["s3"].port, name="s3")
-    connection = json.loads(core.env["AIRFLOW_CONN_AWS_DEFAULT"])
-    connection["extra"]["endpoint_url"] = proxy.url
     extra_env = {
-        # every Airflow process reaches S3 through the proxy; the test's own client does not
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
-        "AWS_ENDPOINT_URL_S3": proxy.url,
         "DRIFTLOOP_POLICY_PATH": str(policy_path),
         "DRIFTLOOP_SENSOR_POKE_S": str(SENSOR_POKE_S),
         "DRIFTLOOP_SENSOR_TIMEOUT_S": str(SENSOR_TIMEOUT_S),
@@ -188,28 +109,9 @@ def scheduler_stack(tmp_path_factory, world_spec):
         # the retries of validate come quickly, so the outage below is survived in minutes
         "DRIFTLOOP_RETRY_DELAY_S": "20",
     }
-    stack = EmbeddedStack(root, REPO, with_airflow_ui=True, extra_env=extra_env)
-    try:
-        stack.start()
-        stack.proxy = proxy
+    # every Airflow process reaches S3 through a proxy (stack.proxy); the test's client does not
+    with running_scheduler_stack(root, extra_env, s3_proxy=True) as stack:
         yield stack
-    finally:
-        stack.stop()
-        proxy.close()
-
-
-def _s3(stack):
-    """The serving side's client: straight to moto, not through the Airflow processes' proxy."""
-    import boto3
-
-    env = stack.env
-    return boto3.client(
-        "s3",
-        endpoint_url=stack.urls["s3"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"],
-    )
 
 
 def _write_day(s3, bucket: str, spec, index: int) -> str:
@@ -228,10 +130,10 @@ def test_the_loop_runs_unattended_under_the_scheduler(scheduler_stack, world_spe
     from driftloop_dev.golden import publish_golden_set
     from driftloop_dev.synth.scenarios import ground_truth_of
 
-    stack, timeline = scheduler_stack, Timeline()
+    stack, timeline = scheduler_stack, Timeline((DRIFT, RETRAIN))
     env, api = stack.env, stack.airflow_client()
     operator = stack.airflow_client(OPERATOR)
-    s3, bucket = _s3(stack), env["DRIFTLOOP_BUCKET"]
+    s3, bucket = serving_s3(stack), env["DRIFTLOOP_BUCKET"]
     last = WORLD_DAYS - 1
     yesterday = world_spec.date_of(last).isoformat()
 
