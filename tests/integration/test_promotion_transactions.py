@@ -13,6 +13,7 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from driftloop.audit.ledger import Ledger
 from driftloop.promotion import registry, transactions
 from driftloop.promotion.retention import plan_retention
+from tests.integration.registry_versions import register_versions
 
 pytestmark = pytest.mark.integration
 
@@ -56,23 +57,7 @@ def book(tmp_path):
 
 
 def _versions(client, model, n: int) -> list[str]:
-    experiment = client.get_experiment_by_name("txn-tests")
-    exp_id = experiment.experiment_id if experiment else client.create_experiment("txn-tests")
-    out = []
-    for i in range(n):
-        run_id = client.create_run(exp_id).info.run_id
-        logged = client.create_logged_model(exp_id, name="detector-int8", source_run_id=run_id)
-        version, _ = registry.register_candidate(
-            client,
-            model,
-            model_uri=f"models:/{logged.model_id}",
-            run_id=run_id,
-            airflow_run_id=f"{model}-{i}",
-            tags={},
-            description="t",
-        )
-        out.append(str(version.version))
-    return out
+    return register_versions(client, model, n, "txn-tests")
 
 
 def _promote(client, book, model, version, expected, key="run/promote", target="champion"):

@@ -17,6 +17,7 @@ import pytest
 from driftloop.audit.ledger import Ledger
 from driftloop.promotion import registry, rollout, rollout_steps, transactions
 from driftloop.promotion.routing import RoutingMoved, consistent_with_aliases, read_routing
+from tests.integration.registry_versions import register_versions
 
 pytestmark = pytest.mark.integration
 
@@ -86,23 +87,7 @@ def make_world(stack, s3, tmp_path, monkeypatch) -> dict:
 
 
 def _versions(client, model, n: int) -> list[str]:
-    experiment = client.get_experiment_by_name("rollout-tests")
-    exp_id = experiment.experiment_id if experiment else client.create_experiment("rollout-tests")
-    out = []
-    for i in range(n):
-        run_id = client.create_run(exp_id).info.run_id
-        logged = client.create_logged_model(exp_id, name="detector-int8", source_run_id=run_id)
-        version, _ = registry.register_candidate(
-            client,
-            model,
-            model_uri=f"models:/{logged.model_id}",
-            run_id=run_id,
-            airflow_run_id=f"{model}-{i}",
-            tags={},
-            description="t",
-        )
-        out.append(str(version.version))
-    return out
+    return register_versions(client, model, n, "rollout-tests")
 
 
 def _retrain_promotes(world, s3, version, expected, target, run_id):

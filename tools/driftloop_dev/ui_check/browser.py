@@ -37,6 +37,18 @@ class _Browser:
             state="visible", timeout=timeout_ms or self.timeout_ms
         )
 
+    def dags_not_listed(self, dag_ids) -> list[str]:
+        """The DAGs whose link does not appear on the page shown (the DAG list)."""
+        missing = []
+        for dag_id in dag_ids:
+            try:
+                self.page.locator(f'a[href$="/dags/{dag_id}"]').first.wait_for(
+                    state="visible", timeout=self.timeout_ms
+                )
+            except Exception:
+                missing.append(dag_id)
+        return missing
+
     def shot(self, name: str, *, full_page: bool = False) -> str:
         path = self.out_dir / name
         self.page.screenshot(path=str(path), full_page=full_page)

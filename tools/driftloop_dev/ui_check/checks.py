@@ -137,14 +137,7 @@ class _Checks(ReportChecks, RolloutChecks):
         url = ui_url(self.url)
         b.goto(url)
         check.urls.append(url)
-        missing = []
-        for dag_id in dag_ids:
-            try:
-                b.page.locator(f'a[href$="/dags/{dag_id}"]').first.wait_for(
-                    state="visible", timeout=b.timeout_ms
-                )
-            except Exception:
-                missing.append(dag_id)
+        missing = b.dags_not_listed(dag_ids)
         check.screenshots.append(b.shot("dag-list.png", full_page=True))
         check.data["dags"] = dag_ids
         if missing:

@@ -62,14 +62,7 @@ class RolloutChecks:
         url = ui_url(self.url)
         b.goto(url)
         check.urls.append(url)
-        missing = []
-        for dag_id in ROLLOUT_DAGS:
-            try:
-                b.page.locator(f'a[href$="/dags/{dag_id}"]').first.wait_for(
-                    state="visible", timeout=b.timeout_ms
-                )
-            except Exception:
-                missing.append(dag_id)
+        missing = b.dags_not_listed(ROLLOUT_DAGS)
         check.screenshots.append(b.shot("rollout-dags.png", full_page=True))
         if missing:
             problems.append(f"not on the DAG list: {missing}")
