@@ -45,11 +45,12 @@ $(STAMP): requirements.txt pyproject.toml tools/pyproject.toml
 venv: $(STAMP)
 
 # The training environment (torch, ultralytics): the local backend's interpreter. pip, not uv,
-# so torch and the CUDA wheels come from the machine's local package index.
+# so torch and the CUDA wheels come from the machine's local package index. No pip cache: those
+# wheels (~3 GB) are on local disk already, and a cached copy once filled CI's disk.
 TRAIN_STAMP := .venv-train/.installed
 $(TRAIN_STAMP): include/training/requirements.txt pyproject.toml
 	@test -x .venv-train/bin/python || $(PYTHON) -m venv .venv-train
-	.venv-train/bin/python -m pip install --quiet --disable-pip-version-check -r include/training/requirements.txt -e .
+	.venv-train/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir -r include/training/requirements.txt -e .
 	@touch $@
 
 train-env: $(TRAIN_STAMP)
