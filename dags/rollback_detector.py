@@ -7,8 +7,10 @@ The on-call operator's undo for a promotion: **Trigger** with a reason. The MLfl
 walk), the withdrawn version is tagged `rolled_back` with the reason, and the audit ledger
 records who asked, why and both versions. `drift_monitor` follows the alias, so its next
 check measures against the restored model's training window. The routing document
-(`rollout/routing.json`) then says the restored champion serves alone (a rollout in progress
-ends), and the `driftloop_champion` Asset announces the change (`rollout_guard` listens).
+(`rollout/routing.json`) then says the restored champion serves alone, and the
+`driftloop_champion` Asset announces the change (`rollout_guard` listens). A rollout in shadow
+or canary ends with it: its evidence compared the challenger with the withdrawn champion, so
+the same alias move clears `challenger` and tags that version `rollout_ended`.
 
 Fails with a clear message when there is no `previous-champion` to go back to. The change is a
 guarded transaction (intent row, compare-and-set, completion row): a retry (two, 30 s apart,

@@ -52,6 +52,9 @@ from driftloop.airflow.notifiers import task_failure_notifier
 from driftloop.airflow.s3 import s3_for_task
 from driftloop.config.settings import Settings
 
+# the schedule is read when the file is parsed (DRIFTLOOP_ROLLOUT_CRON)
+SETTINGS = Settings.from_env()
+
 #: the action tasks, named as the actions of driftloop.promotion.rollout
 ACTIONS = {
     "to_canary": "Shadow passed: the challenger serves the canary share of the frames.",
@@ -65,7 +68,7 @@ ACTIONS = {
 @dag(
     dag_id="rollout_guard",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"),
+        timetable=CronTriggerTimetable(SETTINGS.rollout_cron, timezone="UTC"),
         assets=CHAMPION | ROLLOUT,
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),

@@ -278,6 +278,28 @@ def test_a_manual_rollback_ends_the_rollout(world, s3, monkeypatch):
     _agree(world)
 
 
+def test_a_manual_rollback_during_shadow_withdraws_the_challenger_too(world, s3, monkeypatch):
+    from driftloop.promotion.rollback import rollback
+    from driftloop.promotion.rollout_transitions import after_manual_rollback
+
+    client, model, book = world["client"], world["model"], world["book"]
+    v1, v2, v3 = _versions(client, model, 3)
+    _retrain_promotes(world, s3, v1, None, "champion", "r1")
+    _retrain_promotes(world, s3, v2, v1, "champion", "r2")
+    _retrain_promotes(world, s3, v3, v2, "challenger", "r3")  # v3 in shadow against v2
+    done = rollback(world["settings"], "INC-10: v2 misfires", "oncall-bob", "m2")
+    assert done["challenger_withdrawn"] == v3
+    assert registry.aliases(client, model) == {"champion": v1}
+    ended = client.get_model_version(model, v3).tags["rollout_ended"]
+    assert f"v{v2} rolled back to v{v1}" in ended
+    assert "INC-10" in ended
+    assert "rolled_back" not in client.get_model_version(model, v3).tags
+    routed = after_manual_rollback(s3, world["settings"], "m2", done, "oncall-bob")
+    assert (routed["doc"]["stage"], routed["doc"]["champion"]) == ("serving", v1)
+    assert book.get("rollback_detector/m2/rollback").payload["challenger_withdrawn"] == v3
+    _agree(world)
+
+
 def test_a_crash_between_the_alias_move_and_the_document_is_finished_by_the_rerun(
     world, s3, monkeypatch
 ):

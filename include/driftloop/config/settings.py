@@ -97,6 +97,9 @@ class Settings(BaseModel):
     # -- schedules and sensors (read when a DAG file is parsed)
     drift_cron: str = Field("30 2 * * *", description="drift_monitor's daily check (UTC cron)")
     retrain_cron: str = Field("0 4 1 * *", description="retrain_detector's schedule (UTC cron)")
+    rollout_cron: str = Field(
+        "0 * * * *", description="rollout_guard's look at a rollout in progress (UTC cron)"
+    )
     sensor_poke_s: int = Field(
         300, gt=0, description="seconds between looks for the day's _SUCCESS marker"
     )
@@ -153,7 +156,7 @@ class Settings(BaseModel):
     def _normalise_backend(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("drift_cron", "retrain_cron")
+    @field_validator("drift_cron", "retrain_cron", "rollout_cron")
     @classmethod
     def _cron_shape(cls, value: str) -> str:
         # A preset (@daily …) or 5 fields; Airflow parses the expression itself later, this only

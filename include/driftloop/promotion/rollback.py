@@ -4,7 +4,9 @@ rollout guard after an SLO miss in the guard period (``rollout_guard``).
 One step, not a history walk: ``champion`` returns to ``previous-champion`` (which is then
 cleared), the withdrawn version is tagged ``rolled_back`` with the reason (and, from the
 guard, the evidence), and the audit ledger records who asked, why and both versions. It is a
-guarded change (:mod:`driftloop.promotion.transactions`): the intent row fixes which version is
+guarded change (:mod:`driftloop.promotion.transactions`). A ``challenger`` in shadow or canary
+is withdrawn in the same move (tagged ``rollout_ended``): its evidence compared it with the
+champion being withdrawn. The intent row fixes which version is
 withdrawn and which restored, so a re-run after a partial failure finishes that rollback — it
 never rolls back a second time, and never tags the restored version as withdrawn. Both callers
 use :func:`guarded_rollback`; the guard passes the aliases its decision saw, so a champion
@@ -59,7 +61,11 @@ def guarded_rollback(
         )
     withdrawn = str(move.expected[registry.CHAMPION])
     restored = str(move.intended[registry.CHAMPION])
-    tags = {"rolled_back": reason[:TAG_VALUE_LIMIT], **dict(withdrawn_tags or {})}
+    tags = {withdrawn: {"rolled_back": reason[:TAG_VALUE_LIMIT], **dict(withdrawn_tags or {})}}
+    challenger = move.expected.get(registry.CHALLENGER)
+    if challenger is not None:  # its rollout ends with the rollback (transactions.rollback_move)
+        ended = f"rollout ended: v{withdrawn} rolled back to v{restored}: {reason}"
+        tags[str(challenger)] = {"rollout_ended": ended[:TAG_VALUE_LIMIT]}
     return transactions.guarded_move(
         client,
         book,
@@ -71,8 +77,9 @@ def guarded_rollback(
             "reason": reason,
             "withdrawn": withdrawn,
             "restored": restored,
+            "challenger_withdrawn": challenger,
         },
-        tags=lambda m: {withdrawn: tags},
+        tags=lambda m: tags,
     )
 
 

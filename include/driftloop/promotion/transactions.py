@@ -95,21 +95,23 @@ def promotion_move(
 
 
 def rollback_move(model: str, current: Mapping[str, str]) -> AliasMove:
-    """``champion`` back to ``previous-champion``, which is then cleared."""
+    """``champion`` back to ``previous-champion``, which is then cleared. A ``challenger`` in
+    ``current`` (a rollout in shadow or canary) is cleared too: its evidence compared it with
+    the champion being withdrawn, so its rollout ends with the rollback."""
     champion = current.get(registry.CHAMPION)
     previous = current.get(registry.PREVIOUS_CHAMPION)
+    challenger = current.get(registry.CHALLENGER)
     if previous is None or champion is None:
         raise LookupError(
             f"{model} has no {registry.PREVIOUS_CHAMPION!r} version to roll back to "
             f"(aliases: {dict(current) or 'none'})"
         )
-    return AliasMove(
-        ROLLBACK,
-        model,
-        previous,
-        expected={registry.CHAMPION: champion, registry.PREVIOUS_CHAMPION: previous},
-        intended={registry.CHAMPION: previous, registry.PREVIOUS_CHAMPION: None},
-    )
+    expected = {registry.CHAMPION: champion, registry.PREVIOUS_CHAMPION: previous}
+    intended = {registry.CHAMPION: previous, registry.PREVIOUS_CHAMPION: None}
+    if challenger is not None:
+        expected[registry.CHALLENGER] = challenger
+        intended[registry.CHALLENGER] = None
+    return AliasMove(ROLLBACK, model, previous, expected=expected, intended=intended)
 
 
 def _apply(client, move: AliasMove) -> None:

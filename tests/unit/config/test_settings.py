@@ -33,12 +33,14 @@ def test_defaults_and_overrides():
         "DRIFTLOOP_SENSOR_POKE_S": "30",
         "DRIFTLOOP_TRAINING_BACKEND": " Kubernetes ",
         "DRIFTLOOP_RETRAIN_CRON": "@monthly",
+        "DRIFTLOOP_ROLLOUT_CRON": "*/30 * * * *",
         "DRIFTLOOP_PUSHGATEWAY_URL": "",  # empty means unset
     }
     settings = Settings.from_env(env)
     assert (settings.bucket, settings.sensor_poke_s) == ("data", 30)
     assert settings.training_backend == "kubernetes"
     assert settings.retrain_cron == "@monthly"
+    assert settings.rollout_cron == "*/30 * * * *"
     assert settings.pushgateway_url is None
 
 

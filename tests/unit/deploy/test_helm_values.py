@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from driftloop.config.settings import Settings
+
 REPO = Path(__file__).resolve().parents[3]
 VALUES = REPO / "deploy" / "helm" / "airflow-values.yaml"
 README = REPO / "deploy" / "README.md"
@@ -35,7 +37,7 @@ INLINE_SECRET_KEYS = {
 }
 _SECRET_NAME = re.compile(
     r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY|API_KEY|DATABASE_URL|"
-    r"SQL_ALCHEMY_CONN|BROKER_URL|RESULT_BACKEND|FERNET|AIRFLOW_CONN_AWS",
+    r"SQL_ALCHEMY_CONN|BROKER_URL|RESULT_BACKEND|FERNET|AIRFLOW_CONN_AWS|AIRFLOW_CONN_DRIFTLOOP",
     re.IGNORECASE,
 )
 _URL_WITH_CREDENTIALS = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
@@ -213,6 +215,16 @@ def test_task_credentials_only_where_tasks_and_triggers_run(values, env):
     assert triggerer_env == {"AIRFLOW_CONN_AWS_DEFAULT"}
     assert not {"AIRFLOW_CONN_AWS_DEFAULT", "DRIFTLOOP_DATABASE_URL"} & set(env)
     assert not values.get("secret"), "top-level `secret` reaches every component"
+
+
+def test_alerts_webhook_reaches_the_workers_from_an_optional_secret(values):
+    # the notifiers run in task processes, on the workers; absent Secret = notifications off
+    name = "AIRFLOW_CONN_" + Settings().alerts_conn_id.upper()
+    entries = [e for e in values["workers"]["env"] if e["name"] == name]
+    assert len(entries) == 1, f"workers.env lacks {name}"
+    ref = entries[0]["valueFrom"]["secretKeyRef"]
+    assert ref["optional"] is True
+    assert ref["key"] == name
 
 
 def test_every_referenced_secret_is_created_in_the_readme(values):

@@ -124,6 +124,20 @@ def test_a_change_survives_its_intent_row():
     assert again == change
 
 
+def test_a_rollback_during_a_rollout_clears_the_challenger_in_the_same_move():
+    from driftloop.promotion import transactions
+
+    current = {"champion": "4", "previous-champion": "3", "challenger": "5"}
+    move = transactions.rollback_move("m", current)
+    assert move.intended == {"champion": "3", "previous-champion": None, "challenger": None}
+    assert move.reachable_from(current)
+    assert move.reachable_from({"champion": "3", "previous-champion": "3", "challenger": "5"})
+    # another challenger appeared since: not the state this rollback was decided on
+    assert not move.reachable_from({**current, "challenger": "6"})
+    plain = transactions.rollback_move("m", {"champion": "4", "previous-champion": "3"})
+    assert "challenger" not in plain.intended
+
+
 # -- the transitions --------------------------------------------------------------------------
 
 
