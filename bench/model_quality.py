@@ -98,12 +98,19 @@ def train_and_fetch(args, work: Path) -> tuple[dict, Path, dict]:
 
         from mlflow import MlflowClient
 
+        from driftloop.retrain.model_files import download_onnx
+
         client = MlflowClient(settings.mlflow_tracking_uri)
         fetched = work / "fetched"
-        for path in ("weights/best.pt", "onnx/model_fp32.onnx", "onnx/model_int8.onnx"):
-            folder = fetched / path.split("/")[0]  # MLflow puts a file's download in dst itself
-            folder.mkdir(parents=True, exist_ok=True)
-            client.download_artifacts(training["run_id"], path, str(folder))
+        (fetched / "weights").mkdir(parents=True)
+        client.download_artifacts(training["run_id"], "weights/best.pt", str(fetched / "weights"))
+        # the exports are logged MLflow models (models:/m-…), each checked against its hash
+        onnx = training["onnx"]
+        for kind in ("fp32", "int8"):
+            local = download_onnx(
+                onnx[f"{kind}_model_uri"], fetched / kind, expected_sha256=onnx[f"{kind}_sha256"]
+            )
+            local.rename(fetched / f"model_{kind}.onnx")
         download_dataset(s3, snap.uri, fetched / "data")
         curve = {
             name: [m.value for m in sorted(client.get_metric_history(training["run_id"], name), key=lambda m: m.step)]
@@ -144,6 +151,10 @@ def print_report(args, timings: dict, curve: dict, scores: dict) -> None:
     print()
     print(f"INT8 vs FP32: mAP50 {100 * (int8['map50'] - fp32['map50']):+.2f} pp, "
           f"p50 x{int8['p50_ms'] / fp32['p50_ms']:.2f}, p95 x{int8['p95_ms'] / fp32['p95_ms']:.2f}")  # fmt: skip
+    summary = {f"{name.replace('-', '_')}_{key}": round(row[key], 4 if "map" in key else 2)
+               for name, row in scores["models"].items() for key in ("map50", "map50_95", "p95_ms")}  # fmt: skip
+    summary["train_and_export_s"] = round(timings["train_and_export_s"], 1)
+    print("summary: " + " ".join(f"{k}={v}" for k, v in summary.items()))
 
 
 def main(argv=None) -> int:
@@ -160,7 +171,7 @@ def main(argv=None) -> int:
             [
                 str(TRAINING_PYTHON), __file__, "--imgsz", str(args.imgsz), "--runs", str(args.runs),
                 "--json", str(out), "--score", str(fetched / "weights/best.pt"),
-                str(fetched / "onnx/model_fp32.onnx"), str(fetched / "onnx/model_int8.onnx"),
+                str(fetched / "model_fp32.onnx"), str(fetched / "model_int8.onnx"),
                 str(fetched / "data"),
             ],
             check=True, stdin=subprocess.DEVNULL,

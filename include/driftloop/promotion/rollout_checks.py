@@ -48,7 +48,7 @@ RESAMPLE_BUDGET = 4_000_000
 TAIL_FACTOR = 4.0
 TAIL_MIN = 256
 
-STATUSES = ("pass", "fail", "hold", "not_enough_data", "info")
+STATUSES = ("pass", "fail", "hold", "not_enough_data", "info", "explained")
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,11 @@ document's sequence (:func:`pair_frames`). :func:`compare_stage` judges them:
 * ``map50_95_delta``: mAP@0.5:0.95 of the subject minus the baseline's on the labeled frames
   (the gate's COCO mAP, :mod:`driftloop.evaluation.coco_map`); fails below ``−map_tolerance``.
 
+**Labels outrank proxies**: detections, confidence and agreement stand in for accuracy on
+unlabeled frames, and a better model finds boxes the baseline missed. Where a scope's mAP
+interval lies wholly above 0, a failing or holding proxy is ``"explained"`` (with
+``explained_by``) and blocks nothing; latency and errors are judged regardless.
+
 A model that failed on a frame (``error`` set) leaves that frame out of every check but the
 error check. Intervals are paired percentile-bootstrap intervals at the policy's confidence,
 resampling hours when the frames span at least six, else frames
@@ -95,6 +100,7 @@ AGREEMENT = "agreement_f1"
 ERRORS = "error_share_excess"
 MAP = "map50_95_delta"
 MAP_METRIC = "map50_95"
+LABEL_FREE_PROXIES = (DETECTIONS, CONFIDENCE, AGREEMENT)
 #: fewer frames than this in a check: no interval (a bootstrap of a handful of frames is not
 #: an interval a stage can be failed on)
 MIN_UNITS = 20
@@ -324,7 +330,21 @@ def _scope_checks(
         stat = MapDelta.of(*flat, res_map.cluster, thresholds_for(MAP_METRIC))
         estimate, unit = intervals(res_map, {MAP: stat}, confidence)[MAP], res_map.unit
     checks.append(_check(MAP, camera, rules[MAP], estimate, len(labeled), confidence, unit))
-    return checks
+    return _labels_outrank_proxies(checks)
+
+
+def _labels_outrank_proxies(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A scope's checks; its failing or holding proxies "explained" by an mAP interval > 0."""
+    map_check = next(c for c in checks if c["name"] == MAP)
+    if (low := map_check["low"]) is None or low <= 0:
+        return checks
+    why = f"{MAP} {map_check['estimate']:+.4g} [{low:+.4g}, {map_check['high']:+.4g}] > 0"
+    return [
+        {**c, "status": "explained", "explained_by": why}
+        if c["name"] in LABEL_FREE_PROXIES and c["status"] in ("fail", "hold")
+        else c
+        for c in checks
+    ]
 
 
 def _log_hours(records: pa.Table) -> float:

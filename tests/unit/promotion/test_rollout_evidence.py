@@ -133,6 +133,29 @@ def test_the_map_check_fails_a_much_worse_subject_and_passes_an_equal_one():
     assert comparison.verdict == "pass", comparison.reasons
 
 
+def test_labels_that_show_a_better_subject_outrank_the_label_free_proxies():
+    # the baseline misses half the boxes: a far better subject finds twice the detections
+    # and disagrees with it, which the proxies alone cannot tell from hallucination
+    world = World(n_frames=900, hours=8, baseline_miss=0.5)
+    unlabeled, labels = build(world)
+    blind = compare_stage(unlabeled, labels, slo_for("canary"), "canary")
+    assert blind.verdict == "fail"
+    assert ("detections_per_frame_ratio", "all") in failed(blind)
+
+    records, labels = build(replace(world, labeled=150))
+    comparison = compare_stage(records, labels, slo_for("canary"), "canary")
+    assert check(comparison, "map50_95_delta")["low"] > 0
+    detections = check(comparison, "detections_per_frame_ratio")
+    assert detections["status"] == "explained"
+    assert detections["explained_by"].startswith("map50_95_delta +")
+    assert check(comparison, "latency_p95_ratio")["status"] == "pass"  # still judged
+    assert comparison.verdict == "pass", comparison.reasons
+
+    # a subject that is better on labels but much slower still fails canary on latency
+    slow, labels = build(replace(world, labeled=150, slower=1.5))
+    assert compare_stage(slow, labels, slo_for("canary"), "canary").verdict == "fail"
+
+
 def test_five_percent_errors_fail():
     records, labels = build(World(n_frames=1500, hours=8, subject_error_share=0.05))
     comparison = compare_stage(records, labels, slo_for("canary"), "canary")
