@@ -7,6 +7,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -215,9 +216,11 @@ def test_serving_days_are_dealt_to_the_workers_in_order():
 class _FakeAirflow:
     """The REST calls SchedulerRunner makes: the DAG list, Variables, DAG runs."""
 
-    def __init__(self, variable=None, runs=()):
+    def __init__(self, variable=None, runs=(), drift_runs=()):
         self.variables = {} if variable is None else {"driftloop_auto_retrain": variable}
         self.runs = list(runs)
+        #: drift_monitor's running runs: {run_id: {task_id: state}}
+        self.drift_runs = {run_id: dict(states) for run_id, states in drift_runs}
         self.calls = []
 
     def get(self, path, **params):
@@ -232,6 +235,17 @@ class _FakeAirflow:
             if key not in self.variables:
                 raise AirflowAPIError("GET", path, 404, "not found")
             return {"key": key, "value": self.variables[key]}
+        if path == "dags/drift_monitor/dagRuns":
+            assert params["state"] == ["running"]
+            runs = [{"dag_run_id": r, "state": "running"} for r in self.drift_runs]
+            return {"dag_runs": runs, "total_entries": len(runs)}
+        if path.startswith("dags/drift_monitor/dagRuns/") and path.endswith("/taskInstances"):
+            run_id = unquote(path.split("/")[3])
+            tis = [
+                {"task_id": t, "map_index": -1, "state": s}
+                for t, s in self.drift_runs[run_id].items()
+            ]
+            return {"task_instances": tis, "total_entries": len(tis)}
         if path.endswith("/dagRuns"):
             states = self.runs.pop(0) if self.runs else ["success"]
             return {"dag_runs": [{"state": s} for s in states], "total_entries": len(states)}
@@ -243,6 +257,10 @@ class _FakeAirflow:
 
     def patch(self, path, body, **params):
         self.calls.append(("patch", path, body))
+        if "/taskInstances/" in path:
+            _, _, run_id, _, task_id = path.removeprefix("dags/").split("/")
+            self.drift_runs[unquote(run_id)][task_id] = body["new_state"]
+            return
         self.variables[body["key"]] = body["value"]
 
     def delete(self, path):
@@ -270,6 +288,28 @@ def test_under_a_champion_policy_the_scheduler_demo_reviews_first_and_restores(b
     runner.close()
     runner.close()  # once restored, nothing more to do
     assert api.variables == ({} if before is None else {"driftloop_auto_retrain": before})
+
+
+def test_a_scheduled_check_waiting_for_a_day_the_demo_never_serves_is_skipped():
+    from driftloop_dev.demo.runners import SchedulerRunner
+
+    waiting = "scheduled__2026-11-30T02:30:00+00:00"
+    api = _FakeAirflow(
+        drift_runs=[
+            (waiting, {"resolve_run": "success", "wait_for_data": "deferred"}),
+            ("manual__1", {"resolve_run": "success", "wait_for_data": "success"}),
+        ]
+    )
+    note = SchedulerRunner(api).before_drift_checks(_policy("challenger"))
+    assert api.drift_runs[waiting]["wait_for_data"] == "skipped"
+    assert api.drift_runs["manual__1"]["wait_for_data"] == "success"  # past its sensor
+    assert waiting in note
+    (patch,) = [c for c in api.calls if c[0] == "patch"]
+    assert (
+        patch[1]
+        == f"dags/drift_monitor/dagRuns/{quote(waiting, safe='')}/taskInstances/wait_for_data"
+    )
+    assert SchedulerRunner(api).before_drift_checks(_policy("challenger")) is None
 
 
 def test_settle_waits_for_the_runs_the_asset_events_started(monkeypatch):

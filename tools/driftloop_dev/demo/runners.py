@@ -79,6 +79,10 @@ class DagTestRunner:
         """Nothing to undo."""
 
 
+#: drift_monitor's deferrable sensor for the day's ``_SUCCESS`` marker
+WAITING_SENSOR = "wait_for_data"
+
+
 class SchedulerRunner:
     """Triggers runs through the REST API of the running Airflow and waits for them."""
 
@@ -138,15 +142,49 @@ class SchedulerRunner:
         )
 
     def before_drift_checks(self, policy) -> str | None:
-        """The scheduler's policy promotes a passing candidate straight to champion: the run
-        the drift-confirmed Asset starts would skip the rollout. So the demo switches
-        ``auto_retrain`` off (the Airflow Variable, restored by :meth:`close`): the Asset's run
-        opens a review, and the demo retrains for the event by hand with the run-scoped
-        ``promote_to`` Param, as an operator would. Returns what it did, in words."""
+        """Two things stand between the demo's checks and the scheduler; returns what the demo
+        did about them, in words. A scheduled check waiting for data the demo's world will
+        never have holds the DAG's one run slot (:meth:`_skip_waiting_sensors`). And a policy
+        that promotes a passing candidate straight to champion would let the run the
+        drift-confirmed Asset starts skip the rollout: the demo then switches ``auto_retrain``
+        off (the Airflow Variable, restored by :meth:`close`), so that run opens a review, and
+        retrains for the event by hand with the run-scoped ``promote_to`` Param, as an
+        operator would."""
+        notes = [self._skip_waiting_sensors()]
+        if policy.promote_to != "challenger":
+            notes.append(self._hold_auto_retrain(policy))
+        return "; ".join(n for n in notes if n) or None
+
+    def _skip_waiting_sensors(self) -> str | None:
+        """``drift_monitor`` runs one check at a time (``max_active_runs=1``), and the check
+        ``make up`` scheduled for today waits (its sensor deferred) for yesterday's inference
+        logs, up to ``DRIFTLOOP_SENSOR_TIMEOUT_S`` (6 h), then ends skipped. The demo serves
+        other days, so that run would hold back every check of the demo: its sensor (deferred,
+        or not started yet) is marked skipped through the REST API — what its timeout would
+        do, now, with a note on it. The demo has triggered no check yet."""
+        from driftloop_dev.airflow_runs import BUSY_TASK_STATES, dag_runs, run_path, task_states
+
+        skipped = []
+        for run in dag_runs(self.api, "drift_monitor", state=["running"]):
+            run_id = run["dag_run_id"]
+            states = task_states(self.api, "drift_monitor", run_id)
+            if WAITING_SENSOR not in states or states[WAITING_SENSOR] not in BUSY_TASK_STATES:
+                continue
+            self.api.patch(
+                f"{run_path('drift_monitor', run_id)}/taskInstances/{WAITING_SENSOR}",
+                {"new_state": "skipped", "note": "make demo: its world has no data for this day"},
+            )
+            skipped.append(run_id)
+        if not skipped:
+            return None
+        return (
+            f"drift_monitor {', '.join(skipped)} waited for a day the demo does not serve "
+            f"(its sensor would time out after hours): {WAITING_SENSOR} marked skipped"
+        )
+
+    def _hold_auto_retrain(self, policy) -> str:
         from driftloop_dev.airflow_api import AirflowAPIError
 
-        if policy.promote_to == "challenger":
-            return None
         key = self.AUTO_RETRAIN_VARIABLE
         try:
             saved = self.api.get(f"variables/{key}")["value"]
