@@ -145,12 +145,15 @@ def retrain_detector():
     def snapshot_dataset(plan: dict, run_id=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+        from driftloop.evaluation.golden import GoldenSetIntegrityError, GoldenSetMissing
         from driftloop.retrain.frames import NoFramesError
         from driftloop.retrain.snapshot import snapshot_for_plan
 
         s3, settings = s3_for_task()
         try:
             return snapshot_for_plan(s3, settings, plan, run_id)
+        except (GoldenSetMissing, GoldenSetIntegrityError) as err:  # a person must publish it
+            raise AirflowFailException(str(err)) from err
         except NoFramesError as err:
             if plan["trigger"]["kind"] == "schedule":
                 # the routine retraining has nothing to learn from: nothing to do, not an error

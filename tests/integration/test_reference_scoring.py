@@ -13,7 +13,8 @@ two. ``reference_profile`` then:
    generator's;
 2. run again for the same DAG run: reuses the partitions (no model loaded) and gives the same
    bundle;
-3. for a window where a day has no frames: falls back to the inference logs for the whole window.
+3. for a window where a day has inference logs but no frames: falls back to the inference logs
+   for the whole window; a day with neither (no traffic) is left out of a scored reference.
 
 Its own bucket: the session's holds other tests' days.
 """
@@ -188,6 +189,17 @@ def test_the_candidate_scores_its_window_and_a_rerun_reuses_it(
         k["Key"]: k["ETag"]
         for k in storage.list_keys(s3, settings.bucket, "reference-scoring/manual__scored/")
     } == parts
+
+
+def test_a_day_without_any_traffic_leaves_the_reference_to_the_scored_days(s3, settings, training):
+    # a window reaching before the first day of traffic (a first model): no frames and no
+    # logs that day, so nothing there to describe; the framed days are scored
+    quiet = "2031-08-31"
+    reference = _reference(s3, settings, training, [quiet, *FRAME_DAYS], "manual__quiet")
+    assert reference["source"] == "scored_frames"
+    assert reference["days"] == FRAME_DAYS
+    assert reference["days_without_traffic"] == [quiet]
+    assert reference["frames_per_day"] == dict.fromkeys(FRAME_DAYS, PER_DAY)
 
 
 def test_a_window_with_a_day_without_frames_uses_the_inference_logs(s3, settings, training):

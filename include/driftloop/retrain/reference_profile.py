@@ -4,12 +4,14 @@
 registration) builds the reference bundle (binning, sketch profile, bounded sample) of the
 training window, from one of two sources, named in the result's ``source``:
 
-- ``scored_frames`` — when every day of the window has its frames stored
-  (``frames/dt=D/_frames.jsonl``): the CANDIDATE's own outputs on them, at most
+- ``scored_frames`` — when every day of the window that had traffic has its frames stored
+  (``frames/dt=D/_frames.jsonl``; a day with neither frames nor inference logs had no
+  traffic and is left out): the CANDIDATE's own outputs on them, at most
   ``reference_scoring.max_frames_per_day`` frames a day of the drift policy
   (:mod:`.reference_profile_scoring`). Its detections, confidences and embedding are then the
   model's own, so drift is measured against what this model did on the data it learned from;
-- ``inference_logs`` — otherwise, for the whole window: the window's inference logs. Their
+- ``inference_logs`` — otherwise (a day with logs but no frames: one model's outputs must
+  describe the whole window, never a mix), for the whole window: its inference logs. Their
   image features are the data's, but their prediction columns and embedding come from the
   model that served those days (the previous champion).
 
@@ -56,12 +58,15 @@ def training_window_reference(
     from driftloop.retrain import reference_profile_scoring as scoring
 
     days = list(plan["days"])
-    missing = scoring.days_without_frames(s3, settings.bucket, days)
-    if not missing:
+    without_frames = scoring.days_without_frames(s3, settings.bucket, days)
+    logged = {d: list_partition(s3, settings.bucket, d) for d in without_frames}
+    missing = [d for d in without_frames if logged[d].keys]  # traffic whose frames are gone
+    framed = [d for d in days if d not in without_frames]
+    if framed and not missing:
         partitions, scored, model = scoring.score_window(
             s3,
             settings.bucket,
-            days,
+            framed,
             training,
             run_id,
             model_name=settings.registered_model,
@@ -73,6 +78,7 @@ def training_window_reference(
             "model_sha256": model.sha256,
             "scoring_uri": s3_uri(settings.bucket, scoring.scoring_prefix(run_id)),
             "max_frames_per_day": max_frames_per_day,
+            "days_without_traffic": without_frames,
             # per day: frames chosen, scored, and left out (unreadable, or the model failed)
             "scoring": {
                 day: {key: done[key] for key in ("selected", "scored", "errors")}
@@ -80,12 +86,15 @@ def training_window_reference(
             },
         }
     else:
-        log.info("no frames stored for %s: the reference comes from the inference logs", missing)
+        log.info(
+            "no frames stored for %s: the reference comes from the inference logs",
+            missing or without_frames,
+        )
         partitions = [p for p in (list_partition(s3, settings.bucket, d) for d in days) if p.keys]
         if not partitions:
             raise ValueError(f"no inference logs for the training window {days[0]}..{days[-1]}")
         source = INFERENCE_LOGS
-        details = {"days_without_frames": missing}
+        details = {"days_without_frames": missing or without_frames}
     valid, rows = valid_partitions(s3, settings.bucket, partitions, source)
     bundle = build_reference_bundle(s3, settings.bucket, valid, sample_size)
     return {

@@ -216,11 +216,13 @@ def test_serving_days_are_dealt_to_the_workers_in_order():
 class _FakeAirflow:
     """The REST calls SchedulerRunner makes: the DAG list, Variables, DAG runs."""
 
-    def __init__(self, variable=None, runs=(), drift_runs=()):
+    def __init__(self, variable=None, runs=(), drift_runs=(), next_run_after=()):
         self.variables = {} if variable is None else {"driftloop_auto_retrain": variable}
         self.runs = list(runs)
         #: drift_monitor's running runs: {run_id: {task_id: state}}
         self.drift_runs = {run_id: dict(states) for run_id, states in drift_runs}
+        #: retrain_detector's next_dagrun_run_after, one value per GET
+        self.next_run_after = list(next_run_after)
         self.calls = []
 
     def get(self, path, **params):
@@ -235,6 +237,11 @@ class _FakeAirflow:
             if key not in self.variables:
                 raise AirflowAPIError("GET", path, 404, "not found")
             return {"key": key, "value": self.variables[key]}
+        if path == "dags/retrain_detector":
+            return {
+                "dag_id": "retrain_detector",
+                "next_dagrun_run_after": self.next_run_after.pop(0),
+            }
         if path == "dags/drift_monitor/dagRuns":
             assert params["state"] == ["running"]
             runs = [{"dag_run_id": r, "state": "running"} for r in self.drift_runs]
@@ -310,6 +317,23 @@ def test_a_scheduled_check_waiting_for_a_day_the_demo_never_serves_is_skipped():
         == f"dags/drift_monitor/dagRuns/{quote(waiting, safe='')}/taskInstances/wait_for_data"
     )
     assert SchedulerRunner(api).before_drift_checks(_policy("challenger")) is None
+
+
+def test_before_the_world_the_runs_make_up_scheduled_are_created_and_ended(monkeypatch):
+    import driftloop_dev.airflow_runs as runs
+    from driftloop_dev.demo.runners import SchedulerRunner
+
+    api = _FakeAirflow(
+        # the scheduler has not created the latest monthly run yet; then it has
+        next_run_after=["2026-11-01T04:00:00Z", "2099-12-01T04:00:00Z"],
+        runs=[["running"], ["success"]],
+    )
+    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    SchedulerRunner(api).before_world()
+    assert api.next_run_after == []  # asked until the due run existed
+    assert [c[1] for c in api.calls if c[1].endswith("/dagRuns")] == [
+        "dags/retrain_detector/dagRuns"
+    ] * 2  # then waited for it to end
 
 
 def test_settle_waits_for_the_runs_the_asset_events_started(monkeypatch):

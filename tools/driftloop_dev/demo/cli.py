@@ -192,6 +192,8 @@ def _story(args: argparse.Namespace, *, as_json: bool = False) -> int:
         )
         days = story_days(spec)
 
+        runner = _runner(stack, log_path)
+        runner.before_world()
         mark = time.monotonic()
         say(
             f"writing the synthetic world: {WORLD_DAYS} days, abrupt drift from "
@@ -206,7 +208,6 @@ def _story(args: argparse.Namespace, *, as_json: bool = False) -> int:
             frames_per_day=args.frames_per_day,
         )
         phases["world"] = time.monotonic() - mark
-        runner = _runner(stack, log_path)
         say(f"  {objects} objects in s3://{settings.bucket}; running the DAGs with {runner.mode}")
 
         mark = time.monotonic()

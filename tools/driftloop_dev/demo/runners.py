@@ -3,7 +3,8 @@ scheduler that ``make up`` started.
 
 Both runners: :meth:`run` (one run that must succeed), :meth:`output` (a task's XCom),
 :meth:`settle` (wait until no run of a DAG is queued or running: under the scheduler, Asset
-events start ``rollout_guard`` runs of their own), :meth:`before_drift_checks` and
+events start ``rollout_guard`` runs of their own), :meth:`before_world`,
+:meth:`before_drift_checks` and
 :meth:`retrain_after_confirmed_drift` (the drift-confirmed retraining: the Asset's run under
 the scheduler, a run by hand with ``dag.test()``), :meth:`close`.
 """
@@ -62,6 +63,9 @@ class DagTestRunner:
         return None if ti is None else ti.xcom_pull(task_ids=task_id)
 
     def settle(self, dag_id: str) -> None:
+        """Nothing runs on its own here."""
+
+    def before_world(self) -> None:
         """Nothing runs on its own here."""
 
     def before_drift_checks(self, policy) -> str | None:
@@ -140,6 +144,23 @@ class SchedulerRunner:
             f"the {dag_id} runs to finish",
             self.RUN_TIMEOUT_S,
         )
+
+    def before_world(self) -> None:
+        """``make up`` unpauses the DAGs, and the scheduler starts ``retrain_detector``'s
+        latest monthly run at once (``catchup=False`` still runs the latest). On the empty
+        bucket it ends skipped in seconds; started while the demo writes its world, it would
+        train on it next to the demo. So the demo waits until the scheduler has created the
+        runs that were due and they have ended, before it writes anything."""
+        from datetime import UTC, datetime
+
+        from driftloop_dev.airflow_runs import wait_until
+
+        def due_runs_created() -> bool:
+            after = self.api.get("dags/retrain_detector").get("next_dagrun_run_after")
+            return after is None or datetime.fromisoformat(after) > datetime.now(UTC)
+
+        wait_until(due_runs_created, "the scheduler to start the runs that were due", 300)
+        self.settle("retrain_detector")
 
     def before_drift_checks(self, policy) -> str | None:
         """Two things stand between the demo's checks and the scheduler; returns what the demo
