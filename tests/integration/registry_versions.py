@@ -6,8 +6,11 @@ from __future__ import annotations
 from driftloop.promotion import registry
 
 
-def register_versions(client, model: str, n: int, experiment: str) -> list[str]:
-    """``n`` new versions of ``model``, each from its own run in ``experiment``."""
+def register_versions(
+    client, model: str, n: int, experiment: str, tags: dict[str, str] | None = None
+) -> list[str]:
+    """``n`` new versions of ``model``, each from its own run in ``experiment`` (``tags`` on
+    every version)."""
     found = client.get_experiment_by_name(experiment)
     exp_id = found.experiment_id if found else client.create_experiment(experiment)
     out = []
@@ -20,7 +23,7 @@ def register_versions(client, model: str, n: int, experiment: str) -> list[str]:
             model_uri=f"models:/{logged.model_id}",
             run_id=run_id,
             airflow_run_id=f"{model}-{i}",
-            tags={},
+            tags=dict(tags or {}),
             description="t",
         )
         out.append(str(version.version))

@@ -19,6 +19,7 @@ from datetime import date, timedelta
 import pytest
 
 from tests.conftest import load_dag
+from tests.integration.registry_versions import register_versions
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +176,6 @@ def test_accepting_a_drift_against_the_champion_records_the_window_on_its_versio
     from driftloop.contracts.storage import list_partition
     from driftloop.drift import history, tracking
     from driftloop.drift.reference import build_reference_bundle
-    from driftloop.promotion import registry
 
     model = f"lifecycle-detector-{uuid.uuid4().hex[:8]}"  # a champion no other test sees
     monkeypatch.setenv("DRIFTLOOP_REGISTERED_MODEL", model)
@@ -188,20 +188,9 @@ def test_accepting_a_drift_against_the_champion_records_the_window_on_its_versio
         s3, settings.bucket, [list_partition(s3, settings.bucket, d) for d in training_days], 2000
     )
     client = MlflowClient(settings.mlflow_tracking_uri)
-    experiment = client.get_experiment_by_name("lifecycle-tests")
-    exp_id = experiment.experiment_id if experiment else client.create_experiment("lifecycle-tests")
-    run_id = client.create_run(exp_id).info.run_id
-    logged = client.create_logged_model(exp_id, name="detector-int8", source_run_id=run_id)
-    version, _ = registry.register_candidate(
-        client,
-        model,
-        model_uri=f"models:/{logged.model_id}",
-        run_id=run_id,
-        airflow_run_id=f"{model}-1",
-        tags={tracking.REFERENCE_TAG: bundle.uri},
-        description="champion of the life-cycle test",
-    )
-    client.set_registered_model_alias(model, "champion", str(version.version))
+    tags = {tracking.REFERENCE_TAG: bundle.uri}
+    (version,) = register_versions(client, model, 1, "lifecycle-tests", tags)
+    client.set_registered_model_alias(model, "champion", version)
 
     first, _ = _check(_day(drift, 13))  # the current window is all drifted days
     decision = _decision(s3, first)
@@ -215,13 +204,13 @@ def test_accepting_a_drift_against_the_champion_records_the_window_on_its_versio
 
     _, states = _accept({"event_id": event_id, "note": "new cameras are here to stay"})
     assert states["accept_new_normal"] == "success"
-    tags = client.get_model_version(model, str(version.version)).tags
+    tags = client.get_model_version(model, version).tags
     assert tags[tracking.ACCEPTED_WINDOW_TAG] == f"{_day(drift, 0)}..{_day(drift, 13)}"
     assert tags[tracking.ACCEPTED_EVENT_TAG] == str(event_id)
     assert tags[tracking.REFERENCE_TAG] == bundle.uri  # the training reference is kept
     event = history.get_event(history.engine_for(settings.database_url), event_id)
     assert event["status"] == "ACCEPTED"
-    assert f"recorded on champion v{version.version}" in event["note"]
+    assert f"recorded on champion v{version}" in event["note"]
 
     after, states = _check(_day(drift, 15))
     decision = _decision(s3, after)
@@ -231,7 +220,7 @@ def test_accepting_a_drift_against_the_champion_records_the_window_on_its_versio
         "accepted",
         event_id,
     )
-    assert reference["model_version"] == str(version.version)
+    assert reference["model_version"] == version
     assert reference["days"] == [_day(drift, i) for i in range(14)]
     assert decision["severity"] == "none", decision["drifted_features"]
     assert states["no_drift"] == "success"

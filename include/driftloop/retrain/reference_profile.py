@@ -90,7 +90,8 @@ def training_window_reference(
             "no frames stored for %s: the reference comes from the inference logs",
             missing or without_frames,
         )
-        partitions = [p for p in (list_partition(s3, settings.bucket, d) for d in days) if p.keys]
+        listed = (logged.get(d) or list_partition(s3, settings.bucket, d) for d in days)
+        partitions = [p for p in listed if p.keys]
         if not partitions:
             raise ValueError(f"no inference logs for the training window {days[0]}..{days[-1]}")
         source = INFERENCE_LOGS
