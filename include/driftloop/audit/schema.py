@@ -39,7 +39,7 @@ PG_MIGRATION_LOCK_KEY = int.from_bytes(
 )
 _ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 #: tables the application role reads and writes freely (drift history: re-runs update it)
-HISTORY_TABLES = ("drift_checks", "drift_events")
+HISTORY_TABLES = ("drift_checks", "drift_events", "performance_days")
 
 
 def create_engine(url: str) -> sa.Engine:

@@ -13,10 +13,9 @@ a detected drift::
 
 The first three are *open* (:data:`OPEN_EVENT_STATUSES`): the drift is not dealt with. An
 open event measured against a sliding reference freezes that reference
-(:func:`driftloop.drift.baselines.freezing_event`); an accepted one makes the accepted
-window the baseline (:func:`driftloop.drift.baselines.accepted_sliding_reference`). See ``docs/architecture.md``, "Life cycle of a drift
-event".
-"""
+(:func:`driftloop.drift.baselines.freezing_event`); an accepted one makes the accepted window
+the baseline (:func:`driftloop.drift.baselines.accepted_sliding_reference`). See
+``docs/architecture.md``, "Life cycle of a drift event"."""
 
 from __future__ import annotations
 
@@ -38,6 +37,7 @@ CLOSED_EVENT_STATUSES = ("RESOLVED", "ACCEPTED", "IGNORED")
 EVENT_STATUSES = OPEN_EVENT_STATUSES + CLOSED_EVENT_STATUSES
 #: how a check's reference was chosen (``drift_checks.reference_rule``)
 REFERENCE_RULES = ("champion", "sliding", "frozen", "accepted")
+EVENT_KINDS = ("input", "performance")  # drift_events.kind: the inputs/outputs, or accuracy
 
 metadata = sa.MetaData()
 
@@ -75,12 +75,12 @@ drift_events = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("actor", sa.String(250)),
     sa.Column("note", sa.Text),
-    # how it was closed (revision 0004)
-    sa.Column("closed_at", sa.DateTime(timezone=True)),
+    sa.Column("closed_at", sa.DateTime(timezone=True)),  # how it was closed (revision 0004)
     sa.Column("resolved_model_version", sa.String(64)),
     sa.Column("accepted_window_start", sa.Date),
     sa.Column("accepted_window_end", sa.Date),
     sa.Column("accepted_check_run_id", sa.String(250)),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="input"),  # 0005: EVENT_KINDS
 )
 
 
