@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from driftloop.contracts import schema, storage
+from driftloop.contracts.labeled import FRAMES_INDEX
 from driftloop.evaluation import golden as golden_set
 
 SPLITS: tuple[str, ...] = ("train", "val", "eval")
@@ -171,8 +172,8 @@ def discover_frames(
     labels: dict[str, list[str]] = {}
     for key in keys:
         rel = key[len(prefix) :]
-        if not rel or rel.endswith("/") or (golden and rel == golden_set.MANIFEST):
-            continue  # folder markers; the golden set's own manifest
+        if not rel or rel.endswith("/") or rel == (golden_set.MANIFEST if golden else FRAMES_INDEX):
+            continue  # folder markers; the golden set's manifest; a day's frames.jsonl
         folder, _, name = rel.partition("/")
         stem, ext = os.path.splitext(name)
         ext = ext.lower()
