@@ -33,8 +33,9 @@ day before the run's logical date (the 02:30 run on the 29th checks the 28th), o
 4. `reference` / `profile_partition` (mapped, one per day) / `statistics` — mergeable sketches,
    cached per partition: PSI, Jensen–Shannon, normalised Wasserstein, KS, KL, chi-square,
    embedding MMD and PCA components, on the **full** windows.
-5. `decide` — effect-size thresholds, Benjamini–Hochberg, k-of-n hysteresis over the stored
-   history → `none` / `warn` / `critical`, recorded in the drift history.
+5. `measure_performance` — the champion's mAP on new labeled days and its label-free estimate.
+   `decide` — effect-size thresholds, Benjamini–Hochberg, k-of-n hysteresis over the stored
+   history, and the performance verdict → `none` / `warn` / `critical`, recorded in the history.
 6. `evidently_report` — Evidently HTML + JSON on a bounded sample, in `reports/drift/<run>/`,
    showing the verdict: per feature (the embedding included) the policy's statistic and
    threshold, drifted exactly where `decide` alerts; its headline is the severity.
@@ -46,18 +47,6 @@ day before the run's logical date (the 02:30 run on the 29th checks the 28th), o
    `confirm_drift` emits the `driftloop_drift_confirmed` Asset that triggers
    `retrain_detector`. A critical check of a drift whose event is still open belongs to it
    (`drift_event_already_open`): one drift, one approval, one retraining.
-
-**A drift event** stays open (`NEEDS_REVIEW`, `ACTIONED`, `RETRAINING_FAILED`) until a
-retraining for it is promoted champion (**RESOLVED**), an operator accepts it as the new
-normal (**ACCEPTED**: the form, or the `drift_accept_new_normal` DAG; the window last checked
-becomes the reference) or ignores it (**IGNORED**: the reference slides on). While an event
-measured against a **sliding** reference is open, later checks keep the reference of the check
-that opened it ("frozen by drift event N"): a persistent drift keeps alerting until it is dealt
-with. `decision.json` and the drift history record each check's reference rule and why
-(docs/architecture.md, "Life cycle of a drift event").
-
-**Manual trigger**: set `end_date` to check another day; the threshold Params override the policy
-for this run only (the run's policy version is then recorded as `<version>+override`).
 """
 
 from __future__ import annotations
@@ -70,6 +59,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, dag, task
 
 from driftloop.airflow.assets import DRIFT_CONFIRMED, INFERENCE_LOGS
+from driftloop.airflow.drift_docs import DRIFT_MONITOR_DOC, LOG_TO_MLFLOW_DOC
 from driftloop.airflow.hitl import RecordedHITLBranchOperator
 from driftloop.airflow.links import DRIFT_REPORT_URL_KEY
 from driftloop.airflow.notifiers import send, task_failure_notifier
@@ -113,7 +103,7 @@ def _policy(document):
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
-    doc_md=__doc__,
+    doc_md=__doc__ + DRIFT_MONITOR_DOC,
     tags=["driftloop", "drift", "monitoring"],
     params=drift_monitor_params(),
 )
@@ -251,12 +241,19 @@ def drift_monitor():
         return render_evidently(s3, settings, reference, statistics, decision, run_id)
 
     @task
+    def measure_performance(plan: dict, run_id=None) -> str:
+        from driftloop.drift.verdict import measure_performance as measure
+
+        return measure(*s3_for_task(), plan, run_id)
+
+    @task
     def decide(
         plan: dict,
         reference: dict,
         statistics: dict,
         validation: dict,
         policy: dict,
+        performance: str,
         run_id=None,
     ) -> dict:
         from driftloop.drift.verdict import decide_and_record
@@ -271,15 +268,10 @@ def drift_monitor():
             validated=validation,
             policy=_policy(policy),
             run_id=run_id,
+            performance_uri=performance,
         )
 
-    @task(
-        doc_md=(
-            "Logs the check to MLflow (experiment `drift-monitor`). Its **Details** tab has two "
-            "extra links: **MLflow run** and **Drift report** (the Evidently report, opened in "
-            "the MLflow UI). The approval form links the same report."
-        )
-    )
+    @task(doc_md=LOG_TO_MLFLOW_DOC)
     def log_to_mlflow(decision: dict, report: dict, run_id=None, ti=None) -> dict:
         from driftloop.airflow.links import DRIFT_REPORT_URL_KEY, MLFLOW_RUN_URL_KEY
         from driftloop.drift.publish import log_to_mlflow as log_run
@@ -293,12 +285,11 @@ def drift_monitor():
 
     @task
     def push_metrics(decision: dict, dag_run=None) -> bool:
-        from driftloop.contracts.storage import get_json_uri
         from driftloop.drift.publish import push_metrics as push
 
         s3, settings = s3_for_task()
         started = dag_run.start_date.timestamp() if dag_run and dag_run.start_date else None
-        return push(settings, decision, get_json_uri(s3, decision["statistics_uri"]), started)
+        return push(s3, settings, decision, started)
 
     @task.branch
     def route(decision: dict) -> str:
@@ -369,7 +360,7 @@ def drift_monitor():
     def confirm_drift(event: dict, run_id=None, outlet_events=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from driftloop.drift.events import record_event_answer, recorded_answer
+        from driftloop.drift.events import event_kind, record_event_answer, recorded_answer
         from driftloop.drift.history import EventClosedError
 
         if event.get("already_open"):  # its own event emits (or emitted) the Asset
@@ -388,6 +379,7 @@ def drift_monitor():
             "window_end": decision["window"]["end"],
             "drifted_features": decision["drifted_features"],
             "decision_uri": decision["decision_uri"],
+            "kind": event_kind(decision),  # input drift, or the champion's accuracy alone
         }
         return record
 
@@ -429,7 +421,8 @@ def drift_monitor():
             partition=valid_current_partitions(validated)
         )
         stats = statistics(ref, profiles, checked["policy"])
-    decision = decide(checked["plan"], ref, stats, validated, checked["policy"])
+    performance = measure_performance(checked["plan"])
+    decision = decide(checked["plan"], ref, stats, validated, checked["policy"], performance)
     with TaskGroup("publish", prefix_group_id=False, tooltip="report, MLflow, metrics"):
         report = evidently_report(ref, stats, decision)
         logged = log_to_mlflow(decision, report)

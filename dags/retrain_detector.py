@@ -1,59 +1,8 @@
 """retrain_detector: from confirmed drift to a promoted (or rejected) and audited model.
 
-### retrain_detector
-
-Runs on the `driftloop_drift_confirmed` Asset (emitted by `drift_monitor`), on the 1st of every
-month, or by hand (Params: reason, `last_n_days`, epochs, image size, base, `dry_run`, and
-`drift_event_id` to retrain for a drift event after its review; the promotion-policy Params
-override the policy file for this run only, recorded as version `<version>+override`; a Param
-may make the gate stricter, but loosen it — a lower floor, a wider tolerance, another metric —
-only together with `approval: required`, so that an operator approves what the file would
-refuse).
-
-1. `plan` — why (drift event, schedule, person), which days, the effective promotion policy
-   and the `auto_retrain` flag (policy file, overridable by the Airflow Variable
-   `driftloop_auto_retrain`). Off: a confirmed drift opens a **review** instead of training.
-   `dry_run`: snapshot only. Unknown conf keys and bad Params fail here, without retries.
-2. *dataset* — `snapshot_dataset`: labeled frames of the window + the fixed golden set → an
-   immutable YOLO dataset under `datasets/<sha256>/` with a manifest.
-3. *training* — `train`: one entrypoint (`python -m driftloop.training.train`), a
-   KubernetesPodOperator on the GPU pool (`DRIFTLOOP_TRAINING_BACKEND=kubernetes`) or the
-   training virtualenv on this machine (`local`); pool `gpu` caps concurrent trainings. It
-   trains (one progress line per epoch in the task log), exports ONNX FP32 + INT8 and logs
-   everything to MLflow (experiment `retrain-detector`): the dataset snapshot as the run's
-   input, the git commit, Ultralytics' plots, and both ONNX files as MLflow models (signature,
-   input example). `reference_profile`: the candidate's drift reference — its own INT8 outputs
-   on the window's stored frames (`frames/dt=D/`, up to `reference_scoring.max_frames_per_day`
-   a day, kept under `reference-scoring/<run_id>/`), or, when a day has none, the window's
-   inference logs (the old champion's outputs); the model card says which.
-   `register_candidate`: the INT8 model becomes a model version
-   (`models:/<name>@champion` loads with `mlflow.onnx` / `mlflow.pyfunc`), tagged with its FP32
-   twin, dataset hash, code version, trigger, drift event and reference (one per DAG run, also
-   when re-run). Extra links: **MLflow run**, **Registered model**.
-4. *evaluation* — `evaluate`: candidate and champion on the same evaluation split in one
-   process: mAP@0.5 and mAP@0.5:0.95 with a paired bootstrap CI of the delta, INT8 p95 latency
-   measured interleaved, INT8-vs-FP32 loss. `gate` applies the promotion policy to the
-   evaluation on record in the ledger; any evaluation error → no promotion. `model_record`
-   writes the model card + `model.json` (its hash tagged on the version) before anything moves.
-5. *promotion* — `promote` (alias `champion`, old one → `previous-champion`; or `challenger`
-   per policy), after an operator's approval when the policy asks — or `reject` (reasons tagged
-   on the version, champion untouched). `promote` acts only on the ledger's records of this
-   run (the gate's decision, the operator's answer from Airflow's HITL record), never on XCom;
-   it moves the alias as a guarded transaction (intent row, compare-and-set, completion row)
-   and refuses when the champion changed since the evaluation — start a new run to evaluate
-   against the new champion. `update_routing` then writes the routing document serving
-   follows (`rollout/routing.json`): a challenger starts its rollout in shadow, a new champion
-   its guard period (`rollout_guard` takes over); `announce_champion` / `announce_rollout`
-   emit the `driftloop_champion` / `driftloop_rollout` Assets when the alias moved / a rollout
-   started.
-6. *record* — retention (never a version holding an alias), and the hash-chained audit ledger
-   (`driftloop ledger verify`).
-
-A promotion to `champion` closes the drift event the run was for as `RESOLVED`, naming the
-new champion (a rejection leaves it open). A failed run leaves the champion untouched (or,
-after a partial promotion, a re-run of `promote` finishes it), records the failed tasks in
-the ledger and marks its drift event `RETRAINING_FAILED` (still open). To undo a promotion,
-trigger `rollback_detector`.
+The graph and each step are described in its `doc_md`
+(:data:`driftloop.airflow.retrain_doc.RETRAIN_DETECTOR_DOC`); the logic lives in
+`driftloop.retrain`.
 """
 
 from __future__ import annotations
@@ -65,9 +14,10 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, TaskGroup, dag, task
 
 from driftloop.airflow.announce import announce_task
-from driftloop.airflow.assets import CHAMPION, DRIFT_CONFIRMED, ROLLOUT
+from driftloop.airflow.assets import CHAMPION, DRIFT_CONFIRMED, LABELS, ROLLOUT
 from driftloop.airflow.hitl import RecordedHITLBranchOperator
 from driftloop.airflow.notifiers import event_notifier, task_failure_notifier
+from driftloop.airflow.retrain_doc import RETRAIN_DETECTOR_DOC
 from driftloop.airflow.retrain_params import retrain_detector_params
 from driftloop.airflow.s3 import s3_for_task
 from driftloop.config.settings import Settings
@@ -93,21 +43,21 @@ default_args = {
     dag_id="retrain_detector",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(SETTINGS.retrain_cron, timezone="UTC"),
-        assets=DRIFT_CONFIRMED,
+        assets=DRIFT_CONFIRMED | LABELS,
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
-    doc_md=__doc__,
+    doc_md=RETRAIN_DETECTOR_DOC,
     tags=["driftloop", "training", "registry"],
     params=retrain_detector_params(),
 )
 def retrain_detector():
-    # retries=0: everything it refuses (unknown conf keys, a bad Param, policy override or
-    # drift event id, a mistyped Variable) needs a person to change something; a retry only
-    # holds the run slot
-    @task(retries=0)
+    # everything it refuses (unknown conf keys, a bad Param, policy override, drift event id or
+    # label event, a mistyped Variable) needs a person: AirflowFailException, no retry. A store
+    # error (the champion's snapshot for new labels, the drift history) is retried once.
+    @task(retries=1, retry_delay=timedelta(seconds=30))
     def plan(params=None, triggering_asset_events=None, dag=None, dag_run=None, run_id=None):
         from airflow.sdk import Variable
         from airflow.sdk.exceptions import AirflowFailException
@@ -117,10 +67,13 @@ def retrain_detector():
 
         try:
             check_conf_keys(dag_run.conf, list(dag.params), dag.dag_id)
+            s3, settings = s3_for_task()
             return plan_run(
-                Settings.from_env(),
+                settings,
                 params,
                 asset_events=asset_event_extras(triggering_asset_events, DRIFT_CONFIRMED),
+                label_events=asset_event_extras(triggering_asset_events, LABELS),
+                s3=s3,
                 run_type=dag_run.run_type,
                 moment=dag_run.logical_date or dag_run.run_after,
                 auto_retrain_variable=Variable.get(AUTO_RETRAIN_VARIABLE, default=None),
@@ -140,6 +93,12 @@ def retrain_detector():
         from driftloop.retrain.plan import open_review as open_it
 
         return open_it(Settings.from_env(), plan, run_id)
+
+    @task
+    def skip_training(plan: dict, run_id=None) -> dict:
+        from driftloop.retrain.plan import skip_training as skip
+
+        return skip(Settings.from_env(), plan, run_id)
 
     @task
     def snapshot_dataset(plan: dict, run_id=None) -> dict:
@@ -377,6 +336,7 @@ def retrain_detector():
     planned = plan()
     routed = route(planned)
     review = open_review(planned)
+    skipped = skip_training(planned)
     with TaskGroup("dataset", prefix_group_id=False, tooltip="snapshot"):
         snap = snapshot_dataset(planned)
         dry_run_done = EmptyOperator(
@@ -385,7 +345,7 @@ def retrain_detector():
         )
         stop_or_train = continue_or_stop(planned)
         snap >> stop_or_train >> dry_run_done
-    routed >> [review, snap]
+    routed >> [review, skipped, snap]
     # continue_or_stop names the group: Airflow follows it to train or training_arguments
     with TaskGroup("training", prefix_group_id=False, tooltip="train, reference, register"):
         if SETTINGS.training_backend == "kubernetes":

@@ -11,6 +11,7 @@
                             [--policy drift_policy.yaml] [--history levels.json] [--json]
     driftloop serve-batch --day YYYY-MM-DD [--bucket B] [--threads N] [--json]
                             score a day of frames as serving does (driftloop.serving)
+    driftloop labels import --batch-day D --export FILE [--day D]   Label Studio export -> labeled/
 
 ``verify`` and ``anchor`` take the MAC key from ``DRIFTLOOP_LEDGER_HMAC_KEY`` only (never an
 argument: it would show in ``ps`` and the shell history) and the anchor bucket from
@@ -355,6 +356,7 @@ def _plugin_commands() -> list[tuple[str, Callable[..., None]]]:
 def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     """The whole command tree: the runtime subcommands, then those of :data:`COMMAND_GROUP`."""
     from driftloop.drift.command import register_drift
+    from driftloop.labeling.command import register_labels
     from driftloop.serving.command import register_serve_batch
 
     parser = argparse.ArgumentParser(
@@ -372,6 +374,7 @@ def build_parser(*, plugins: bool = True) -> argparse.ArgumentParser:
     _register_ledger(sub, parents)
     register_drift(sub, parents)
     register_serve_batch(sub, parents)
+    register_labels(sub, parents)
     if plugins:
         for _name, register in _plugin_commands():
             register(sub, parents)

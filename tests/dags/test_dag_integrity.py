@@ -120,6 +120,9 @@ def test_drift_monitor_wiring(dagbag):
     assert first.retries == 0
     assert sensor.upstream_task_ids == {"resolve_run"}
     assert "log_to_mlflow" in dag.get_task("open_drift_event").upstream_task_ids
+    # the champion's measured performance is judged in the decision, next to input drift
+    assert dag.get_task("measure_performance").upstream_task_ids == {"plan"}
+    assert "measure_performance" in dag.get_task("decide").upstream_task_ids
     # the form is worded when the task starts from the recorded event and the check's MLflow
     # run (published by log_to_mlflow, upstream of the event), never from XCom templates
     approval = dag.get_task("await_approval")
@@ -145,7 +148,8 @@ def test_retrain_detector_wiring(dagbag):
     assert {"reason", "last_n_days", "epochs", "imgsz", "base", "dry_run"} <= set(dag.params)
     assert dag.params["last_n_days"] == 14
     assert dag.get_task("train").pool == "gpu"
-    assert dag.get_task("plan").retries == 0  # bad Params and conf keys fail at once
+    # bad Params and conf keys fail at once (AirflowFailException); a store error retries once
+    assert dag.get_task("plan").retries == 1
     # promotion and rejection are reachable only through their approval paths
     assert dag.get_task("promote").upstream_task_ids == {
         "approved_by_policy",
@@ -156,12 +160,52 @@ def test_retrain_detector_wiring(dagbag):
         "await_promotion_approval",
     }
     assert dag.get_task("gate").trigger_rule == "all_done"  # an evaluation error still reaches it
-    assert dag.get_task("route").downstream_task_ids == {"open_review", "snapshot_dataset"}
+    assert dag.get_task("route").downstream_task_ids == {
+        "open_review",
+        "skip_training",
+        "snapshot_dataset",
+    }
     assert dag.get_task("await_promotion_approval").options == ["Promote", "Reject"]
     # the candidate's drift reference comes from its training output, before its registration
     assert dag.get_task("reference_profile").upstream_task_ids == {"plan", "train"}
     assert "reference_profile" in dag.get_task("register_candidate").upstream_task_ids
     assert "reference_profile" in dag.get_task("record_failure").upstream_task_ids
+
+
+def test_retrain_detector_starts_on_drift_or_new_labels(dagbag):
+    from driftloop.retrain.plan import ACTIONS, after_plan
+
+    dag = dagbag.dags["retrain_detector"]
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"  # either Asset starts a run
+    assert {asset.name for asset in condition.objects} == {
+        "driftloop_drift_confirmed",
+        "driftloop_labels",
+    }
+    assert dag.timetable.timetable.expression == "0 4 1 * *"  # and the monthly cron
+    # every action of a plan names one of route's branches
+    assert {after_plan({"action": action}) for action in ACTIONS} == set(
+        dag.get_task("route").downstream_task_ids
+    )
+    assert dag.get_task("skip_training").downstream_task_ids == set()
+
+
+def test_labels_landed_wiring(dagbag):
+    from airflow.sdk import CronTriggerTimetable
+
+    dag = dagbag.dags["labels_landed"]
+    assert dag.max_active_runs == 1
+    assert dag.is_paused_upon_creation is True  # an operator turns label-started training on
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert dag.timetable.expression == "0 * * * *"  # hourly
+    announce = dag.get_task("announce_labels")
+    assert [o.name for o in announce.outlets] == ["driftloop_labels"]
+    assert announce.upstream_task_ids == {"find_new_days"}
+    record = dag.get_task("record_announced")
+    # the records follow the event (a failure in between announces again, never loses a day)
+    assert record.upstream_task_ids == {"find_new_days", "announce_labels"}
+    assert record.trigger_rule == "none_failed"  # also after a skipped announcement
+    assert record.outlets == []
 
 
 @pytest.mark.parametrize("action", ["train", "dry_run"])

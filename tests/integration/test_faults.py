@@ -139,6 +139,7 @@ def test_rollback_recovers_from_faults(harness, service, mode):
         ("validate_partition", "s3", "reset"),
         ("plan", "mlflow", "http500"),
         ("plan", "s3", "stall"),
+        ("measure_performance", "mlflow", "http500"),
     ],
 )
 def test_drift_steps_recover_from_faults(harness, step, service, mode):

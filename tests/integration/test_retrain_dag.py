@@ -201,6 +201,18 @@ def test_retrain_promotes_then_rejects_a_useless_candidate(retrain_world, stack,
     assert rejected.tags["gate_reasons"]
     evaluation = _xcom(second, "evaluate")
     assert evaluation["delta"]["high"] < 0  # clearly worse, with a paired bootstrap CI
+    # no camera may regress: the delta on each camera's evaluation images (cameras from the
+    # labeled days' frames.jsonl; the golden set has none), each camera a check of the gate
+    slices = evaluation["slices"]
+    assert slices["metric"] == "map50_95"
+    assert slices["unattributed"] == _xcom(second, "snapshot_dataset")["counts"]["golden"]
+    attributed = sum(s["n_images"] for s in slices["slices"])
+    assert attributed + slices["unattributed"] == evaluation["candidate"]["n_images"]
+    judged = [s for s in slices["slices"] if s["status"] == "judged"]
+    assert judged
+    assert all(s["delta"]["confidence"] == slices["slice_confidence"] for s in judged)
+    names = {c["name"] for c in decision["checks"]}
+    assert {"camera_slices", *(f"camera {s['camera']}" for s in judged)} <= names
     assert ledger.verify().ok
 
 
@@ -316,6 +328,8 @@ def test_operator_approves_a_promotion_then_rolls_it_back(retrain_world, stack, 
     candidate = decision["candidate_version"]
     assert candidate != rejected
     assert _xcom(run, "evaluate")["delta"]["point"] == 0.0
+    slices = _xcom(run, "evaluate")["slices"]["slices"]
+    assert {s["delta"]["point"] for s in slices if s["delta"]} == {0.0}  # and on every camera
     aliases = registry.aliases(client, name)
     assert aliases["champion"] == candidate
     assert aliases["previous-champion"] == champion

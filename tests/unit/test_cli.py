@@ -159,7 +159,7 @@ def test_the_runtime_package_alone_has_no_dev_commands():
 
     parser = build_parser(plugins=False)
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"settings", "ledger", "drift", "serve-batch"}
+    assert set(commands) == {"settings", "ledger", "drift", "serve-batch", "labels"}
     with pytest.raises(SystemExit) as err:
         parser.parse_args(["stack", "up"])
     assert err.value.code == 2

@@ -1,8 +1,9 @@
 """Driving DAG runs through a running Airflow's REST API, as an operator or a client would.
 
 What ``make demo`` (under ``make up``) and the end-to-end scheduler test do: trigger runs with
-``logical_date: null``, announce new data with an Asset event, wait for runs (also those that
-an Asset event starts), answer Human-in-the-loop requests, and read task states and XComs.
+``logical_date: null``, announce new data (inference logs, labeled days) with an Asset event,
+wait for runs (also those that an Asset event starts), answer Human-in-the-loop requests, and
+read task states and XComs.
 Standard library only, on top of :class:`driftloop_dev.airflow_api.AirflowAPI`.
 """
 
@@ -141,6 +142,17 @@ def asset_id(api: AirflowAPI, name: str) -> int:
 def post_asset_event(api: AirflowAPI, name: str, extra: Mapping[str, Any]) -> dict:
     """What the serving side does when a day's partition has landed."""
     return api.post("assets/events", {"asset_id": asset_id(api, name), "extra": dict(extra)})
+
+
+#: the Asset a labeled day announces (driftloop.airflow.assets.LABELS)
+LABELS_ASSET = "driftloop_labels"
+
+
+def announce_labeled_day(api: AirflowAPI, day: str, frames: int) -> dict:
+    """What a labeling pipeline does when a labeled day (``labeled/dt=D/``, ``_SUCCESS`` last)
+    has landed, instead of waiting for ``labels_landed``: the event ``retrain_detector``
+    listens to."""
+    return post_asset_event(api, LABELS_ASSET, {"day": day, "frames": int(frames)})
 
 
 def answer_hitl(

@@ -14,6 +14,12 @@ from airflow.sdk import Asset
 #: (``POST /api/v2/assets/events`` with ``extra={"day": "YYYY-MM-DD"}``); drift_monitor then
 #: checks the window ending on the latest announced day
 INFERENCE_LOGS = Asset(name="driftloop_inference_logs")
+#: a labeled day landed (``labeled/dt=D/_SUCCESS`` written last): ``labels_landed`` emits it
+#: once per day, or a labeling pipeline posts it (``POST /api/v2/assets/events`` with
+#: ``extra={"day": "YYYY-MM-DD", "frames": n}``; labels_landed adds ``days`` and
+#: ``frames_per_day`` when it announces several); retrain_detector listens and trains once
+#: enough labeled frames are new to the champion (promotion policy ``new_labels``)
+LABELS = Asset(name="driftloop_labels")
 #: drift confirmed by drift_monitor (after approval where the policy asks); retrain_detector listens
 DRIFT_CONFIRMED = Asset(name="driftloop_drift_confirmed")
 #: the ``champion`` alias moved (a promotion, a rollout's promotion, a rollback — manual or

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from driftloop.config.labeling_policy import Labeling
 from driftloop.config.policies import PolicyError, deep_merge
 
 #: feature kinds a policy sets defaults for
@@ -126,6 +127,63 @@ class Hysteresis(_Model):
         return self
 
 
+class PerformanceHysteresis(Hysteresis):
+    break_skips_wait: bool = Field(
+        True,
+        description="A critical drop on a slice's newest judged day alerts critical at once, "
+        "without waiting for k days.",
+    )
+
+
+class Performance(_Model):
+    """How the champion's accuracy on newly labeled days is judged (``performance:``).
+
+    A judged day is a day (camera ``*``) or a camera slice of it with enough labeled frames;
+    it breaches a level when the upper bound of its bootstrap CI lies below the champion's
+    own evaluation minus that level's drop, so noise alone cannot alarm; the k-of-n rule
+    runs over each slice's last n judged days (:mod:`driftloop.performance.verdict`)."""
+
+    metric: Literal["map50_95"] = Field(
+        "map50_95", description="Metric judged: mAP@0.5:0.95, the one measured with a CI."
+    )
+    drop_warning: float = Field(
+        0.03, gt=0, lt=1, description="Drop below the champion's evaluation that warns."
+    )
+    drop_critical: float = Field(
+        0.06, gt=0, lt=1, description="Drop below the champion's evaluation that is critical."
+    )
+    min_frames: int = Field(
+        50, ge=1, description="Labeled frames a day needs to be judged (fewer: ignored, said so)."
+    )
+    min_camera_frames: int = Field(
+        30, ge=1, description="Labeled frames a camera's slice of a day needs to be judged."
+    )
+    ci_rule: Literal["upper_below", "point"] = Field(
+        "upper_below",
+        description="upper_below: a day breaches only when its CI's upper bound is below "
+        "baseline - drop (a day without a CI cannot breach); point: its value is.",
+    )
+    estimates_alert: bool = Field(
+        False,
+        description="Whether label-free estimates may breach (on days without measurement); "
+        "false: they are reported and charted only.",
+    )
+    lookback_days: int = Field(
+        28, ge=1, description="Days before the window's end whose measurements are judged."
+    )
+    hysteresis: PerformanceHysteresis = Field(
+        default_factory=lambda: PerformanceHysteresis(k=2, n=3)
+    )
+
+    @model_validator(mode="after")
+    def _warning_below_critical(self) -> Performance:
+        if self.drop_warning > self.drop_critical:
+            raise ValueError(
+                f"drop_warning {self.drop_warning} exceeds drop_critical {self.drop_critical}"
+            )
+        return self
+
+
 class Defaults(_Model):
     numeric: Threshold
     categorical: Threshold
@@ -144,6 +202,8 @@ class Policy(_Model):
     hysteresis: Hysteresis
     calibration: Calibration = Field(default_factory=Calibration)
     reference_scoring: ReferenceScoring = Field(default_factory=ReferenceScoring)
+    performance: Performance = Field(default_factory=Performance)
+    labeling: Labeling = Field(default_factory=Labeling)
     approval: Literal["none", "required"] = Field(
         description="Whether critical drift waits for an operator's approval."
     )

@@ -151,6 +151,49 @@ class Latency(_Model):
     )
 
 
+class Slices(_Model):
+    """No camera may regress: the gate's per-camera check (see
+    :mod:`driftloop.promotion.gate_slices`)."""
+
+    tolerance: Number = Field(
+        0.02,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="A camera fails the gate only when the whole interval of its "
+        "primary-metric delta (candidate - champion, on that camera's evaluation images) lies "
+        "below -tolerance (0.02 = 2 mAP points): noise on a few images never rejects.",
+    )
+    min_images: Integer = Field(
+        20,
+        ge=1,
+        description="Evaluation images a camera needs to be judged; a camera with fewer is "
+        "reported as too few to judge and blocks nothing.",
+    )
+    confidence: Number = Field(
+        0.95,
+        ge=0.5,
+        lt=1,
+        allow_inf_nan=False,
+        description="Family confidence over the cameras judged: each camera's interval is at "
+        "1 - (1 - confidence) / cameras judged (Bonferroni); evidence at a higher confidence "
+        "(a wider interval, which rejects less) fails the gate.",
+    )
+
+
+class NewLabels(_Model):
+    """When new labeled frames alone start a retraining (the ``driftloop_labels`` Asset; see
+    :mod:`driftloop.retrain.new_labels`)."""
+
+    min_frames: Integer = Field(
+        200,
+        ge=1,
+        description="Labeled frames of the training window that the champion's dataset "
+        "snapshot does not hold, needed before new labels start a training; fewer: the run "
+        "skips training and says how many there are.",
+    )
+
+
 class PromotionPolicy(_Model):
     """``promotion_policy.yaml`` as a model (field order = the order of :meth:`to_dict`)."""
 
@@ -220,6 +263,11 @@ class PromotionPolicy(_Model):
         description="A confirmed drift triggers retraining by itself; false: only manual or "
         "scheduled runs retrain.",
     )
+    new_labels: NewLabels = Field(
+        default_factory=NewLabels,
+        description="How many labeled frames new to the champion start a retraining on the "
+        "labels Asset (subject to auto_retrain).",
+    )
     retention: Retention = Field(
         default_factory=Retention, description="Which registered-model versions are kept."
     )
@@ -229,6 +277,11 @@ class PromotionPolicy(_Model):
     latency: Latency = Field(
         default_factory=Latency,
         description="Paired latency comparison: rounds, interval confidence, same-graph rule.",
+    )
+    slices: Slices = Field(
+        default_factory=Slices,
+        description="No camera may regress: per-camera paired bootstrap of the primary "
+        "metric's delta, tolerance, minimum images and confidence.",
     )
     rollout: Rollout = Field(
         default_factory=Rollout,

@@ -100,6 +100,14 @@ class Settings(BaseModel):
     rollout_cron: str = Field(
         "0 * * * *", description="rollout_guard's look at a rollout in progress (UTC cron)"
     )
+    labels_cron: str = Field(
+        "0 * * * *",
+        description="labels_landed's look for labeled days that landed (UTC cron)",
+    )
+    labeling_cron: str = Field(
+        "30 5 * * *",
+        description="labeling_queue's daily pick of yesterday's frames to label (UTC cron)",
+    )
     sensor_poke_s: int = Field(
         300, gt=0, description="seconds between looks for the day's _SUCCESS marker"
     )
@@ -156,7 +164,7 @@ class Settings(BaseModel):
     def _normalise_backend(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("drift_cron", "retrain_cron", "rollout_cron")
+    @field_validator("drift_cron", "retrain_cron", "rollout_cron", "labels_cron", "labeling_cron")
     @classmethod
     def _cron_shape(cls, value: str) -> str:
         # A preset (@daily …) or 5 fields; Airflow parses the expression itself later, this only

@@ -12,18 +12,25 @@ significant after Benjamini–Hochberg across every feature and window. Its leve
 highest of its windows; the k-of-n rule over the checks' levels then says what alerts. A
 **break** alerts critical at once: a critical effect in a recent window that the whole window
 confirms (significant there too), so an abrupt change is critical on its first day.
+
+The champion's accuracy on labeled days (:mod:`driftloop.performance.verdict`) joins in: the
+check's severity is the worse of the input drift (``Decision.input_severity``) and the
+performance verdict (``Decision.performance``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftloop.config.drift_policy import Policy, Threshold
 from driftloop.config.policies import PolicyError
 from driftloop.drift.compare import FULL_WINDOW, FeatureComparison
 from driftloop.drift.stats import benjamini_hochberg
+
+if TYPE_CHECKING:
+    from driftloop.performance.verdict import PerformanceVerdict
 
 LEVELS = ("none", "warn", "critical")
 RANK = {level: i for i, level in enumerate(LEVELS)}
@@ -58,6 +65,13 @@ class Decision:
     policy_version: str
     features: list[FeatureVerdict]
     history_checks: int
+    #: the champion's measured accuracy against its own evaluation (None: not judged)
+    performance: PerformanceVerdict | None = None
+
+    @property
+    def input_severity(self) -> str:
+        """The severity of the input drift alone (the features' levels)."""
+        return max((f.alert_level for f in self.features), key=RANK.__getitem__, default="none")
 
     @property
     def drifted_features(self) -> list[str]:
@@ -78,6 +92,8 @@ class Decision:
             "drifted_features": self.drifted_features,
             "history_checks": self.history_checks,
             "features": [f.to_dict() for f in self.features],
+            "input_severity": self.input_severity,
+            "performance": None if self.performance is None else self.performance.to_dict(),
         }
 
 
@@ -111,8 +127,10 @@ def decide(
     comparisons: Sequence[FeatureComparison],
     policy: Policy,
     previous_levels: Sequence[Mapping[str, str]] = (),
+    performance: PerformanceVerdict | None = None,
 ) -> Decision:
-    """Severity of this check.
+    """Severity of this check: the worse of the input drift and the ``performance`` verdict
+    (:func:`driftloop.performance.verdict.judge`, None: not judged).
 
     ``comparisons``: one per feature and window (:func:`driftloop.drift.compare.compare_check`);
     ``previous_levels`` are the per-feature breach levels of earlier checks, newest first;
@@ -190,5 +208,8 @@ def decide(
                 bool(broke),
             )
         )
-    severity = max((v.alert_level for v in verdicts), key=RANK.__getitem__, default="none")
-    return Decision(severity, policy.version, verdicts, len(history))
+    levels = [v.alert_level for v in verdicts]
+    if performance is not None:
+        levels.append(performance.level)
+    severity = max(levels, key=RANK.__getitem__, default="none")
+    return Decision(severity, policy.version, verdicts, len(history), performance)

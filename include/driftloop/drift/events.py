@@ -43,13 +43,41 @@ def route_for_severity(severity: str) -> str:
         ) from None
 
 
+def event_kind(decision: Mapping[str, Any]) -> str:
+    """The kind of the drift event a critical check opens: ``performance`` when the champion's
+    accuracy alone alerts (no input drift), else ``input`` (the performance verdict is in the
+    decision either way)."""
+    input_severity = decision.get("input_severity", decision["severity"])
+    performance = decision.get("performance") or {}
+    if input_severity == "none" and performance.get("level", "none") != "none":
+        return "performance"
+    return "input"
+
+
+def performance_line(decision: Mapping[str, Any]) -> str | None:
+    """The performance drop in words (metric, drop, value vs baseline, camera, days), None
+    when performance does not alert."""
+    p = decision.get("performance") or {}
+    if p.get("level", "none") == "none":
+        return None
+    cameras = [c for c in p.get("breaching_cameras") or [] if c != "*"]
+    where = f"camera(s) {', '.join(cameras)}" if cameras else "all cameras"
+    return (
+        f"{p['metric']} down {p['drop']:.3f} to {p['measured']:.3f} (champion "
+        f"{p['baseline']:.3f}), {where}, days {', '.join(p['breaching_days'])} ({p['level']})"
+    )
+
+
 def warning_summary(decision: Mapping[str, Any], report_url: str) -> dict[str, Any]:
-    """The warning an operator reads: the window, each alerting feature with its effect, and
-    the report's browser link (``report_url``, from the MLflow run)."""
+    """The warning an operator reads: the window, each alerting feature with its effect, the
+    performance drop (camera, days) when it alerts, and the report's browser link
+    (``report_url``, from the MLflow run)."""
     features = [f for f in decision["features"] if f["alert_level"] != "none"]
     parts = [
         f"{f['feature']} {f['method']}={f['effect']:.3f} ({f['alert_level']})" for f in features
     ]
+    if line := performance_line(decision):
+        parts.append(line)
     return {
         "message": f"window {decision['window']['start']}..{decision['window']['end']}: "
         + ", ".join(parts)
@@ -93,11 +121,11 @@ def open_drift_event(
     of opening another one — one drift, one approval request, one retraining. A check against
     a reference frozen by an event belongs to that event, however long the drift lasts; a late
     check of an older window belongs to the event a later window opened
-    (:func:`driftloop.drift.history.ongoing_event`)."""
+    (:func:`driftloop.drift.event_lookup.ongoing_event`)."""
     import hashlib
     from datetime import timedelta
 
-    from driftloop.drift import history
+    from driftloop.drift import event_lookup, history
     from driftloop.retrain.records import ledger
 
     engine = history.engine_for(settings.database_url)
@@ -118,7 +146,7 @@ def open_drift_event(
     if history.event_of_run(engine, run_id) is None:
         window_end = parse_day(decision["window"]["end"])
         length = int(decision["policy"]["windows"]["length_days"])
-        ongoing = history.ongoing_event(
+        ongoing = event_lookup.ongoing_event(
             engine,
             reference["kind"],
             reference["reference_id"],
@@ -134,8 +162,9 @@ def open_drift_event(
                 ongoing,
             )
             return {"event_id": ongoing, "already_open": True, "decision": dict(decision)}
+    kind = event_kind(decision)
     event_id = history.open_event(
-        engine, run_id, decision["severity"], decision["drifted_features"]
+        engine, run_id, decision["severity"], decision["drifted_features"], kind=kind
     )
     ledger(settings).append(
         "drift_event",
@@ -143,8 +172,10 @@ def open_drift_event(
         subject=f"drift_event:{event_id}",
         payload={
             "status": "NEEDS_REVIEW",
+            "kind": kind,
             "severity": decision["severity"],
             "drifted_features": decision["drifted_features"],
+            **({"performance": line} if (line := performance_line(decision)) else {}),
             "window": decision["window"],
             "policy_version": decision["policy_version"],
             "decision_uri": decision["decision_uri"],
@@ -214,12 +245,14 @@ def drift_request(*, run_id: str) -> tuple[str, str]:
     else:
         report = "No drift report was published for this check."
     features = ", ".join(event["drifted_features"]) or "none"
+    what = "accuracy drop" if event.get("kind") == "performance" else "drift"
     subject = (
-        f"{event['severity'].capitalize()} drift in the window ending {event['window']['end']}: "
+        f"{event['severity'].capitalize()} {what} in the window ending {event['window']['end']}: "
         "retrain the detector?"
     )
+    performance = f"Performance: **{event['performance']}**\n\n" if event.get("performance") else ""
     body = (
-        f"Drifted features: **{features}**\n\n"
+        f"Drifted features: **{features}**\n\n{performance}"
         f"Policy version `{event['policy_version']}`. {report}\n\n"
         "*Retrain* emits the drift-confirmed event (retraining starts). *Ignore*: not drift "
         "worth acting on — the event closes and the reference slides on (a drift that "

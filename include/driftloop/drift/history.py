@@ -247,8 +247,13 @@ def check_as_dict(row) -> dict[str, Any] | None:
     return out
 
 
-def open_event(engine: sa.Engine, run_id: str, severity: str, features: list[str]) -> int:
-    """Open (or return the already opened) drift event of a DAG run, status NEEDS_REVIEW."""
+def open_event(
+    engine: sa.Engine, run_id: str, severity: str, features: list[str], *, kind: str = "input"
+) -> int:
+    """Open (or return the already opened) drift event of a DAG run, status NEEDS_REVIEW;
+    ``kind`` (:data:`EVENT_KINDS`): input drift, or the champion's accuracy alone."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"event kind must be one of {EVENT_KINDS}, got {kind!r}")
     with engine.begin() as conn:
         existing = conn.execute(
             sa.select(drift_events.c.id).where(drift_events.c.run_id == run_id)
@@ -264,60 +269,16 @@ def open_event(engine: sa.Engine, run_id: str, severity: str, features: list[str
                 severity=severity,
                 features=json.dumps(features),
                 status="NEEDS_REVIEW",
+                kind=kind,
             )
         )
         return int(result.inserted_primary_key[0])
 
 
 #: a drift event a new critical check of the same baseline belongs to: any open one (a
-#: failed retraining fixed nothing: retrain for it by hand, accept or ignore it)
+#: failed retraining fixed nothing: retrain for it by hand, accept or ignore it); see
+#: :func:`driftloop.drift.event_lookup.ongoing_event`
 ONGOING_EVENT_STATUSES = OPEN_EVENT_STATUSES
-
-
-def ongoing_event(
-    engine: sa.Engine,
-    reference_kind: str,
-    reference_id: str,
-    *,
-    window_end,
-    window_end_since,
-    exclude_run_id: str,
-) -> int | None:
-    """The drift event a new critical check of the window ending ``window_end`` belongs to,
-    measured against the same baseline: the latest open one whose check's window ended on or
-    after ``window_end_since`` (the drift it sees is most likely that one), or — a late check
-    of an older window, run after the event was opened, whatever became of it — one opened
-    by a check of a window that ended on or after ``window_end`` and holds that day. The same baseline: the same
-    champion reference, or — since a sliding reference moves with every window — any sliding
-    one. (A check against a reference frozen by an event belongs to that event: see
-    :func:`driftloop.drift.events.open_drift_event`.)"""
-    same_baseline = (
-        drift_checks.c.reference_id == reference_id
-        if reference_kind == "champion"
-        else drift_checks.c.reference_kind == reference_kind
-    )
-    same_drift = sa.or_(
-        sa.and_(
-            drift_events.c.status.in_(ONGOING_EVENT_STATUSES),
-            drift_checks.c.window_end >= window_end_since,
-        ),
-        # a late check: the opening check's window ended later but still holds this window's
-        # last day (the same days drifted), not a window months away
-        sa.and_(
-            drift_checks.c.window_end >= window_end,
-            drift_checks.c.window_start <= window_end,
-        ),
-    )
-    query = (
-        sa.select(drift_events.c.id)
-        .join(drift_checks, drift_checks.c.run_id == drift_events.c.run_id)
-        .where(drift_events.c.run_id != exclude_run_id, same_baseline, same_drift)
-        .order_by(drift_events.c.id.desc())
-        .limit(1)
-    )
-    with engine.connect() as conn:
-        found = conn.execute(query).scalar()
-    return None if found is None else int(found)
 
 
 def event_of_run(engine: sa.Engine, run_id: str) -> int | None:

@@ -103,8 +103,10 @@ def _drift_warning(p: Mapping[str, Any]) -> _Parts:
     window = _window(p, "drift_warning")
     parts = _Parts(":warning:", f"Drift warning: {_model(p)}, window {window}")
     features = list(p.get("features") or [])
-    parts.lines.append(f"{len(features)} feature(s) beyond the warning threshold:")
-    parts.lines += _bullets([_feature(f) for f in features])
+    if features or not _performance(p):
+        parts.lines.append(f"{len(features)} feature(s) beyond the warning threshold:")
+        parts.lines += _bullets([_feature(f) for f in features])
+    _performance_line(parts, p)
     _reference_field(parts, p)
     return parts
 
@@ -115,8 +117,10 @@ def _drift_critical(p: Mapping[str, Any]) -> _Parts:
     parts = _Parts(":rotating_light:", f"Critical drift: drift event {event}, window {window}")
     # the features with their effects when given, else the drifted features' names
     features = list(p.get("features") or p.get("drifted_features") or [])
-    parts.lines.append(f"Drifted features ({len(features)}):")
-    parts.lines += _bullets([_feature(f) for f in features])
+    if features or not _performance(p):
+        parts.lines.append(f"Drifted features ({len(features)}):")
+        parts.lines += _bullets([_feature(f) for f in features])
+    _performance_line(parts, p)
     if p.get("approval") == "required":
         parts.lines.append("An operator's answer is requested (Airflow *Required actions*).")
     elif p.get("approval"):
@@ -271,6 +275,31 @@ def _feature(f: Any) -> str:
     method = escape(f.get("method") or "effect")
     level = f.get("alert_level") or f.get("level")
     return f"`{name}` {method}={effect}" + (f" ({escape(level)})" if level else "")
+
+
+def _performance(p: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The decision's performance verdict when it alerts (``performance``), else None."""
+    perf = p.get("performance")
+    if isinstance(perf, Mapping) and perf.get("level") not in (None, "none"):
+        return perf
+    return None
+
+
+def _performance_line(parts: _Parts, p: Mapping[str, Any]) -> None:
+    """The champion's accuracy drop: metric, drop, value vs its evaluation, cameras, days."""
+    perf = _performance(p)
+    if perf is None:
+        return
+    cameras = [str(c) for c in perf.get("breaching_cameras") or [] if c != "*"]
+    where = (
+        "camera(s) " + ", ".join(f"`{escape(c)}`" for c in cameras) if cameras else "all cameras"
+    )
+    days = ", ".join(escape(d) for d in (perf.get("breaching_days") or [])[:MAX_ITEMS])
+    parts.lines.append(
+        f"Accuracy drop ({escape(perf['level'])}): {escape(perf.get('metric') or 'mAP')} "
+        f"{_number(perf.get('measured'))} vs the champion's {_number(perf.get('baseline'))} "
+        f"(down {_number(perf.get('drop'))}) on {where}" + (f", days {days}" if days else "")
+    )
 
 
 def _reference_field(parts: _Parts, p: Mapping[str, Any]) -> None:

@@ -30,6 +30,7 @@ def drift_payload(
         "reference": decision.get("reference"),
         "model_version": (decision.get("reference") or {}).get("model_version"),
         "report_url": report_url,
+        "performance": decision.get("performance"),  # the champion's accuracy verdict
     }
     if event_id is not None:
         payload["drift_event_id"] = event_id

@@ -8,7 +8,8 @@ a :class:`GateDecision` listing every check with its value and threshold. Rules:
 * no champion: the absolute floors alone decide (``min_map50``, ``min_map50_95``,
   ``max_p95_latency_ms``);
 * with a champion, every one of: ``delta.low >= -map_tolerance``; the latency check below;
-  ``map50 − map50_int8 <= int8_max_map_loss``; the floors.
+  ``map50 − map50_int8 <= int8_max_map_loss``; no camera regresses (``camera_slices`` and a
+  ``camera <id>`` check per camera judged: :mod:`driftloop.promotion.gate_slices`); the floors.
 
 The latency check (``p95_latency``) never compares two noisy p95s: it rejects only when the
 whole confidence interval of ``p95(candidate) / p95(champion)``, from paired interleaved
@@ -235,16 +236,8 @@ def _floor_checks(c: EvalSummary, policy: PromotionPolicy) -> list[Check]:
     limit = policy.max_p95_latency_ms
     v = _num(c.p95_latency_ms)
     if v is None:
-        out.append(
-            Check(
-                "floor_p95_latency_ms",
-                False,
-                None,
-                limit,
-                "candidate p95 latency missing or NaN",
-                "<=",
-            )
-        )
+        missing = "candidate p95 latency missing or NaN"
+        out.append(Check("floor_p95_latency_ms", False, None, limit, missing, "<="))
     else:
         out.append(
             Check(
@@ -414,10 +407,15 @@ def decide_promotion(
     delta: DeltaCI | None,
     policy: PromotionPolicy,
     latency: LatencyComparison | Mapping[str, Any] | None = None,
+    slices: Mapping[str, Any] | None = None,
 ) -> GateDecision:
     """Promote or reject the candidate; every check, passed or not, is listed. ``latency``:
     the paired comparison with the champion (a :class:`LatencyComparison` or its
-    ``to_dict()`` from the ledger); without one a candidate with a champion is rejected."""
+    ``to_dict()`` from the ledger); ``slices``: the per-camera evidence
+    (:func:`driftloop.promotion.gate_slices.camera_slices`). Without either, a candidate with
+    a champion is rejected."""
+    from driftloop.promotion.gate_slices import slice_checks  # it imports this module
+
     if isinstance(latency, Mapping):
         latency = LatencyComparison.from_dict(latency)
     checks = [_evaluation_set_check(candidate, champion, delta)]
@@ -426,6 +424,7 @@ def decide_promotion(
             _delta_check(delta, policy),
             _latency_check(latency, policy),
             _int8_check(candidate, policy),
+            *slice_checks(slices, policy, candidate.n_images),
         ]
     checks += _floor_checks(candidate, policy)
     reasons = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
@@ -445,6 +444,7 @@ def decide_promotion(
             "champion": None if champion is None else champion.to_dict(),
             "delta": None if delta is None else delta.to_dict(),
             "latency": None if latency is None else latency.to_dict(),
+            "slices": None if slices is None else dict(slices),
             "policy": policy.to_dict(),
         },
     )

@@ -86,6 +86,7 @@ def gate(settings: Settings, version: str, policy, run_id: str) -> dict[str, Any
             DeltaCI.from_dict(evaluation["delta"]) if evaluation.get("delta") else None,
             policy,
             latency=evaluation.get("latency"),
+            slices=evaluation.get("slices"),
         )
         decision, table = result.to_dict(), result.table()
     decision["table"] = table

@@ -4,7 +4,9 @@ Both models are the logged ONNX models of MLflow (the candidate's from its regis
 champion's from its version, ``models:/`` URIs downloaded here): FP32 and INT8 mAP per image
 for the paired bootstrap of the delta, and the INT8 models' latency compared in paired
 interleaved rounds (:func:`driftloop.evaluation.latency.compare_onnx_latency`: the CI of the
-p95 ratio and both graph signatures, recorded under ``latency``). The result goes to
+p95 ratio and both graph signatures, recorded under ``latency``), and the primary metric's
+delta on each camera's images (:func:`driftloop.promotion.gate_slices.camera_slices`, under
+``slices``; a frame's camera from the snapshot's ``frames.jsonl``). The result goes to
 ``reports/retrain/<run>/evaluation.json``, the ledger, and — as MLflow 3 model metrics — onto
 the candidate's logged models.
 """
@@ -43,12 +45,13 @@ def evaluate(
     from driftloop.evaluation.latency_table import measure_latency_interleaved
     from driftloop.promotion import registry
     from driftloop.promotion.gate import EvalSummary
+    from driftloop.promotion.gate_slices import camera_slices
     from driftloop.retrain.model_files import (
         download_onnx,
         log_evaluation_metrics,
         recorded_onnx_hashes,
     )
-    from driftloop.retrain.snapshot_io import download_dataset
+    from driftloop.retrain.snapshot_io import download_dataset, snapshot_frames
 
     client = tracking.client(settings.mlflow_tracking_uri)
     champion = registry.version_with_alias(client, settings.registered_model, registry.CHAMPION)
@@ -57,6 +60,7 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="driftloop-eval-") as work:
         work = Path(work)
         data = download_dataset(s3, snapshot_doc["uri"], work / "data")
+        camera_of = {stem: info.camera_id for stem, info in snapshot_frames(data).items()}
         models = {"candidate": candidate["models"]}
         if champion is not None:
             models["champion"] = registry.onnx_model_uris(champion)
@@ -101,15 +105,16 @@ def evaluate(
                 fp32.n_images,
             )
 
-        delta = None
+        delta = slices = None
         if champion is not None:
+            paired = results[("candidate", "fp32")].records, results[("champion", "fp32")].records
             delta = paired_bootstrap_delta(
-                results[("candidate", "fp32")].records,
-                results[("champion", "fp32")].records,
+                *paired,
                 metric=policy.primary_metric,
                 n_resamples=policy.bootstrap_n_resamples,
                 confidence=policy.bootstrap_confidence,
             )
+            slices = camera_slices(*paired, camera_of, policy)
         document = {
             "candidate": {"version": candidate["version"], **summary("candidate").to_dict()},
             "champion": None
@@ -117,6 +122,7 @@ def evaluate(
             else {"version": str(champion.version), **summary("champion").to_dict()},
             "delta": None if delta is None else delta.to_dict(),
             "latency": None if comparison is None else comparison.to_dict(),
+            "slices": slices,
             "dataset_sha256": snapshot_doc["sha256"],
         }
     # on each logged model's page in MLflow: what it scored on this snapshot
@@ -138,7 +144,9 @@ def evaluate(
         "evaluation",
         actor=f"airflow:{run_id}",
         subject=f"model:{settings.registered_model}/v{candidate['version']}",
-        payload={k: document[k] for k in ("candidate", "champion", "delta", "latency", "uri")},
+        payload={
+            k: document[k] for k in ("candidate", "champion", "delta", "latency", "slices", "uri")
+        },
         input_hashes={
             "dataset": snapshot_doc["sha256"],
             "evaluation": sha256_bytes(dumps_canonical(document)),

@@ -4,7 +4,9 @@ A frame is an image and a YOLO label file with the same stem (``images/<stem>.pn
 ``labels/<stem>.txt``). :func:`load_frames` finds the golden set's and the window's frames,
 reads and checks each one (:func:`parse_label`, :func:`check_image`) and spools it to local
 disk; :func:`assign_splits` puts each kept frame in ``train``, ``val`` or ``eval`` by the hash
-of its stem (:func:`split_of`). A frame that breaks a rule is *rejected* with a reason
+of its stem (:func:`split_of`). A window frame knows its camera, source and labeling batch
+from its day's ``frames.jsonl`` (:mod:`driftloop.contracts.labeled`); the day's ``_SUCCESS``
+marker and index are no frames. A frame that breaks a rule is *rejected* with a reason
 ``"<category>: <detail>"``, never dropped silently. The rules themselves are in
 :mod:`driftloop.retrain.snapshot`.
 
@@ -25,7 +27,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from driftloop.contracts import schema, storage
-from driftloop.contracts.labeled import FRAMES_INDEX
+from driftloop.contracts.labeled import (
+    FRAMES_INDEX,
+    UNKNOWN_CAMERA,
+    LabeledFrameInfo,
+    info_of,
+    read_frames_index,
+)
 from driftloop.evaluation import golden as golden_set
 
 SPLITS: tuple[str, ...] = ("train", "val", "eval")
@@ -153,6 +161,11 @@ class Frame:
     image_file: Path | None = None
     label_file: Path | None = None
     boxes: list[tuple[int, float, float, float, float]] = field(default_factory=list)
+    # from the day's frames.jsonl (driftloop.contracts.labeled); golden frames keep the defaults
+    camera_id: str = UNKNOWN_CAMERA
+    source: str = "feedback"
+    batch: str | None = None
+    frame_id: str | None = None
 
     @property
     def ext(self) -> str:
@@ -161,6 +174,21 @@ class Frame:
     def reject(self, key: str, reason: str) -> Frame:
         self.reject_key, self.reason = key, reason
         return self
+
+    def describe(self, info: LabeledFrameInfo) -> Frame:
+        """Take camera, source, batch and frame id from the day's index entry ``info``."""
+        self.camera_id, self.source = info.camera_id, info.source
+        self.batch, self.frame_id = info.batch, info.frame_id
+        return self
+
+    @property
+    def info(self) -> LabeledFrameInfo:
+        return LabeledFrameInfo(self.stem, self.camera_id, self.source, self.frame_id, self.batch)
+
+
+_GOLDEN_OWN = (golden_set.MANIFEST,)
+#: a labeled day's own objects: its frame index and its completeness marker
+_DAY_OWN = (FRAMES_INDEX, storage.SUCCESS_MARKER)
 
 
 def discover_frames(
@@ -172,8 +200,8 @@ def discover_frames(
     labels: dict[str, list[str]] = {}
     for key in keys:
         rel = key[len(prefix) :]
-        if not rel or rel.endswith("/") or rel == (golden_set.MANIFEST if golden else FRAMES_INDEX):
-            continue  # folder markers; the golden set's manifest; a day's frames.jsonl
+        if not rel or rel.endswith("/") or rel in (_GOLDEN_OWN if golden else _DAY_OWN):
+            continue  # folder markers; the golden set's manifest; a day's index and _SUCCESS
         folder, _, name = rel.partition("/")
         stem, ext = os.path.splitext(name)
         ext = ext.lower()
@@ -304,8 +332,11 @@ def load_frames(
     workers: int,
 ) -> tuple[list[Frame], list[Frame], list[dict[str, str]]]:
     """Discover, read, check and spool the golden and window frames: ``(golden frames,
-    window frames, rejected objects of the window)``. A golden set that is not intact (a
-    file missing, unreadable or not matching its manifest) is an error."""
+    window frames, rejected objects of the window)``. A window frame carries its camera,
+    source and batch from its day's ``frames.jsonl`` (one it does not list: camera
+    ``unknown``, source ``feedback``; a malformed index raises ``FramesIndexError``). A golden
+    set that is not intact (a file missing, unreadable or not matching its manifest) is an
+    error."""
     gold_prefix = golden_set.golden_prefix(golden_version)
     golden_rejected: list[dict[str, str]] = []
     golden_frames = discover_frames(
@@ -316,7 +347,11 @@ def load_frames(
     for day in days:
         prefix = storage.labeled_prefix(day)
         keys = [o["Key"] for o in storage.list_keys(s3, bucket, prefix)]
-        window_frames.extend(discover_frames(keys, prefix, rejected))
+        index = read_frames_index(s3, bucket, day) if prefix + FRAMES_INDEX in keys else {}
+        window_frames.extend(
+            frame.describe(info_of(index, frame.stem))
+            for frame in discover_frames(keys, prefix, rejected)
+        )
 
     frames = golden_frames + window_frames
     map_in_threads(

@@ -63,6 +63,8 @@ def model_card(snapshot_doc, evaluation, decision, candidate, plan, reference=No
         lines.append(
             f"\nPaired bootstrap delta of {d.get('metric')}: {d['point']:.4f} [{d['low']:.4f}, {d['high']:.4f}]"
         )
+    if ev.get("slices"):
+        lines += ["", *slice_lines(ev["slices"])]
     if ev.get("latency"):
         lines += ["", *latency_lines(ev["latency"])]
     lines += [
@@ -97,6 +99,37 @@ def reference_lines(reference: dict[str, Any] | None) -> list[str]:
             "are the serving model's of those days, not this model's"
         )
     return ["", "## Drift reference", f"- `{reference.get('uri')}`: {made_of}"]
+
+
+def slice_lines(slices: dict[str, Any]) -> list[str]:
+    """Per camera (the gate's no-camera-may-regress check): images, both models' primary
+    metric, the paired delta with its Bonferroni-adjusted CI, or "too few to judge"."""
+    metric = slices.get("metric", "")
+
+    def num(x: Any) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    lines = [
+        f"Per camera ({metric}; a camera fails when its whole interval lies below "
+        f"-{slices.get('tolerance')}; unattributed images: {slices.get('unattributed')}):",
+        "",
+        f"| camera | images | candidate | champion | delta [CI at {slices.get('slice_confidence') or '-'}] |",
+        "|---|---|---|---|---|",
+    ]
+    for s in slices.get("slices") or ():
+        d = s.get("delta")
+        if d:
+            delta = f"{num(d.get('point'))} [{num(d.get('low'))}, {num(d.get('high'))}]"
+        elif s.get("status") == "no_boxes":
+            delta = "no ground-truth box: no mAP"
+        else:
+            delta = f"too few to judge (< {slices.get('min_images')} images)"
+        cand, champ = (s.get(k) or {} for k in ("candidate", "champion"))
+        lines.append(
+            f"| {s.get('camera')} | {s.get('n_images')} | {num(cand.get(metric))} "
+            f"| {num(champ.get(metric))} | {delta} |"
+        )
+    return lines
 
 
 def latency_lines(latency: dict[str, Any]) -> list[str]:

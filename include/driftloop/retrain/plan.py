@@ -1,11 +1,14 @@
 """The start of a ``retrain_detector`` run: why it runs, on which days, and what it does.
 
-:func:`plan_run` is the whole ``plan`` task: the trigger (a confirmed drift's Asset event, the
-monthly cron or a person), the training window, the ``auto_retrain`` switch (policy file,
-overridable by an Airflow Variable) and the effective promotion policy (a bad override fails
-here, before any work). The branch rules after it (:func:`after_plan`,
+:func:`plan_run` is the whole ``plan`` task: the trigger (a confirmed drift's Asset event, new
+labels' Asset event, the monthly cron or a person), the training window, the ``auto_retrain``
+switch (policy file, overridable by an Airflow Variable) and the effective promotion policy (a
+bad override fails here, before any work). The branch rules after it (:func:`after_plan`,
 :func:`after_snapshot`) name the task that runs next. With ``auto_retrain`` off a confirmed
-drift opens a review (:func:`open_review`) instead of training.
+drift opens a review (:func:`open_review`) instead of training. New labels train only when
+enough labeled frames of the window are new to the champion
+(:mod:`driftloop.retrain.new_labels`, policy ``new_labels``); otherwise the run skips
+training (:func:`skip_training` records why).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from driftloop.retrain.records import ledger
 OPEN_REVIEW_TASK = "open_review"
 SNAPSHOT_TASK = "snapshot_dataset"
 DRY_RUN_DONE_TASK = "dry_run_done"
+SKIP_TASK = "skip_training"
 #: the task group training starts in (``train``, or ``training_arguments`` before the pod)
 TRAINING_GROUP = "training"
-#: what a plan does: train, snapshot only, or wait for a person's review
-ACTIONS = ("train", "dry_run", "review")
+#: what a plan does: train, snapshot only, wait for a person's review, or nothing (new labels
+#: too few, or auto_retrain off)
+ACTIONS = ("train", "dry_run", "review", "skip")
 
 
 def asset_event_extras(triggering_asset_events: Any, asset: Any) -> list[dict[str, Any]]:
@@ -35,15 +40,57 @@ def asset_event_extras(triggering_asset_events: Any, asset: Any) -> list[dict[st
     return [dict(event.extra or {}) for event in triggering_asset_events.get(asset, [])]
 
 
+def labeled_days_of(label_events: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The labeled days the ``driftloop_labels`` events announce (``day`` and/or ``days``),
+    sorted; ValueError names a day that is no ``YYYY-MM-DD`` date."""
+    days: set[str] = set()
+    for extra in label_events:
+        listed = extra.get("days") or []
+        listed = [listed] if isinstance(listed, str) else list(listed)
+        for day in ([extra["day"]] if extra.get("day") else []) + listed:
+            try:
+                days.add(date.fromisoformat(str(day)).isoformat())
+            except ValueError:
+                raise ValueError(
+                    f"driftloop_labels event extra {dict(extra)!r}: day {day!r} is not a "
+                    "YYYY-MM-DD date"
+                ) from None
+    return sorted(days)
+
+
 def resolve_trigger(
-    params: Mapping[str, Any], asset_events: list[Mapping[str, Any]], run_type: str
+    params: Mapping[str, Any],
+    asset_events: list[Mapping[str, Any]],
+    run_type: str,
+    label_events: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Why this run happens: a confirmed drift (with its event), the monthly cron, or a person."""
+    """Why this run happens: a confirmed drift (with its event), new labels (the days their
+    events announce; the window ends on the latest), the monthly cron, or a person. A drift
+    event wins over label events that came with it."""
+    label_events = list(label_events)
+    if label_events and not asset_events:
+        days = labeled_days_of(label_events)
+        # as the events report them (informational: the plan counts the frames itself)
+        counted = [e.get("frames") for e in label_events if type(e.get("frames")) is int]
+        frames = f" ({sum(counted)} frames)" if counted else ""
+        return {
+            "kind": "labels",
+            "reason": f"new labels: {', '.join(days) or 'no day named'}{frames}",
+            "drift_event_id": None,
+            "window_end": days[-1] if days else None,
+            "labeled_days": days,
+        }
     if asset_events:
         extra = dict(asset_events[-1])
+        features = ", ".join(extra.get("drifted_features", []))
+        reason = (
+            "the champion's measured accuracy dropped (drift event of kind performance)"
+            if extra.get("kind") == "performance" and not features
+            else f"drift confirmed in {features or 'features'}"
+        )
         return {
             "kind": "drift",
-            "reason": f"drift confirmed in {', '.join(extra.get('drifted_features', [])) or 'features'}",
+            "reason": reason,
             "drift_event_id": extra.get("event_id"),
             "window_end": extra.get("window_end"),
         }
@@ -140,12 +187,14 @@ def plan_retrain(
     )
     end_day = date.fromisoformat(str(end))
     days = [(end_day - timedelta(days=last_n_days - 1 - i)).isoformat() for i in range(last_n_days)]
-    action = "train"
+    action, skip_reason = "train", None
     if params.get("dry_run"):
         action = "dry_run"
     elif trigger["kind"] == "drift" and not auto_retrain:
         action = "review"
-    return {
+    elif trigger["kind"] == "labels" and not auto_retrain:
+        action, skip_reason = "skip", "auto_retrain is off: new labels start no training"
+    planned = {
         "trigger": dict(trigger),
         "action": action,
         "auto_retrain": auto_retrain,
@@ -156,6 +205,9 @@ def plan_retrain(
         "hyperparameters": dict(params.get("hyperparameters") or {}),
         "base": params.get("base") or "champion",
     }
+    if skip_reason:
+        planned["skip_reason"] = skip_reason
+    return planned
 
 
 def open_review(settings: Settings, plan: Mapping[str, Any], run_id: str) -> dict[str, Any]:
@@ -170,11 +222,38 @@ def open_review(settings: Settings, plan: Mapping[str, Any], run_id: str) -> dic
     return {"ledger_id": entry.id, "drift_event_id": plan["trigger"].get("drift_event_id")}
 
 
+def skip_training(settings: Settings, plan: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """The plan trains nothing (new labels too few, auto_retrain off): the ledger says why."""
+    entry = ledger(settings).append(
+        "training_run",
+        actor=f"airflow:{run_id}",
+        subject=f"model:{settings.registered_model}",
+        payload={"status": "skipped", "reason": plan.get("skip_reason"), "plan": dict(plan)},
+        idempotency_key=f"retrain_detector/{run_id}/skip",
+    )
+    return {"ledger_id": entry.id, "reason": plan.get("skip_reason")}
+
+
+def check_labels(s3, settings: Settings, planned: dict[str, Any], min_frames: int) -> None:
+    """A training for new labels goes ahead only with enough frames new to the champion
+    (``planned["new_labels"]`` records the count); too few turn it into a skip."""
+    from driftloop.retrain.new_labels import check_new_labels
+
+    if planned["trigger"]["kind"] != "labels" or planned["action"] != "train":
+        return
+    verdict = check_new_labels(s3, settings, planned["days"], min_frames)
+    planned["new_labels"] = verdict
+    if not verdict["enough"]:
+        planned["action"], planned["skip_reason"] = "skip", verdict["reason"]
+
+
 def plan_run(
     settings: Settings,
     params: Mapping[str, Any],
     *,
     asset_events: Iterable[Mapping[str, Any]],
+    label_events: Iterable[Mapping[str, Any]] = (),
+    s3: Any = None,
     run_type: Any,
     moment: datetime,
     auto_retrain_variable: str | None,
@@ -184,13 +263,16 @@ def plan_run(
 
     ``run_type``: the DAG run's type (the Task SDK's enum or its value); ``moment``: its
     logical date, else its ``run_after`` (the window ends the day before, as in
-    ``drift_monitor``); ``auto_retrain_variable``: the Airflow Variable
+    ``drift_monitor``); ``label_events``: the extras of the ``driftloop_labels`` events
+    (``s3`` then counts the window's labeled frames new to the champion);
+    ``auto_retrain_variable``: the Airflow Variable
     :data:`AUTO_RETRAIN_VARIABLE` (None when unset). ValueError or LookupError: bad Params,
     policy overrides, Variable or drift event id, which no retry can fix.
     """
     from driftloop.retrain.policy import run_policy
 
-    trigger = resolve_trigger(params, list(asset_events), str(getattr(run_type, "value", run_type)))
+    run_type = str(getattr(run_type, "value", run_type))
+    trigger = resolve_trigger(params, list(asset_events), run_type, label_events)
     policy = run_policy(settings, params)  # a bad override fails here, not at the gate
     planned = plan_retrain(
         params,
@@ -199,16 +281,18 @@ def plan_run(
         auto_retrain=resolve_auto_retrain(policy.auto_retrain, auto_retrain_variable),
     )
     planned["promotion_policy"] = {"version": policy.version, "source": policy.source}
+    check_labels(s3, settings, planned, policy.new_labels.min_frames)
     take_up_drift_event(settings, planned, run_id)
     return planned
 
 
 def after_plan(plan: Mapping[str, Any]) -> str:
-    """The task after ``plan``: a review, or the snapshot (to train or for a dry run)."""
+    """The task after ``plan``: a review, the skip, or the snapshot (to train or for a dry
+    run)."""
     action = plan["action"]
     if action not in ACTIONS:
         raise ValueError(f"plan action {action!r} is not one of {', '.join(ACTIONS)}")
-    return OPEN_REVIEW_TASK if action == "review" else SNAPSHOT_TASK
+    return {"review": OPEN_REVIEW_TASK, "skip": SKIP_TASK}.get(action, SNAPSHOT_TASK)
 
 
 def after_snapshot(plan: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@
     datasets/{sha256}/images/{train,val,eval}/<stem>.png
     datasets/{sha256}/labels/{train,val,eval}/<stem>.txt
     datasets/{sha256}/data.yaml          Ultralytics dataset file (path: . -> set by the consumer)
+    datasets/{sha256}/frames.jsonl       camera, source, batch of each window frame
     datasets/{sha256}/manifest.json      written last: its presence means "complete snapshot"
     datasets/{sha256}/requests/<run>.json   provenance of each request (not hashed)
 
@@ -26,6 +27,14 @@ Rules:
   eval_share + val_share`` -> val, else train. Golden frames are always eval. A frame's split
   depends only on its stem and the shares, so it keeps its split in every snapshot with the
   same shares (a frame evaluated on is never trained on by a later snapshot either).
+- **Cameras.** ``frames.jsonl`` lists every kept window frame as its day's
+  ``frames.jsonl`` described it (:mod:`driftloop.contracts.labeled`: ``stem``, ``camera_id``,
+  ``source``, ``frame_id``, ``batch``; a frame its day does not list: camera ``unknown``,
+  source ``feedback``), sorted by stem; golden frames are not listed (camera ``unknown``). It
+  is a file of the snapshot, so a frame's camera is part of the hash; the manifest counts the
+  frames per split and camera under ``cameras``. A snapshot from before has no such file:
+  :func:`driftloop.retrain.snapshot_io.snapshot_frames` reads its frames as camera
+  ``unknown``.
 - **Hash.** sha256 of the listing ``"<sha256 of file>  <relative path>\\n"`` (sha256sum
   format) of every file except ``manifest.json`` and ``requests/``, sorted by path. Labels and
   images are copied byte for byte, so any changed byte changes the hash; ``source_run`` never
@@ -62,6 +71,7 @@ from typing import Any
 
 from driftloop.config.settings import Settings
 from driftloop.contracts import schema, storage
+from driftloop.contracts.labeled import frames_index_bytes
 from driftloop.evaluation import golden as golden_set
 from driftloop.retrain.frames import (
     DEFAULT_WORKERS,
@@ -76,6 +86,7 @@ from driftloop.retrain.frames import (
 )
 from driftloop.retrain.snapshot_io import (
     DATA_YAML,
+    FRAMES_FILE,
     HASH_RULE,
     MANIFEST,
     data_yaml_bytes,
@@ -207,7 +218,9 @@ def snapshot_dataset(
         splits = dict.fromkeys(SPLITS, 0)
         backgrounds = dict.fromkeys(SPLITS, 0)
         class_counts = {split: dict.fromkeys(schema.CLASS_NAMES, 0) for split in SPLITS}
+        cameras: dict[str, dict[str, int]] = {split: {} for split in SPLITS}
         for frame, split in kept:
+            cameras[split][frame.camera_id] = cameras[split].get(frame.camera_id, 0) + 1
             image_path = f"images/{split}/{frame.stem}{frame.ext}"
             label_path = f"labels/{split}/{frame.stem}{LABEL_EXTENSION}"
             files[image_path], local[image_path] = frame.image_sha, frame.image_file
@@ -224,7 +237,10 @@ def snapshot_dataset(
                 f"eval_share={eval_share}): Ultralytics needs both; widen the window"
             )
         local[DATA_YAML] = data_yaml_bytes()
-        files[DATA_YAML] = hashlib.sha256(local[DATA_YAML]).hexdigest()
+        # kept = the golden frames, then the window's: only window frames have a camera
+        local[FRAMES_FILE] = frames_index_bytes(f.info for f, _ in kept[len(golden_frames) :])
+        for path in (DATA_YAML, FRAMES_FILE):
+            files[path] = hashlib.sha256(local[path]).hexdigest()
         sha256 = listing_sha256(files)
         manifest = {
             "format": FORMAT,
@@ -249,6 +265,7 @@ def snapshot_dataset(
             "window_frames": n_window,
             "background_frames": backgrounds,
             "class_counts": class_counts,
+            "cameras": {split: dict(sorted(c.items())) for split, c in cameras.items()},
             "rejected": rejected,
             "files": files,
             "sources": sources,

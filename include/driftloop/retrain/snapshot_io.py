@@ -16,10 +16,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from driftloop.contracts import schema, storage
+from driftloop.contracts.labeled import FRAMES_INDEX, LabeledFrameInfo, parse_frames_index
 from driftloop.retrain.frames import DEFAULT_WORKERS, SPLITS, get_object_or_none, map_in_threads
 
 MANIFEST = "manifest.json"
 DATA_YAML = "data.yaml"
+#: camera, source and batch of each window frame (the labeled days' ``frames.jsonl`` format)
+FRAMES_FILE = FRAMES_INDEX
 REQUESTS_DIR = "requests"
 HASH_RULE = (
     "sha256 of the lines '<sha256 of file>  <relative path>\\n' (sha256sum format) of every "
@@ -32,6 +35,7 @@ _CONTENT_TYPES = {
     ".jpeg": "image/jpeg",
     ".txt": "text/plain",
     ".yaml": "application/yaml",
+    ".jsonl": "application/x-ndjson",
 }
 
 
@@ -141,6 +145,22 @@ def load_manifest(s3, uri: str) -> dict[str, Any]:
     if data is None:
         raise ValueError(f"no {MANIFEST} under s3://{bucket}/{prefix}: not a complete snapshot")
     return json.loads(data)
+
+
+def snapshot_frames(root: str | Path) -> dict[str, LabeledFrameInfo]:
+    """``{stem: info}`` of the window frames of a downloaded snapshot (:func:`download_dataset`'s
+    folder), from its ``frames.jsonl``; ``{}`` for a snapshot made before snapshots had one
+    (its manifest does not list it): every frame is then camera ``unknown``, as is every
+    golden frame (use :func:`driftloop.contracts.labeled.info_of`). A snapshot whose manifest
+    lists the file but whose folder lacks it is an error."""
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST).read_text())
+    if FRAMES_FILE not in (manifest.get("files") or {}):
+        return {}
+    path = root / FRAMES_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: snapshot {manifest.get('sha256')} lists it")
+    return parse_frames_index(path.read_bytes(), str(path))
 
 
 def _safe_relpath(path: str) -> bool:

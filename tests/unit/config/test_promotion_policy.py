@@ -82,16 +82,18 @@ def test_defaults_fill_a_minimal_document():
         "promote_to": "champion",
         "approval": "none",
         "auto_retrain": True,
+        "new_labels": {"min_frames": 200},
         "retention": {"keep_last": 10, "archive": "tag"},
         "bootstrap": {"n_resamples": 1000, "confidence": 0.95},
         "latency": {"rounds": 150, "confidence": 0.95, "same_graph_tolerance": 0.5},
+        "slices": {"tolerance": 0.02, "min_images": 20, "confidence": 0.95},
         "rollout": ROLLOUT_DEFAULTS,
     }
 
 
 def test_the_shipped_rollout_section_is_the_spec_and_documents_each_knob():
     policy = load_promotion_policy()
-    assert policy.version == "2026.11.4"
+    assert policy.version == "2026.12.1"
     assert policy.rollout.model_dump() == ROLLOUT_DEFAULTS
     # the rollout evidence reads these names (RolloutSLO.from_policy)
     assert policy.rollout.canary.share == 0.05
@@ -104,6 +106,30 @@ def test_the_shipped_rollout_section_is_the_spec_and_documents_each_knob():
     assert len(knobs) == 2 + 3 + 3 + 1 + 7  # shadow, canary, guard, confidence, slo
     for number in knobs:
         assert section[number - 1].lstrip().startswith("#"), section[number]
+
+
+def test_the_new_labels_section_is_documented_and_checked():
+    policy = load_promotion_policy()
+    assert policy.new_labels.min_frames == 200  # the default
+    lines = DEFAULT_PROMOTION_POLICY_PATH.read_text().splitlines()
+    at = lines.index("new_labels:")
+    assert lines[at - 1].startswith("#")
+    assert lines[at + 1].lstrip().startswith("#")  # the knob's own comment, right above it
+    assert lines[at + 2] == "  min_frames: 200"
+    assert (
+        parse_promotion_policy({**MINIMAL, "new_labels": {"min_frames": 5}}).new_labels.min_frames
+        == 5
+    )
+    for bad, message in (
+        (0, "must be >= 1, got 0"),
+        (True, "must be an integer, got True"),  # a boolean is no count
+        (2.5, "must be an integer, got 2.5"),
+    ):
+        with pytest.raises(PolicyError, match=r"'new_labels\.min_frames'") as caught:
+            parse_promotion_policy({**MINIMAL, "new_labels": {"min_frames": bad}})
+        assert message in str(caught.value)
+    with pytest.raises(PolicyError, match="new_labels"):
+        parse_promotion_policy({**MINIMAL, "new_labels": {"min_frame": 5}})  # a typo
 
 
 def test_a_partial_rollout_section_keeps_the_other_defaults():
@@ -207,6 +233,9 @@ def test_every_field_has_a_description_a_form_can_show():
         ({"max_p95_latency_ms": -5}, "'max_p95_latency_ms' must be > 0, got -5$"),
         ({"bootstrap": {"confidence": 0.4}}, r"must be >= 0.5, got 0.4 \(allowed: \[0.5, 1\)\)"),
         ({"bootstrap": {"confidence": 1}}, "'bootstrap.confidence' must be < 1, got 1"),
+        ({"slices": {"min_images": 0}}, "'slices.min_images' must be >= 1, got 0"),
+        ({"slices": {"tolerance": -0.01}}, "'slices.tolerance' must be >= 0"),
+        ({"slices": {"confidence": 1}}, "'slices.confidence' must be < 1, got 1"),
         ({"retention": {"keep_last": -3}}, "'retention.keep_last' must be >= 1, got -3"),
         # not one of the choices
         ({"retention": {"archive": "purge"}}, "must be one of 'tag' or 'delete', got 'purge'"),

@@ -34,6 +34,7 @@ def test_defaults_and_overrides():
         "DRIFTLOOP_TRAINING_BACKEND": " Kubernetes ",
         "DRIFTLOOP_RETRAIN_CRON": "@monthly",
         "DRIFTLOOP_ROLLOUT_CRON": "*/30 * * * *",
+        "DRIFTLOOP_LABELS_CRON": "@daily",
         "DRIFTLOOP_PUSHGATEWAY_URL": "",  # empty means unset
     }
     settings = Settings.from_env(env)
@@ -41,6 +42,8 @@ def test_defaults_and_overrides():
     assert settings.training_backend == "kubernetes"
     assert settings.retrain_cron == "@monthly"
     assert settings.rollout_cron == "*/30 * * * *"
+    assert settings.labels_cron == "@daily"
+    assert Settings().labels_cron == "0 * * * *"  # labels_landed looks every hour
     assert settings.pushgateway_url is None
 
 
@@ -58,6 +61,7 @@ def test_mlflow_uri_falls_back_to_mlflow_tracking_uri():
         ("DRIFTLOOP_RETRY_DELAY_S", "-1", "greater than or equal to 0"),
         ("DRIFTLOOP_TRAINING_BACKEND", "slurm", "'local' or 'kubernetes'"),
         ("DRIFTLOOP_DRIFT_CRON", "daily", "cron expression"),
+        ("DRIFTLOOP_LABELS_CRON", "hourly", "cron expression"),
     ],
 )
 def test_a_bad_value_names_the_variable(variable, value, why):

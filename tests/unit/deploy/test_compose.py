@@ -642,12 +642,24 @@ def test_worker_has_what_tasks_need(services, worker_env, env_example):
 def test_task_credentials_stay_on_the_workers(services):
     for name in AIRFLOW_IMAGE_SERVICES - {"airflow-worker"}:
         env = set(as_dict(services[name]["environment"]))
-        assert not env & TASK_ONLY_ENV, f"{name} holds task-only credentials"
+        # the api-server reads the drift history for the Drift page (and nothing else)
+        allowed = {"DRIFTLOOP_DATABASE_URL"} if name == "airflow-apiserver" else set()
+        assert not env & (TASK_ONLY_ENV - allowed), f"{name} holds task-only credentials"
         assert KUBE_MOUNT not in mount_targets(services[name]), f"{name} mounts the kubeconfig"
         if name != "airflow-triggerer":
             assert S3_ENV not in env, f"{name} holds the S3 connection"
     triggerer_env = as_dict(services["airflow-triggerer"]["environment"])
     assert triggerer_env[S3_ENV] == as_dict(services["airflow-worker"]["environment"])[S3_ENV]
+
+
+def test_api_server_reads_the_drift_history_as_the_application_role(services, worker_env):
+    # the Drift page plugin: the same database and role as the tasks, and no other task
+    # credential (S3, the cluster, the ledger's HMAC key)
+    env = as_dict(services["airflow-apiserver"]["environment"])
+    assert env["DRIFTLOOP_DATABASE_URL"] == worker_env["DRIFTLOOP_DATABASE_URL"]
+    assert "driftloop_app:" in env["DRIFTLOOP_DATABASE_URL"]
+    for name in (S3_ENV, "AIRFLOW_CONN_KUBERNETES_DEFAULT", "DRIFTLOOP_LEDGER_HMAC_KEY"):
+        assert name not in env, name
 
 
 def test_scheduler_depends_on_redis_and_runs_no_tasks(services):

@@ -217,6 +217,14 @@ def test_task_credentials_only_where_tasks_and_triggers_run(values, env):
     assert not values.get("secret"), "top-level `secret` reaches every component"
 
 
+def test_api_server_reads_the_drift_history_from_the_workers_secret(values):
+    # the Drift page plugin reads the drift history; no other task credential goes there
+    api_env = {e["name"]: e for e in values["apiServer"]["env"]}
+    assert set(api_env) == {"DRIFTLOOP_DATABASE_URL"}
+    workers = {e["name"]: e for e in values["workers"]["env"]}
+    assert api_env["DRIFTLOOP_DATABASE_URL"] == workers["DRIFTLOOP_DATABASE_URL"]
+
+
 def test_alerts_webhook_reaches_the_workers_from_an_optional_secret(values):
     # the notifiers run in task processes, on the workers; absent Secret = notifications off
     name = "AIRFLOW_CONN_" + Settings().alerts_conn_id.upper()

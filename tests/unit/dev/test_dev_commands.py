@@ -192,7 +192,9 @@ def test_the_demo_world_has_frames_and_labels_but_no_inference_logs():
     assert not [k for k in sink.keys if k.startswith("inference/")]
     # labeled frames every day, traffic (3 frames + manifest) only on the chosen day
     for day in ("2026-11-27", "2026-11-28", "2026-11-29"):
-        assert len([k for k in sink.keys if k.startswith(f"labeled/dt={day}/")]) == 4
+        labeled = [k for k in sink.keys if k.startswith(f"labeled/dt={day}/")]
+        assert len(labeled) == 6  # 2 frames (image + label), frames.jsonl, _SUCCESS last
+        assert labeled[-1] == f"labeled/dt={day}/_SUCCESS"
     assert len([k for k in sink.keys if k.startswith("frames/")]) == 4
     assert "frames/dt=2026-11-28/_frames.jsonl" in sink.keys
     # a rollout day's traffic: its manifest after its frames

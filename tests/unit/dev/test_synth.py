@@ -107,7 +107,11 @@ def test_layout_keys_and_content_types(small_world):
         assert sink.keys(lp) == sorted(
             [f"{lp}images/{day}-{i:04d}.png" for i in range(3)]
             + [f"{lp}labels/{day}-{i:04d}.txt" for i in range(3)]
+            + [f"{lp}frames.jsonl", f"{lp}_SUCCESS"]
         )
+        # a labeled day is complete when its _SUCCESS is there: written after its frames
+        labeled = [k for k in sink.objects if k.startswith(lp)]
+        assert labeled[-1] == f"{lp}_SUCCESS"
     assert {sink.content_types[k] for k in sink.keys("inference/") if k.endswith(".parquet")} == {
         "application/vnd.apache.parquet"
     }

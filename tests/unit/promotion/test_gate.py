@@ -106,6 +106,19 @@ def latency(low=0.97, high=1.04, ratio=1.003, graph=GRAPH_160, **kw):
     )
 
 
+def no_cameras(n, metric="map50_95"):
+    """Per-camera evidence of an evaluation set whose images have no camera (the
+    ``camera_slices`` check passes with nothing to judge; see test_gate_slices.py)."""
+    return {"by": "camera_id", "metric": metric, "slices": [], "unattributed": n}
+
+
+def decide(cand, champ, dlt, policy, latency=None, *, slices=None):
+    """decide_promotion with per-camera evidence that judges no camera (unless given)."""
+    if slices is None and champ is not None:
+        slices = no_cameras(cand.n_images, policy.primary_metric)
+    return decide_promotion(cand, champ, dlt, policy, latency, slices=slices)
+
+
 def check(decision, name):
     (found,) = [c for c in decision.checks if c.name == name]
     return found
@@ -215,7 +228,7 @@ def test_missing_required_key_and_missing_file(tmp_path):
 
 
 def test_a_clearly_better_candidate_is_promoted(policy):
-    d = decide_promotion(candidate(), champion(), delta(), policy, latency())
+    d = decide(candidate(), champion(), delta(), policy, latency())
     assert d.promote
     assert d.target_alias == "champion"
     assert d.reasons == []
@@ -224,6 +237,7 @@ def test_a_clearly_better_candidate_is_promoted(policy):
         "map_delta",
         "p95_latency",
         "int8_loss",
+        "camera_slices",
         "floor_map50",
         "floor_map50_95",
         "floor_p95_latency_ms",
@@ -235,7 +249,7 @@ def test_a_clearly_better_candidate_is_promoted(policy):
     ("low", "passes"), [(-0.02, True), (-0.019, True), (-0.0201, False), (-0.020001, False)]
 )
 def test_delta_lower_bound_edge(policy, low, passes):
-    d = decide_promotion(candidate(), champion(), delta(low=low), policy, latency())
+    d = decide(candidate(), champion(), delta(low=low), policy, latency())
     assert check(d, "map_delta").passed is passes
     assert d.promote is passes
     if not passes:
@@ -254,7 +268,7 @@ def test_delta_lower_bound_edge(policy, low, passes):
 def test_a_different_graph_is_rejected_only_when_the_whole_interval_lies_above(
     policy, low, high, passes
 ):
-    d = decide_promotion(
+    d = decide(
         candidate(), champion(), delta(), policy, latency(low=low, high=high, graph=GRAPH_224)
     )
     lat = check(d, "p95_latency")
@@ -267,7 +281,7 @@ def test_a_different_graph_is_rejected_only_when_the_whole_interval_lies_above(
 def test_point_estimates_alone_never_reject(policy):
     """The incident: 3.5245 against 3.5185 ms rejected a clearly better candidate. Now the
     numbers that decide are the interval's, and the p95s of the summaries play no part."""
-    d = decide_promotion(
+    d = decide(
         candidate(p95_latency_ms=3.5245),
         champion(p95_latency_ms=3.5185),
         delta(),
@@ -278,7 +292,7 @@ def test_point_estimates_alone_never_reject(policy):
     assert d.promote
     # and a candidate whose summary p95 looks 25 % slower passes when the paired interval
     # says it is not slower than the tolerance
-    d = decide_promotion(
+    d = decide(
         candidate(p95_latency_ms=25.0), champion(p95_latency_ms=20.0), delta(), policy,
         latency(low=1.02, high=1.31, graph=GRAPH_224),
     )  # fmt: skip
@@ -305,7 +319,7 @@ def test_a_same_graph_candidate_is_held_to_the_same_graph_tolerance(
             )
         }
     )
-    d = decide_promotion(candidate(), champion(), delta(), policy, latency(low=low, high=2.0))
+    d = decide(candidate(), champion(), delta(), policy, latency(low=low, high=2.0))
     lat = check(d, "p95_latency")
     assert lat.passed is passes
     assert lat.threshold == pytest.approx(1.0 + max(0.10, same_graph_tolerance))
@@ -314,7 +328,7 @@ def test_a_same_graph_candidate_is_held_to_the_same_graph_tolerance(
 
 
 def test_unknown_graphs_are_held_to_the_latency_tolerance(policy):
-    d = decide_promotion(
+    d = decide(
         candidate(), champion(), delta(), policy,
         latency(low=1.2, high=1.3, graph=None, champion_graph=None),
     )  # fmt: skip
@@ -325,15 +339,13 @@ def test_unknown_graphs_are_held_to_the_latency_tolerance(policy):
 
 
 def test_the_latency_detail_says_ratio_interval_rounds_and_verdict(policy):
-    lat = check(
-        decide_promotion(candidate(), champion(), delta(), policy, latency()), "p95_latency"
-    )
+    lat = check(decide(candidate(), champion(), delta(), policy, latency()), "p95_latency")
     assert lat.detail.startswith(
         "p95 ratio candidate/champion 1.003, 95% CI [0.970, 1.040], 200 paired rounds; "
         "interval not wholly above 1.50; same graph"
     )
     slow = latency(ratio=1.7, low=1.6, high=1.8, graph=GRAPH_224)
-    lat = check(decide_promotion(candidate(), champion(), delta(), policy, slow), "p95_latency")
+    lat = check(decide(candidate(), champion(), delta(), policy, slow), "p95_latency")
     assert "interval wholly above 1.10; different graph" in lat.detail
 
 
@@ -350,7 +362,7 @@ def test_the_latency_detail_says_ratio_interval_rounds_and_verdict(policy):
     ],
 )
 def test_a_missing_or_weaker_latency_comparison_fails_closed(policy, comparison, message):
-    d = decide_promotion(candidate(), champion(), delta(), policy, comparison)
+    d = decide(candidate(), champion(), delta(), policy, comparison)
     lat = check(d, "p95_latency")
     assert not lat.passed
     assert message in lat.detail
@@ -358,7 +370,7 @@ def test_a_missing_or_weaker_latency_comparison_fails_closed(policy, comparison,
 
 
 def test_a_narrower_interval_than_the_policys_is_accepted(policy):
-    d = decide_promotion(candidate(), champion(), delta(), policy, latency(confidence=0.9))
+    d = decide(candidate(), champion(), delta(), policy, latency(confidence=0.9))
     assert check(d, "p95_latency").passed
 
 
@@ -367,18 +379,18 @@ def test_the_comparison_from_the_ledger_decides_alike_and_is_evidence(policy):
     stored = json.loads(json.dumps(comparison.to_dict(), allow_nan=False))
     assert stored["same_graph"] is False
     assert stored["flops_ratio"] == pytest.approx(774_096_512 / 394_716_800)
-    from_ledger = decide_promotion(candidate(), champion(), delta(), policy, stored)
-    direct = decide_promotion(candidate(), champion(), delta(), policy, comparison)
+    from_ledger = decide(candidate(), champion(), delta(), policy, stored)
+    direct = decide(candidate(), champion(), delta(), policy, comparison)
     assert from_ledger.to_dict()["checks"] == direct.to_dict()["checks"]
     assert from_ledger.evidence["latency"]["low"] == 1.2
     assert from_ledger.evidence["latency"]["candidate_graph"]["fingerprint"] == "b" * 64
     # a ledger row that lost its numbers is refused, never read as a pass
-    broken = decide_promotion(candidate(), champion(), delta(), policy, {"rounds": 200})
+    broken = decide(candidate(), champion(), delta(), policy, {"rounds": 200})
     assert not check(broken, "p95_latency").passed
 
 
 def test_without_a_champion_no_comparison_is_needed(policy):
-    d = decide_promotion(candidate(), None, None, policy)
+    d = decide(candidate(), None, None, policy)
     assert d.promote
     assert d.evidence["latency"] is None
 
@@ -388,9 +400,7 @@ def test_without_a_champion_no_comparison_is_needed(policy):
     [(0.80, 0.79, True), (0.80, 0.80, True), (0.80, 0.7899, False), (0.80, 0.70, False)],
 )
 def test_int8_loss_edge(policy, fp32, int8, passes):
-    d = decide_promotion(
-        candidate(map50=fp32, map50_int8=int8), champion(), delta(), policy, latency()
-    )
+    d = decide(candidate(map50=fp32, map50_int8=int8), champion(), delta(), policy, latency())
     assert check(d, "int8_loss").passed is passes
     assert check(d, "int8_loss").value == pytest.approx(fp32 - int8)
     assert d.promote is passes
@@ -409,14 +419,14 @@ def test_int8_loss_edge(policy, fp32, int8, passes):
 )
 def test_floors_without_a_champion(policy, field, value, name, passes):
     cand = candidate(**{field: value, "map50_int8": 0.0})  # INT8 loss is not a floor
-    d = decide_promotion(cand, None, None, policy)
+    d = decide(cand, None, None, policy)
     assert check(d, name).passed is passes
     assert d.promote is passes
     assert not d.has_champion
 
 
 def test_no_champion_path_is_floors_only(policy):
-    d = decide_promotion(candidate(map50_int8=NAN), None, None, policy)
+    d = decide(candidate(map50_int8=NAN), None, None, policy)
     assert d.promote
     assert d.target_alias == "champion"
     assert [c.name for c in d.checks] == [
@@ -429,7 +439,7 @@ def test_no_champion_path_is_floors_only(policy):
 
 def test_floors_also_bind_against_a_champion(policy):
     weak_champ = champion(map50=0.40, map50_95=0.20, map50_int8=0.40)
-    d = decide_promotion(candidate(map50_95=0.25), weak_champ, delta(), policy, latency())
+    d = decide(candidate(map50_95=0.25), weak_champ, delta(), policy, latency())
     assert not d.promote
     assert [r.split(":")[0] for r in d.reasons] == ["floor_map50_95"]
 
@@ -452,7 +462,7 @@ def test_floors_also_bind_against_a_champion(policy):
     ],
 )
 def test_missing_or_nan_evidence_fails_closed(policy, cand, champ, dlt, failing):
-    d = decide_promotion(cand, champ, dlt, policy, latency())
+    d = decide(cand, champ, dlt, policy, latency())
     assert not d.promote
     assert d.target_alias is None
     assert check(d, failing).passed is False
@@ -463,11 +473,11 @@ def test_target_alias_and_approval_follow_the_policy(policy):
     challenger = parse_promotion_policy(
         {**policy.to_dict(), "promote_to": "challenger", "approval": "required"}
     )
-    d = decide_promotion(candidate(), champion(), delta(), challenger, latency())
+    d = decide(candidate(), champion(), delta(), challenger, latency())
     assert d.promote
     assert d.target_alias == "challenger"
     assert d.requires_approval
-    rejected = decide_promotion(candidate(), champion(), delta(low=-0.5), challenger, latency())
+    rejected = decide(candidate(), champion(), delta(low=-0.5), challenger, latency())
     assert rejected.target_alias is None
     assert not rejected.requires_approval
 
@@ -475,13 +485,13 @@ def test_target_alias_and_approval_follow_the_policy(policy):
 def test_without_a_champion_a_challenger_policy_promotes_to_champion(policy):
     # a rollout compares the challenger with the champion: with none, the first model serves
     challenger = parse_promotion_policy({**policy.to_dict(), "promote_to": "challenger"})
-    d = decide_promotion(candidate(), None, None, challenger)
+    d = decide(candidate(), None, None, challenger)
     assert d.promote
     assert d.target_alias == "champion"
 
 
 def test_to_dict_is_strict_json(policy):
-    d = decide_promotion(candidate(map50_95=NAN), champion(), delta(high=NAN), policy, latency())
+    d = decide(candidate(map50_95=NAN), champion(), delta(high=NAN), policy, latency())
     doc = json.loads(json.dumps(d.to_dict(), allow_nan=False))
     assert doc["verdict"] == "reject"
     assert doc["promote"] is False
@@ -492,9 +502,7 @@ def test_to_dict_is_strict_json(policy):
 
 
 def test_table_renders_fixed_width(policy):
-    d = decide_promotion(
-        candidate(p95_latency_ms=30.0), champion(), delta(low=NAN), policy, latency(low=1.6)
-    )
+    d = decide(candidate(p95_latency_ms=30.0), champion(), delta(low=NAN), policy, latency(low=1.6))
     text = d.table()
     lines = text.splitlines()
     assert lines[0].split()[:5] == ["check", "result", "value", "rule", "threshold"]
@@ -506,12 +514,12 @@ def test_table_renders_fixed_width(policy):
         assert line[result_col : result_col + 4] == ("PASS" if c.passed else "FAIL")
     assert "n/a" in text
     assert lines[-1].startswith("decision: REJECT (2 failed)")
-    ok = decide_promotion(candidate(), champion(), delta(), policy, latency()).table()
+    ok = decide(candidate(), champion(), delta(), policy, latency()).table()
     assert ok.splitlines()[-1].startswith("decision: PROMOTE -> champion")
 
 
 def test_check_values_are_reported(policy):
-    d = decide_promotion(candidate(), champion(), delta(low=-0.01), policy, latency())
+    d = decide(candidate(), champion(), delta(low=-0.01), policy, latency())
     c = check(d, "map_delta")
     assert (c.value, c.threshold, c.op) == (-0.01, -0.02, ">=")
     lat = check(d, "p95_latency")

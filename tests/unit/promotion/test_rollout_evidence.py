@@ -118,6 +118,28 @@ def test_a_subject_blind_on_one_camera_fails_on_that_camera():
     assert check(comparison, "agreement_f1", "cam-b")["confidence"] == pytest.approx(1 - 0.05 / 3)
 
 
+def test_better_on_average_but_worse_on_one_cameras_labels_fails_on_that_camera():
+    """No camera may regress, in rollout as in the gate: the mAP on each camera's labeled
+    frames is judged on its own (Bonferroni over the cameras tested)."""
+    world = World(
+        n_frames=900,
+        hours=8,
+        labeled=450,
+        baseline_miss=0.15,
+        subject_miss={"cam-a": 0.3, "cam-b": 0.0, "cam-c": 0.0},
+    )
+    comparison = compare_stage(*build(world), slo_for("canary"), "canary")
+    assert comparison.verdict == "fail"
+    overall = check(comparison, "map50_95_delta")
+    assert overall["status"] == "pass"
+    assert overall["low"] > 0  # better on average, beyond doubt
+    assert failed(comparison) == {("map50_95_delta", "cam-a")}
+    camera = check(comparison, "map50_95_delta", "cam-a")
+    assert camera["high"] < -0.02
+    assert camera["confidence"] == pytest.approx(1 - 0.05 / 3)
+    assert comparison.reasons[0].startswith("map50_95_delta (cam-a): 0.9833 interval [-")
+
+
 def test_the_map_check_fails_a_much_worse_subject_and_passes_an_equal_one():
     worse, labels = build(World(n_frames=900, hours=8, labeled=150, subject_jitter_px=8.0))
     comparison = compare_stage(worse, labels, slo_for("canary"), "canary")

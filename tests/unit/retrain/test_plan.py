@@ -31,6 +31,17 @@ def test_drift_trigger_carries_the_event_and_its_window():
     assert plan["action"] == "train"
 
 
+def test_an_accuracy_drop_alone_says_so_in_the_reason():
+    extra = {"event_id": 3, "window_end": "2026-03-01", "drifted_features": []}
+    performance = resolve_trigger({}, [{**extra, "kind": "performance"}], "asset_triggered")
+    assert performance["reason"] == (
+        "the champion's measured accuracy dropped (drift event of kind performance)"
+    )
+    assert (
+        resolve_trigger({}, [extra], "asset_triggered")["reason"] == "drift confirmed in features"
+    )
+
+
 def test_auto_retrain_off_turns_a_drift_into_a_review_but_not_a_manual_run():
     drift = resolve_trigger({}, [{"event_id": 1}], "asset_triggered")
     assert plan_retrain({}, drift, today=TODAY, auto_retrain=False)["action"] == "review"

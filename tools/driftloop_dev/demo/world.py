@@ -100,7 +100,9 @@ def write_demo_world(
         with ProcessPoolExecutor(max_workers=RENDER_PROCESSES, mp_context=context) as pool:
             writer.write(golden_objects())
             for files in pool.map(_day_files, *zip(*jobs, strict=True)):
-                writer.write(files)
+                # a labeled day's _SUCCESS after the day's other objects (batches are in order)
+                writer.write([f for f in files if not f[0].endswith("/_SUCCESS")])
+                writer.write([f for f in files if f[0].endswith("/_SUCCESS")])
     finally:
         writer.close()
     return ground_truth_of(spec), writer.objects

@@ -45,7 +45,7 @@ STEPS = {
     "drift_monitor": (
         "resolve_run", "wait_for_data", "plan", "validate_partition", "validate", "reference",
         "profile_partition",
-        "statistics",
+        "statistics", "measure_performance",
         "decide", "evidently_report", "log_to_mlflow", "push_metrics", "open_drift_event",
         "await_approval", "confirm_drift",
     ),

@@ -2,8 +2,9 @@
 
 It writes what the serving side and the labeling team would write to S3 — daily
 inference-log partitions (``inference/dt=D/part-*.parquet`` + ``_SUCCESS``, exactly
-:func:`driftloop.contracts.schema.arrow_schema`) and labeled frames (``labeled/dt=D/{images,labels}/``,
-PNG + YOLO txt) — under a named scenario whose ground truth is known::
+:func:`driftloop.contracts.schema.arrow_schema`) and labeled days (``labeled/dt=D/{images,labels}/``,
+PNG + YOLO txt, ``frames.jsonl`` with each frame's camera, ``_SUCCESS`` last) — under a named
+scenario whose ground truth is known::
 
     from driftloop_dev.synth import MemorySink, generate_world
 

@@ -81,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--image-size", type=int, default=160, help="labeled frame size in pixels")
     parser.add_argument(
+        "--camera-looks",
+        action="store_true",
+        help="render labeled frames through their camera (brightness offset, tint); off by "
+        "default: the promotion floors were calibrated on frames without",
+    )
+    parser.add_argument(
         "--frames-per-day",
         type=int,
         default=0,
@@ -153,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             magnitude=args.magnitude,
             frames_per_day=args.frames_per_day,
+            camera_looks=args.camera_looks,
         )
     except ValueError as err:
         args.parser.error(str(err))  # exits with status 2

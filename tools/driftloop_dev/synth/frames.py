@@ -5,21 +5,45 @@ background, lighting, objects with integer pixel boxes); :func:`render` draws it
 deterministically; :func:`yolo_labels` writes its label file. Objects never overlap and
 are fully inside the frame, and every drawn pixel of an object lies inside its box with
 the box's four edges touched, so labels are tight. Lighting (the scenario's brightness
-and contrast of the day) scales the whole frame, objects included.
+and contrast of the day) scales the whole frame, objects included. A day's ``object_fade``
+(``confidence-decay``: :data:`.scenarios.MAX_OBJECT_FADE` at the end of its decay) blends
+every object toward the pitch behind it before the lighting: lower object contrast, the same
+labels; a fade of 0 (every other scenario) renders byte for byte as before.
 
 Classes follow :data:`driftloop.contracts.schema.CLASS_NAMES`: 0 = ball, 1 = player.
+
+A labeled day (:func:`labeled_files`) is its frames (``images/<stem>.png`` +
+``labels/<stem>.txt``), its ``frames.jsonl`` (:mod:`driftloop.contracts.labeled`: each frame's
+camera, source ``feedback``) and ``_SUCCESS`` last (a JSON summary: the day is complete).
+Frame ``i`` has the camera of traffic frame ``i`` (:mod:`.traffic`): the first draws of the
+day's traffic stream (:func:`labeled_cameras`), the cameras and mix of the inference logs.
+
+Camera looks are opt-in (``WorldSpec.camera_looks``): with them a labeled frame is seen
+through its camera (:func:`camera_look`: the brightness offset and RGB tint the
+inference-log rows use, :data:`.inference.CAMERA_BRIGHTNESS`, :data:`.inference.CAMERA_TINT`).
+Off by default because the promotion floors (``promotion_policy.yaml``) and the golden set's
+numbers were calibrated with ``bench/model_quality.py`` on frames without a look; a look
+changes the training pixels, so that calibration would no longer hold unmeasured.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from driftloop.contracts import schema, storage
-from driftloop_dev.synth.inference import STREAM_FRAMES, day_rng
+from driftloop.contracts.labeled import LabeledFrameInfo, frames_index_bytes, frames_index_key
+from driftloop_dev.synth.inference import (
+    CAMERA_BRIGHTNESS,
+    CAMERA_TINT,
+    STREAM_FRAMES,
+    STREAM_TRAFFIC,
+    day_rng,
+)
 from driftloop_dev.synth.scenarios import BRIGHTNESS_MEAN, DayParams, WorldSpec
 
 BALL = schema.CLASS_NAMES.index("ball")
@@ -84,6 +108,8 @@ class Scene:
     circle_radius: int = 22
     noise_seed: int = 0
     objects: tuple[SceneObject, ...] = field(default_factory=tuple)
+    #: share of the way the objects are blended toward the pitch behind them (0: as drawn)
+    object_fade: float = 0.0
 
     def without_objects(self) -> Scene:
         return replace(self, objects=())
@@ -147,6 +173,7 @@ def sample_scene(rng: np.random.Generator, params: DayParams, size: int = DEFAUL
         circle_radius=int(rng.integers(W // 8, W // 5)),
         noise_seed=int(rng.integers(0, 2**31)),
         objects=tuple(objects),
+        object_fade=params.object_fade,  # no draw: the other scenarios' scenes are unchanged
     )
 
 
@@ -192,11 +219,15 @@ def render(scene: Scene) -> Image.Image:
     draw.line([(scene.halfway_x, 0), (scene.halfway_x, H - 1)], fill=LINE, width=1)
     cy, r = H // 2, scene.circle_radius
     draw.ellipse([scene.halfway_x - r, cy - r, scene.halfway_x + r, cy + r], outline=LINE, width=1)
+    pitch = np.asarray(img, dtype=np.float32) if scene.object_fade > 0 else None
     for o in scene.objects:
         (_draw_ball if o.cls == BALL else _draw_player)(draw, o)
 
     # lighting: scale to the target brightness, then the contrast around it; sensor noise
-    pixels = np.asarray(img, dtype=np.float32) * np.float32(scene.brightness / NOMINAL_LUMA)
+    pixels = np.asarray(img, dtype=np.float32)
+    if pitch is not None:  # faded objects: part of the way toward the pitch behind them
+        pixels = pixels + (pitch - pixels) * np.float32(scene.object_fade)
+    pixels = pixels * np.float32(scene.brightness / NOMINAL_LUMA)
     pivot = np.float32(scene.brightness)
     pixels = pivot + (pixels - pivot) * np.float32(scene.contrast)
     noise = np.random.Generator(np.random.PCG64(scene.noise_seed)).normal(0.0, NOISE_SD, (H, W, 3))
@@ -242,19 +273,62 @@ def label_key(day: str, i: int) -> str:
     return f"{storage.labeled_prefix(day)}labels/{frame_stem(day, i)}.txt"
 
 
+def labeled_success_key(day: str) -> str:
+    return f"{storage.labeled_prefix(day)}{storage.SUCCESS_MARKER}"
+
+
 def day_scenes(spec: WorldSpec, day_index: int, size: int = DEFAULT_SIZE) -> list[Scene]:
     rng = day_rng(spec, day_index, STREAM_FRAMES)
     params = spec.day_params(day_index)
     return [sample_scene(rng, params, size) for _ in range(spec.labeled_per_day)]
 
 
+def draw_cameras(rng: np.random.Generator, params: DayParams, n: int) -> list[str]:
+    """``n`` cameras from the day's mix (a prefix of a longer draw from the same state is the
+    shorter draw: numpy draws one uniform per frame, in order)."""
+    probs = np.asarray(params.camera_probs) / sum(params.camera_probs)
+    return [params.cameras[i] for i in rng.choice(len(params.cameras), size=n, p=probs)]
+
+
+def labeled_cameras(spec: WorldSpec, day_index: int) -> list[str]:
+    """The camera of each labeled frame of the day: traffic frame ``i``'s camera."""
+    rng = day_rng(spec, day_index, STREAM_TRAFFIC)
+    return draw_cameras(rng, spec.day_params(day_index), spec.labeled_per_day)
+
+
+def camera_look(image: Image.Image, camera_id: str) -> Image.Image:
+    """``image`` seen through ``camera_id``: its brightness offset and RGB tint added."""
+    shift = np.asarray(CAMERA_TINT[camera_id], dtype=np.float32) + np.float32(
+        CAMERA_BRIGHTNESS[camera_id]
+    )
+    pixels = np.asarray(image, dtype=np.float32) + shift
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+
+
+def labeled_png(spec: WorldSpec, scene: Scene, camera_id: str) -> bytes:
+    """A labeled frame's PNG: the scene, through its camera when the world has looks."""
+    image = render(scene)
+    return to_png(camera_look(image, camera_id) if spec.camera_looks else image)
+
+
 def labeled_files(
     spec: WorldSpec, day_index: int, size: int = DEFAULT_SIZE
 ) -> list[tuple[str, bytes, str]]:
-    """``(key, bytes, content type)`` of the day's labeled frames, image then label."""
+    """``(key, bytes, content type)`` of the day's labeled frames, image then label, then the
+    day's ``frames.jsonl`` and ``_SUCCESS`` last; [] for a day without labeled frames."""
     day = spec.date_of(day_index).isoformat()
+    scenes = day_scenes(spec, day_index, size)
+    if not scenes:
+        return []
+    cameras = labeled_cameras(spec, day_index)
     files: list[tuple[str, bytes, str]] = []
-    for i, scene in enumerate(day_scenes(spec, day_index, size)):
-        files.append((image_key(day, i), to_png(render(scene)), "image/png"))
+    for i, scene in enumerate(scenes):
+        files.append((image_key(day, i), labeled_png(spec, scene, cameras[i]), "image/png"))
         files.append((label_key(day, i), yolo_labels(scene).encode(), "text/plain"))
+    infos = [
+        LabeledFrameInfo(frame_stem(day, i), cameras[i], "feedback") for i in range(len(scenes))
+    ]
+    files.append((frames_index_key(day), frames_index_bytes(infos), "application/x-ndjson"))
+    summary = {"day": day, "frames": len(scenes), "source": "feedback", "written_by": "synth"}
+    files.append((labeled_success_key(day), json.dumps(summary).encode(), "application/json"))
     return files

@@ -53,6 +53,8 @@ from driftloop_dev.synth.scenarios import (
 STREAM_ROWS = 0
 STREAM_FRAMES = 1
 STREAM_DEFECTS = 2
+#: a day's camera traffic (:mod:`.traffic`); its first draws are the labeled frames' cameras
+STREAM_TRAFFIC = 3
 _WORLD_KEY = 0x5EED  # spawn key of the world constants (projection, camera looks)
 
 LATENT_DIM = 16

@@ -50,6 +50,10 @@ CLASS_MIX_P_BALL_TOP = 0.60
 #: ``confidence-decay``: mean confidence reached at the end of the decay, and its length
 DECAYED_CONFIDENCE_MEAN = 0.55
 CONFIDENCE_DECAY_DAYS = 10
+#: ``confidence-decay``: how far the rendered objects are blended toward the pitch behind them
+#: at the end of the decay (0: as drawn, 1: gone). It is what makes a real model's accuracy
+#: and confidence fall (labeled and traffic frames alike); see :mod:`.frames`
+MAX_OBJECT_FADE = 0.8
 #: ``brightness-shift``: the largest shift (in brightness sd). Beyond it the brightness of
 #: the bright cameras clips at 255, and the shift would no longer be the size asked for.
 MAX_BRIGHTNESS_SHIFT_SD = 3.0
@@ -85,6 +89,9 @@ class DayParams:
     severity: float = 0.0
     #: the partition's defect (``corrupt`` only), one of :data:`DEFECTS`
     defect: str | None = None
+    #: share of the way the rendered objects are blended toward the pitch behind them
+    #: (``confidence-decay`` only): 0 draws them as they are
+    object_fade: float = 0.0
 
 
 BASELINE = DayParams()
@@ -136,7 +143,12 @@ class Scenario:
         if self.name == "confidence-decay":
             severity = min(1.0, (k + 1) / CONFIDENCE_DECAY_DAYS)
             mean = CONFIDENCE_MEAN + (DECAYED_CONFIDENCE_MEAN - CONFIDENCE_MEAN) * severity
-            return replace(BASELINE, confidence_mean=mean, severity=severity)
+            return replace(
+                BASELINE,
+                confidence_mean=mean,
+                object_fade=MAX_OBJECT_FADE * severity,
+                severity=severity,
+            )
         if self.name == "brightness-shift":
             # the RGB means follow brightness (they are linear in it), as in ``gradual``
             return replace(BASELINE, brightness_delta=magnitude * BRIGHTNESS_SD, severity=1.0)
@@ -174,7 +186,9 @@ SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
             Scenario(
                 "confidence-decay",
                 f"concept drift: inputs stable, mean confidence falls {CONFIDENCE_MEAN:g} -> "
-                f"{DECAYED_CONFIDENCE_MEAN:g} over {CONFIDENCE_DECAY_DAYS} days from the drift day",
+                f"{DECAYED_CONFIDENCE_MEAN:g} over {CONFIDENCE_DECAY_DAYS} days from the drift "
+                f"day; in rendered frames the objects fade toward the pitch (up to "
+                f"{MAX_OBJECT_FADE:g} of the way), so a real model's accuracy decays",
                 ("confidence_mean", "confidence_max"),
             ),
             Scenario(
@@ -231,6 +245,9 @@ class WorldSpec:
     seed: int = 0
     #: size of the drift in sd of its feature (``brightness-shift`` only, else None)
     magnitude: float | None = None
+    #: labeled frames seen through their camera (its brightness offset and tint); off by
+    #: default: the model-quality floors were calibrated on frames without (``.frames``)
+    camera_looks: bool = False
 
     @property
     def start_date(self) -> date:
@@ -294,8 +311,11 @@ def world_spec(
     files_per_day: int = 2,
     seed: int = 0,
     magnitude: float | None = None,
+    camera_looks: bool = False,
 ) -> WorldSpec:
     """Validate the arguments of a world; bad ones raise ValueError naming the parameter."""
+    if not isinstance(camera_looks, bool):
+        raise ValueError(f"camera_looks must be true or false, got {camera_looks!r}")
     if not isinstance(scenario, str) or scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {sorted(SCENARIOS)}, got {scenario!r}")
     days = _as_int("days", days)
@@ -340,6 +360,7 @@ def world_spec(
         files_per_day=files_per_day,
         seed=seed,
         magnitude=magnitude,
+        camera_looks=camera_looks,
     )
 
 

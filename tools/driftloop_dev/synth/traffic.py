@@ -8,9 +8,9 @@ drawn from the day's camera mix — :mod:`.scenarios`: the four baseline cameras
 ``cam-05`` from the drift day of ``abrupt``). Layout: :mod:`driftloop.serving.layout`.
 
 Frame ``i`` of day ``D`` is ``D-<i:04d>``. The first ``labeled_per_day`` frames ARE the day's
-labeled frames: same ids, same PNG bytes as ``labeled/dt=D/images/`` (their render is left
-exactly as it is: the model-quality floors were calibrated on it, so they carry no camera
-look; their camera id is drawn like the others'). Every other frame is a fresh scene of the
+labeled frames: same ids, same cameras, same PNG bytes as ``labeled/dt=D/images/`` (their
+render carries no camera look unless the world asks for ``camera_looks``: the model-quality
+floors were calibrated on frames without; see :mod:`.frames`). Every other frame is a fresh scene of the
 day (its lighting and class mix, :func:`.frames.sample_scene`) seen through its camera: the
 camera's brightness offset and RGB tint (the constants the inference-log rows use,
 :data:`.inference.CAMERA_BRIGHTNESS`, :data:`.inference.CAMERA_TINT`) are added to the
@@ -25,28 +25,23 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
-from PIL import Image
 
 from driftloop.serving import layout
 from driftloop_dev.synth.frames import (
     DEFAULT_SIZE,
+    camera_look,
     day_scenes,
+    draw_cameras,
     frame_stem,
+    labeled_png,
     render,
     sample_scene,
     to_png,
 )
-from driftloop_dev.synth.inference import (
-    CAMERA_BRIGHTNESS,
-    CAMERA_TINT,
-    MICROS_PER_DAY,
-    day_rng,
-)
+from driftloop_dev.synth.inference import MICROS_PER_DAY, STREAM_TRAFFIC, day_rng
 from driftloop_dev.synth.scenarios import WorldSpec
 from driftloop_dev.synth.sinks import Sink
 
-#: the random stream of a day's traffic (0-2: rows, labeled frames, defects)
-STREAM_TRAFFIC = 3
 MAX_FRAMES_PER_DAY = 9999  # frame ids are D-0000 … D-9999
 MANIFEST_CONTENT_TYPE = "application/x-ndjson"
 
@@ -67,15 +62,6 @@ def check_frames_per_day(spec: WorldSpec, frames_per_day: int) -> int:
     return frames_per_day
 
 
-def camera_look(image: Image.Image, camera_id: str) -> Image.Image:
-    """``image`` seen through ``camera_id``: its brightness offset and RGB tint added."""
-    shift = np.asarray(CAMERA_TINT[camera_id], dtype=np.float32) + np.float32(
-        CAMERA_BRIGHTNESS[camera_id]
-    )
-    pixels = np.asarray(image, dtype=np.float32) + shift
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
-
-
 def _ts_text(micros: int) -> str:
     ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros))
     return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -93,8 +79,7 @@ def traffic_files(
     text_day = day.isoformat()
     params = spec.day_params(day_index)
     rng = day_rng(spec, day_index, STREAM_TRAFFIC)
-    probs = np.asarray(params.camera_probs) / sum(params.camera_probs)
-    cameras = [params.cameras[i] for i in rng.choice(len(params.cameras), size=n, p=probs)]
+    cameras = draw_cameras(rng, params, n)
     day_start = (day - date(1970, 1, 1)).days * MICROS_PER_DAY
     # capture times spread over the day; the labeled frames (ids first) land anywhere in it
     ts = np.sort(rng.integers(0, MICROS_PER_DAY, n)) + day_start
@@ -104,7 +89,7 @@ def traffic_files(
     for i in range(n):
         image_id = frame_stem(text_day, i)
         if i < len(labeled):
-            data = to_png(render(labeled[i]))  # byte for byte the labeled frame
+            data = labeled_png(spec, labeled[i], cameras[i])  # byte for byte the labeled frame
         else:
             scene = sample_scene(rng, params, image_size)
             data = to_png(camera_look(render(scene), cameras[i]))

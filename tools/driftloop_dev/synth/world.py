@@ -1,5 +1,6 @@
 """A whole synthetic world: every object of every day, written to a sink (the golden set,
-labeled frames, optional traffic frames, inference-log partitions)."""
+labeled days — frames, ``frames.jsonl``, ``_SUCCESS`` —, optional traffic frames,
+inference-log partitions)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def generate_world(
     image_size: int = DEFAULT_SIZE,
     magnitude: float | None = None,
     frames_per_day: int = 0,
+    camera_looks: bool = False,
 ) -> GroundTruth:
     """Generate a scenario's world into ``sink`` and return its ground truth.
 
@@ -81,8 +83,9 @@ def generate_world(
     the first drifted day (ignored by ``stable`` and ``corrupt``; default: 14 days before
     the end, or half-way for short worlds); ``magnitude`` is the drift's size in sd, required
     by ``brightness-shift`` and refused by the others; ``frames_per_day`` > 0 also writes each
-    day's traffic frames for the batch scorer (:mod:`.traffic`). Same arguments,
-    byte-identical objects.
+    day's traffic frames for the batch scorer (:mod:`.traffic`); ``camera_looks`` renders the
+    labeled frames through their camera (:mod:`.frames`). Same arguments, byte-identical
+    objects.
     """
     if (
         not isinstance(image_size, int)
@@ -100,6 +103,7 @@ def generate_world(
         files_per_day=files_per_day,
         seed=seed,
         magnitude=magnitude,
+        camera_looks=camera_looks,
     )
     if not hasattr(sink, "write"):
         raise ValueError(f"sink must have a write(key, data, content_type) method, got {sink!r}")

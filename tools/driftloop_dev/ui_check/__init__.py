@@ -66,14 +66,20 @@ The checks (each one passes or fails on its own; ``result.json`` in the out dir 
     ``mlflow-aliases.png``). Needs the MLflow URL (the CLI reads ``stack.json``'s
     ``urls.mlflow``); without it the check is not asked for.
 
+``drift_page``
+    the "Drift" nav entry (plugin ``driftloop_drift_page``) opens the drift page inside the
+    UI for the signed-in user; it lists the drift events ``/driftloop/drift/data`` lists (ids
+    and statuses, newest first) and shows the drift and performance charts (screenshot
+    ``drift-page.png``). Fails when there is no drift event.
+
 Chromium is Debian's (``/usr/bin/chromium``; ``make system-deps`` installs it), driven by the
 ``playwright`` package's own driver: nothing is downloaded at run time. The exit status is 1
 when any check fails (they are named on stderr), 2 when the stack or Chromium is missing.
 
 Modules: :mod:`.constants`, :mod:`.results`, :mod:`.parsing` (the pure parts), :mod:`.browser`,
 :mod:`.checks` (Airflow UI), :mod:`.report_checks` (drift report, MLflow), :mod:`.rollout_checks`
-(rollout DAGs, the guard's stage, aliases), :mod:`.cli` (:func:`run_ui_check`, ``main``; also
-``driftloop ui-check``).
+(rollout DAGs, the guard's stage, aliases), :mod:`.drift_checks` (the drift page), :mod:`.cli`
+(:func:`run_ui_check`, ``main``; also ``driftloop ui-check``).
 """
 
 from driftloop_dev.ui_check.cli import CHECKS, main, register, run_ui_check

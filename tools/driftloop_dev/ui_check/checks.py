@@ -22,6 +22,7 @@ from driftloop_dev.ui_check.constants import (
     REPORT_TASK,
     SOURCE_GROUP_LABEL,
 )
+from driftloop_dev.ui_check.drift_checks import DriftPageChecks
 from driftloop_dev.ui_check.parsing import (
     LogSummary,
     latest,
@@ -38,7 +39,7 @@ from driftloop_dev.ui_check.results import CheckResult, UICheckResult
 from driftloop_dev.ui_check.rollout_checks import RolloutChecks
 
 
-class _Checks(ReportChecks, RolloutChecks):
+class _Checks(ReportChecks, RolloutChecks, DriftPageChecks):
     def __init__(
         self,
         api: AirflowAPI,

@@ -34,6 +34,7 @@ CHECKS = (
     "rollout_dags",
     "rollout_guard_run",
     "mlflow_aliases",
+    "drift_page",
 )
 
 
@@ -94,6 +95,7 @@ def run_ui_check(
         "rollout_dags": (checks.rollout_dags, {}),
         "rollout_guard_run": (checks.rollout_guard_run, {}),
         "mlflow_aliases": (checks.mlflow_aliases, {"needs_login": False}),
+        "drift_page": (checks.drift_page, {}),
     }
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright, chromium)

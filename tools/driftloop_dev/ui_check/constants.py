@@ -68,3 +68,13 @@ REGISTERED_MODEL = "driftloop-detector"
 EXPECTED_ALIASES = ("champion", "challenger", "previous-champion")
 #: an alias tag in the versions table of the MLflow UI's registered-model page
 MLFLOW_ALIAS_TAG = '[role="status"][data-component-id*="aliastag" i]'
+
+#: the drift page (plugin driftloop_drift_page): the UI's nav route, the page, its JSON
+DRIFT_PAGE_NAV = "/plugin/driftloop-drift"
+DRIFT_PAGE_PATH = "/driftloop/drift"
+DRIFT_DATA_PATH = "/driftloop/drift/data"
+#: the charts' aria-labels (driftloop.airflow.drift_page_html)
+DRIFT_CHART_LABELS = (
+    "Drift: features in breach per daily check",
+    "Performance: mAP@0.5:0.95 per day (all cameras)",
+)

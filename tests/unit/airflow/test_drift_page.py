@@ -1,0 +1,230 @@
+"""The drift page (driftloop.airflow.drift_page + _html) and its plugin.
+
+In process, with FastAPI's test client: no session → 401 (an HTML "sign in" page for the page,
+JSON for the data); a user Airflow's auth manager (SimpleAuthManager) refuses → 403; a
+signed-in user sees the events, their kinds and statuses, Retrain / Ignore on open events
+only, and both charts ("no labeled days yet" without performance rows). Airflow's own
+dependencies decide (``requires_access_dag``); only the user lookup is overridden here and the
+DAG's team lookup stubbed (no Airflow metadata database): the JWT path itself is exercised on
+a real api-server in tests/integration/test_drift_page.py. The plugin is loaded by Airflow's
+plugins manager in a subprocess, as the API server does.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from driftloop.airflow import drift_page_html as html
+from driftloop.airflow.drift_page import airflow_base, create_app
+from driftloop.drift import history
+from driftloop.performance.tables import performance_days
+from tests.unit.airflow.test_plugin_links import PLUGINS, airflow_env, run_python
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = history.engine_for(f"sqlite:///{tmp_path / 'driftloop.db'}")
+    for day, severity in ((10, "critical"), (11, "warn"), (12, "critical")):
+        history.record_check(
+            engine,
+            history.CheckRecord(
+                run_id=f"scheduled__2026-11-{day}",
+                window_start=date(2026, 11, day - 6),
+                window_end=date(2026, 11, day),
+                reference_kind="sliding",
+                reference_id=f"ref-{day}",
+                severity=severity,
+                policy_version="2026.11.3",
+                feature_levels={"brightness": severity, "contrast": "warn"},
+                drifted_features=["brightness", "contrast"],
+                mlflow_run_id=f"mlf{day}",
+            ),
+        )
+    ignored = history.open_event(engine, "scheduled__2026-11-10", "critical", ["brightness"])
+    history.close_event(engine, ignored, "IGNORED", actor="alice", note="<b>lens</b> cleaned")
+    opened = history.open_event(
+        engine, "scheduled__2026-11-12", "critical", ["brightness", "contrast"]
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(history.drift_events)
+            .where(history.drift_events.c.id == opened)
+            .values(kind="performance")
+        )
+    return engine
+
+
+@pytest.fixture
+def client(engine, monkeypatch):
+    from airflow.api_fastapi.app import create_auth_manager
+    from airflow.models.dag import DagModel
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    create_auth_manager().init()
+    # the DAG's team (multi-team deployments) comes from the metadata database: none here
+    monkeypatch.setattr(DagModel, "get_team_name", staticmethod(lambda dag_id, session=None: None))
+    return TestClient(create_app(lambda: engine))
+
+
+def signed_in(client, role: str | None):
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_user
+
+    client.app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(
+        username="alice", role=role
+    )
+    return client
+
+
+def test_no_session_is_401(client):
+    page = client.get("/drift")
+    assert page.status_code == 401
+    assert "sign in" in page.text
+    assert 'href="/auth/login/"' in page.text
+    data = client.get("/drift/data")
+    assert data.status_code == 401
+    assert data.json() == {"detail": "Not authenticated"}
+    assert client.get("/drift/data", headers={"Authorization": "Bearer x.y.z"}).status_code in (
+        401,
+        403,
+    )
+
+
+def test_a_user_without_access_is_403(client):
+    signed_in(client, None)
+    assert client.get("/drift").status_code == 403
+    assert client.get("/drift/data").status_code == 403
+
+
+def test_page_lists_events_with_kinds_statuses_and_actions(client):
+    signed_in(client, "viewer")
+    page = client.get("/drift")
+    assert page.status_code == 200, page.text
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    text = page.text
+    rows = re.findall(r'<tr data-event-id="(\d+)" data-status="(\w+)">', text)
+    assert rows == [("2", "NEEDS_REVIEW"), ("1", "IGNORED")]
+    assert "<td>performance</td>" in text
+    assert "<td>input</td>" in text
+    assert "2026-11-06 … 2026-11-12" in text
+    # actions only on the open event
+    assert text.count('data-action="retrain"') == 1
+    assert 'data-event="2"' in text
+    assert 'data-event="1"' not in text
+    # database text is escaped
+    assert "&lt;b&gt;lens&lt;/b&gt; cleaned" in text
+    assert "<b>lens</b>" not in text
+    # links into the Airflow UI: the check's run and the task with the Drift report button
+    assert 'href="/dags/drift_monitor/runs/scheduled__2026-11-12"' in text
+    assert "/tasks/log_to_mlflow" in text
+    # the charts: drift per check, and no performance rows yet
+    assert 'aria-label="Drift: features in breach per daily check"' in text
+    assert text.count('class="series"') == 2
+    assert html.NO_LABELED_DAYS in text
+    # self-contained: nothing fetched from elsewhere
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    assert "/api/v2/dags/" in text
+    assert "credentials: 'same-origin'" in text
+
+
+def test_filters_and_paging(client):
+    signed_in(client, "viewer")
+    text = client.get("/drift", params={"status": "IGNORED"}).text
+    assert re.findall(r'data-status="(\w+)"', text) == ["IGNORED"]
+    assert '<option value="IGNORED" selected>' in text
+    text = client.get("/drift", params={"limit": 1}).text
+    assert 'href="?offset=1&amp;limit=1">older</a>' in text
+    bad = client.get("/drift/data", params={"kind": "concept"})
+    assert bad.status_code == 400
+    assert "kind" in bad.json()["detail"]
+
+
+def test_data_json_shape(client, engine):
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(performance_days).values(
+                day=date(2026, 11, 12),
+                model_version="2",
+                camera="*",
+                source="measured",
+                n_frames=30,
+                map50=0.7,
+                map50_95=0.45,
+                map50_95_low=0.4,
+                map50_95_high=0.5,
+                baseline_map50_95=0.52,
+                run_id="scheduled__2026-11-12",
+                recorded_at=datetime(2026, 11, 12, tzinfo=UTC),
+            )
+        )
+    signed_in(client, "viewer")
+    body = client.get("/drift/data", params={"kind": "performance"}).json()
+    assert set(body) == {"events", "scores", "performance"}
+    assert body["events"]["total"] == 1
+    event = body["events"]["events"][0]
+    assert {"id", "status", "kind", "window", "top_features", "open", "mlflow_run_id"} <= set(event)
+    assert [s["window"]["end"] for s in body["scores"]] == [
+        "2026-11-10",
+        "2026-11-11",
+        "2026-11-12",
+    ]
+    assert body["performance"]["measured"][0]["map50_95"] == 0.45
+    assert body["performance"]["estimated"] == []
+    page = client.get("/drift").text
+    assert html.NO_LABELED_DAYS not in page
+    assert 'data-series="measured"' in page
+    assert 'data-series="champion baseline"' in page
+
+
+def test_airflow_base_under_a_path_prefix():
+    assert airflow_base("/driftloop") == ""
+    assert airflow_base("/airflow/driftloop") == "/airflow"
+    assert html.airflow_url("/airflow", "dags", "drift_monitor", "runs", "manual__a+b") == (
+        "/airflow/dags/drift_monitor/runs/manual__a%2Bb"
+    )
+
+
+def test_chart_of_a_single_day_and_of_nothing():
+    one = html.line_chart(
+        "t", [{"name": "s", "color": "#000", "points": [("2026-11-01", 0.5, "tip")]}],
+        y_label="y", empty="none yet",
+    )  # fmt: skip
+    assert "<circle" in one
+    assert "none yet" not in one
+    assert "none yet" in html.line_chart("t", [], y_label="y", empty="none yet")
+
+
+def test_plugins_manager_loads_the_drift_page_plugin(tmp_path):
+    out = run_python(
+        """
+        import json, sys
+        from airflow import plugins_manager
+
+        plugins, errors = plugins_manager._get_plugins()
+        apps, _ = plugins_manager.get_fastapi_plugins()
+        views, _ = plugins_manager._get_ui_plugins()
+        print("RESULT " + json.dumps({
+            "plugins": [p.name for p in plugins],
+            "errors": errors,
+            "apps": [{k: v for k, v in a.items() if k != "app"} for a in apps],
+            "views": views,
+            "heavy": sorted(m for m in ("fastapi", "mlflow", "pandas", "numpy",
+                                        "driftloop.airflow.drift_page") if m in sys.modules),
+        }))
+        """,
+        airflow_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert "driftloop_drift_page" in out["plugins"]
+    assert out["errors"] == {}
+    assert {"url_prefix": "/driftloop", "name": "driftloop drift page"} in out["apps"]
+    view = next(v for v in out["views"] if v["name"] == "Drift")
+    assert view["href"] == "driftloop/drift"
+    assert view["destination"] == "nav"
+    assert out["heavy"] == [], "loading the plugin must not build the app"
+    assert (PLUGINS / "driftloop_drift_page.py").exists()
