@@ -2,13 +2,15 @@
 
 A stack of its own (``make up``'s shape: PostgreSQL, api-server, scheduler, dag-processor and
 triggerer as separate processes; its root under pytest's tmp) with a drift history seeded
-through :mod:`driftloop.drift.history`: three daily checks, an open event and an ignored one,
-and two days of measured mAP. Then:
+through :mod:`driftloop.drift.history`: eight daily checks (per-feature drift scores from the
+second on; the first from before scores were kept), an open event and an ignored one, and two
+days of measured mAP. Then:
 
 - without a session the page and its JSON answer 401; with the REST client's bearer token the
   JSON lists the events;
 - the UI check ``drift_page``: the "Drift" nav entry opens the page inside the Airflow UI for
-  the signed-in user, with the events and both charts (screenshot ``drift-page.png``);
+  the signed-in user, with the events and both charts (screenshot ``drift-page.png``); the
+  drift chart draws the top features' scores (brightness, contrast, …) in the browser;
 - *Retrain* on the open event triggers ``retrain_detector`` (paused here: the run stays
   queued) with the event in its conf, as the signed-in user;
 - *Ignore* with a note triggers ``drift_ignore_event`` through the REST API as the signed-in
@@ -64,12 +66,10 @@ def _seed(url: str) -> dict[str, int]:
     from driftloop.performance.tables import performance_days
 
     engine = history.engine_for(url)
-    for day, levels in (
-        (20, {"brightness": "warn", "contrast": "none"}),
-        (21, {"brightness": "critical", "contrast": "warn"}),
-        (22, {"brightness": "critical", "contrast": "critical"}),
-    ):
-        severity = "critical" if "critical" in levels.values() else "warn"
+    for day in range(15, 23):
+        scores = None if day == 15 else _scores(day)  # the 15th: before scores were kept
+        levels = _levels(_scores(day))
+        severity = max(levels.values(), key=("none", "warn", "critical").index)
         history.record_check(
             engine,
             history.CheckRecord(
@@ -82,6 +82,7 @@ def _seed(url: str) -> dict[str, int]:
                 policy_version="2026.11.3",
                 feature_levels=levels,
                 drifted_features=[f for f, level in levels.items() if level != "none"],
+                feature_scores=scores,
             ),
         )
     ignored = history.open_event(engine, "seeded__2026-11-21", "critical", ["brightness"])
@@ -103,6 +104,37 @@ def _seed(url: str) -> dict[str, int]:
     return {"open": opened, "ignored": ignored}
 
 
+#: (method, warn, critical, alert) and the effect of each seeded day, the 15th to the 22nd:
+#: brightness drifts from the 19th, contrast follows; latency is charted, never alerts
+_SEEDED = {
+    "brightness": (("psi", 0.02, 0.25, True), (0.01, 0.01, 0.012, 0.015, 0.03, 0.08, 0.28, 0.35)),
+    "contrast": (("psi", 0.02, 0.25, True), (0.009, 0.008, 0.01, 0.009, 0.012, 0.025, 0.05, 0.3)),
+    "sharpness": (("psi", 0.05, 0.30, True), (0.02, 0.022, 0.018, 0.02, 0.025, 0.03, 0.04, 0.045)),
+    "embedding": (("mmd", 0.01, 0.03, True), (0.002, 0.003, 0.002, 0.003, 0.004, 0.006, 0.008, 0.009)),
+    "saturation": (("psi", 0.02, 0.25, True), (0.005, 0.006, 0.004, 0.005, 0.006, 0.007, 0.009, 0.01)),
+    "mean_r": (("psi", 0.02, 0.25, True), (0.004, 0.004, 0.005, 0.004, 0.006, 0.006, 0.007, 0.008)),
+    "latency_ms": (("psi", 0.02, 0.25, False), (0.01, 0.015, 0.02, 0.018, 0.02, 0.022, 0.02, 0.021)),
+}  # fmt: skip
+
+
+def _scores(day: int) -> dict[str, dict]:
+    out = {}
+    for feature, ((method, warn, critical, alert), effects) in _SEEDED.items():
+        effect = effects[day - 15]
+        out[feature] = {"effect": effect, "method": method, "score": effect / warn,
+                        "window": "full", "warn": warn, "critical": critical, "alert": alert}  # fmt: skip
+    return out
+
+
+def _levels(scores: dict[str, dict]) -> dict[str, str]:
+    def level(s):
+        if not s["alert"] or s["effect"] < s["warn"]:
+            return "none"
+        return "critical" if s["effect"] >= s["critical"] else "warn"
+
+    return {feature: level(s) for feature, s in scores.items()}
+
+
 def _status(url: str, headers: dict[str, str] | None = None) -> int:
     try:
         with NO_PROXY.open(urllib.request.Request(url, headers=headers or {}), timeout=30) as r:
@@ -122,7 +154,11 @@ def test_no_session_is_refused_and_the_token_reads(page_stack):
         (events["open"], "NEEDS_REVIEW"),
         (events["ignored"], "IGNORED"),
     ]
-    assert [s["n_critical"] for s in data["scores"]] == [0, 1, 2]
+    scores = data["scores"]
+    assert [s["window"]["end"][-2:] for s in scores] == [str(d) for d in range(15, 23)]
+    assert [s["n_critical"] for s in scores[-3:]] == [0, 1, 2]
+    assert scores[0]["scores"] is None  # checked before scores were kept
+    assert scores[-1]["scores"]["brightness"]["score"] == pytest.approx(0.35 / 0.02)
     assert [p["map50_95"] for p in data["performance"]["measured"]] == [0.52, 0.41]
 
 
@@ -182,6 +218,11 @@ def test_retrain_and_ignore_go_through_the_rest_api(page_stack):
     with sync_playwright() as playwright:
         browser, page = _signed_in_page(playwright, stack)
         try:
+            lines = page.eval_on_selector_all(
+                "svg polyline.series", "els => els.map(e => e.dataset.series)"
+            )
+            assert lines[:2] == ["brightness", "contrast"], lines
+            assert page.locator('circle[data-series="no scores recorded"]').count() == 1
             retrain = _click(page, event_id, "retrain", "operator review: retrain")
             run = dag_run(api, "retrain_detector", retrain)
             assert run["conf"] == {"drift_event_id": event_id, "reason": "operator review: retrain"}

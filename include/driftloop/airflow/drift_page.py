@@ -5,15 +5,19 @@ Airflow's API server at ``/driftloop`` (nav entry "Drift").
     the HTML page (:mod:`driftloop.airflow.drift_page_html`): drift events with their status
     (``NEEDS_REVIEW`` / ``ACTIONED`` / ``RETRAINING_FAILED`` / ``IGNORED`` / ``ACCEPTED`` /
     ``RESOLVED``), kind, window, top features and links to the check's run and report;
-    filters (``status``, ``kind``) and paging (``limit``, ``offset``); a chart of the features
-    in breach per daily check and one of measured and estimated mAP per day. Open events
+    filters (``status``, ``kind``) and paging (``limit``, ``offset``); a chart of the drift
+    scores per daily check (each feature's effect over its warn effect, the top features as
+    lines, :mod:`driftloop.airflow.drift_charts`) and one of measured and estimated mAP per
+    day. Open events
     have **Retrain** (triggers ``retrain_detector`` with ``drift_event_id``) and **Ignore**
     (triggers ``drift_ignore_event``) buttons: the browser calls Airflow's REST API
     (``POST /api/v2/dags/{dag_id}/dagRuns``, ``logical_date: null``) with the signed-in
     user's own session, so the trigger is authorised (the user must be allowed to trigger
     that DAG) and recorded like any other.
 ``GET /driftloop/drift/data``
-    the same data as JSON: ``{"events": {...}, "scores": [...], "performance": {...}}``.
+    the same data as JSON: ``{"events": {...}, "scores": [...], "performance": {...}}``;
+    each point of ``scores`` carries every feature's score (``scores``, None on checks
+    recorded before scores were kept) and the counts at warn / critical.
 
 Both require a signed-in Airflow user allowed to read the ``drift_monitor`` DAG, through
 Airflow's own dependencies (:func:`airflow.api_fastapi.core_api.security.requires_access_dag`):

@@ -1,4 +1,5 @@
-"""The drift page's HTML: the events table, two inline SVG charts, the Retrain / Ignore script.
+"""The drift page's HTML: the events table, two inline SVG charts
+(:mod:`driftloop.airflow.drift_charts`: drift scores, mAP), the Retrain / Ignore script.
 
 Pure functions of the views' dicts (:mod:`driftloop.drift.history_views`), standard library
 only: the page is self-contained (no CDN, no web font, no external script); every value from
@@ -11,19 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import date
 from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from driftloop.airflow.drift_charts import performance_chart, score_chart
 
 RETRAIN_DAG = "retrain_detector"
 IGNORE_DAG = "drift_ignore_event"
 DRIFT_DAG = "drift_monitor"
 #: the task of drift_monitor whose page has the "Drift report" button (driftloop_links)
 REPORT_TASK = "log_to_mlflow"
-NO_LABELED_DAYS = "no labeled days yet"
-NO_CHECKS = "no drift checks yet"
-_W, _H, _PAD = 760, 220, 40
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px;color:#1a202c}
@@ -139,151 +138,6 @@ def event_row(event: Mapping[str, Any], base: str) -> str:
     )
 
 
-def _x_positions(days: Sequence[str]) -> dict[str, float]:
-    ordinals = sorted({date.fromisoformat(d).toordinal() for d in days})
-    if not ordinals:
-        return {}
-    lo, hi = ordinals[0], ordinals[-1]
-    span = max(hi - lo, 1)
-    return {
-        date.fromordinal(o).isoformat(): _PAD + (o - lo) / span * (_W - 2 * _PAD)
-        if hi > lo
-        else _W / 2
-        for o in ordinals
-    }
-
-
-def _y(value: float, top: float) -> float:
-    return _H - _PAD - (value / top if top else 0) * (_H - 2 * _PAD)
-
-
-def line_chart(title: str, series: Sequence[Mapping[str, Any]], *, y_label: str, empty: str) -> str:
-    """An inline SVG line chart. ``series``: ``{"name", "color", "dash", "points": [(day,
-    value, tooltip)]}``; days are ISO dates (x), values numbers (y from 0)."""
-    points = [p for s in series for p in s["points"] if p[1] is not None]
-    head = (
-        f'<svg role="img" aria-label="{escape(title)}" width="{_W}" height="{_H}" '
-        f'viewBox="0 0 {_W} {_H}" xmlns="http://www.w3.org/2000/svg">'
-        f'<text x="{_PAD}" y="16" font-size="13" font-weight="600">{escape(title)}</text>'
-    )
-    if not points:
-        return (
-            head + f'<text x="{_W / 2}" y="{_H / 2}" text-anchor="middle" fill="#718096" '
-            f'class="empty">{escape(empty)}</text></svg>'
-        )
-    xs = _x_positions([p[0] for p in points])
-    top = max(p[1] for p in points) or 1.0
-    top = top * 1.1
-    parts = [head]
-    axis = 'stroke="#a0aec0" stroke-width="1"'
-    parts.append(f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - _PAD}" y2="{_H - _PAD}" {axis}/>')
-    parts.append(f'<line x1="{_PAD}" y1="{_PAD}" x2="{_PAD}" y2="{_H - _PAD}" {axis}/>')
-    for frac in (0.0, 0.5, 1.0):
-        value = top * frac
-        parts.append(
-            f'<text x="{_PAD - 4}" y="{_y(value, top) + 4:.1f}" font-size="10" '
-            f'text-anchor="end">{value:.2f}</text>'
-        )
-    days = sorted(xs)
-    for day in {days[0], days[-1]}:
-        parts.append(
-            f'<text x="{xs[day]:.1f}" y="{_H - _PAD + 14}" font-size="10" '
-            f'text-anchor="middle">{day}</text>'
-        )
-    parts.append(
-        f'<text x="10" y="{_H / 2}" font-size="10" transform="rotate(-90 10 {_H / 2})" '
-        f'text-anchor="middle">{escape(y_label)}</text>'
-    )
-    drawn = 0
-    for s in series:
-        pts = [(xs[d], _y(v, top), tip) for d, v, tip in s["points"] if v is not None]
-        if not pts:
-            continue
-        dash = ' stroke-dasharray="5,4"' if s.get("dash") else ""
-        path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts)
-        parts.append(
-            f'<polyline class="series" data-series="{escape(s["name"])}" points="{path}" '
-            f'fill="none" stroke="{s["color"]}" stroke-width="2"{dash}/>'
-        )
-        for x, y, tip in pts:
-            parts.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{s["color"]}">'
-                f"<title>{escape(tip)}</title></circle>"
-            )
-        lx = _PAD + 10 + drawn * 170
-        drawn += 1
-        parts.append(
-            f'<rect x="{lx}" y="{_H - 14}" width="10" height="4" fill="{s["color"]}"/>'
-            f'<text x="{lx + 14}" y="{_H - 9}" font-size="10">{escape(s["name"])}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def drift_chart(scores: Sequence[Mapping[str, Any]]) -> str:
-    def points(key: str) -> list[tuple[str, float, str]]:
-        return [
-            (
-                s["window"]["end"],
-                float(s[key]),
-                f"{s['window']['end']}: {s['n_critical']} critical, {s['n_warn']} warn of "
-                f"{s['n_features']} features ({s['severity']}){' [override]' * s['override']}",
-            )
-            for s in scores
-        ]
-
-    return line_chart(
-        "Drift: features in breach per daily check",
-        [
-            {"name": "critical", "color": "#c53030", "points": points("n_critical")},
-            {"name": "warn", "color": "#d69e2e", "points": points("n_warn")},
-        ],
-        y_label="features",
-        empty=NO_CHECKS,
-    )
-
-
-def performance_chart(series: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    def points(source: str, key: str) -> list[tuple[str, float | None, str]]:
-        out = []
-        for row in series.get(source, ()):
-            ci = ""
-            if row.get("map50_95_low") is not None and row.get("map50_95_high") is not None:
-                ci = f" [{row['map50_95_low']:.3f}, {row['map50_95_high']:.3f}]"
-            value = row.get(key)
-            out.append(
-                (
-                    row["day"],
-                    value,
-                    f"{row['day']} v{row['model_version']} {source} {key}="
-                    f"{'—' if value is None else f'{value:.3f}'}{ci if key == 'map50_95' else ''}"
-                    f" (n={row['n_frames']})",
-                )
-            )
-        return out
-
-    return line_chart(
-        "Performance: mAP@0.5:0.95 per day (all cameras)",
-        [
-            {"name": "measured", "color": "#2b6cb0", "points": points("measured", "map50_95")},
-            {
-                "name": "estimated",
-                "color": "#805ad5",
-                "dash": True,
-                "points": points("estimated", "map50_95"),
-            },
-            {
-                "name": "champion baseline",
-                "color": "#718096",
-                "dash": True,
-                "points": points("measured", "baseline_map50_95"),
-            },
-        ],
-        y_label="mAP@0.5:0.95",
-        empty=NO_LABELED_DAYS,
-    )
-
-
 def _filters(statuses, kinds, status: str | None, kind: str | None) -> str:
     def select(name: str, options, chosen) -> str:
         opts = ['<option value="">all</option>'] + [
@@ -337,7 +191,7 @@ def render_page(
         + '<div id="result" role="status"></div>'
         f'<table id="events"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
         f'<p class="muted">events {shown} {" · ".join(nav)}</p>'
-        '<div class="charts">' + drift_chart(scores) + performance_chart(performance) + "</div>"
+        '<div class="charts">' + score_chart(scores) + performance_chart(performance) + "</div>"
         f'<script type="application/json" id="drift-config">{config}</script>'
         f"<script>{_SCRIPT}</script></body></html>"
     )

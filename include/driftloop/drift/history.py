@@ -61,6 +61,9 @@ drift_checks = sa.Table(
     sa.Column("reference_rule", sa.String(16)),
     sa.Column("reference_event_id", sa.Integer),
     sa.Column("reference_reason", sa.Text),
+    # JSON {feature: {effect, method, score, window, ...}} (driftloop.drift.feature_scores;
+    # revision 0005, NULL on older checks)
+    sa.Column("feature_scores", sa.Text),
 )
 
 drift_events = sa.Table(
@@ -112,6 +115,7 @@ class CheckRecord:
     reference_rule: str | None = None
     reference_event_id: int | None = None
     reference_reason: str | None = None
+    feature_scores: dict[str, dict[str, Any]] | None = None  # feature_scores.feature_scores
 
 
 def record_check(engine: sa.Engine, record: CheckRecord) -> None:
@@ -132,6 +136,9 @@ def record_check(engine: sa.Engine, record: CheckRecord) -> None:
         "reference_rule": record.reference_rule,
         "reference_event_id": record.reference_event_id,
         "reference_reason": record.reference_reason,
+        "feature_scores": None
+        if record.feature_scores is None
+        else json.dumps(record.feature_scores, sort_keys=True, allow_nan=False),
     }
     if record.reference_rule is not None and record.reference_rule not in REFERENCE_RULES:
         raise ValueError(
@@ -244,6 +251,8 @@ def check_as_dict(row) -> dict[str, Any] | None:
     out = dict(row)
     out["feature_levels"] = json.loads(out["feature_levels"])
     out["drifted_features"] = json.loads(out["drifted_features"])
+    if out.get("feature_scores") is not None:
+        out["feature_scores"] = json.loads(out["feature_scores"])
     return out
 
 

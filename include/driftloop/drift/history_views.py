@@ -5,9 +5,10 @@ Three queries, nothing written:
 * :func:`events_page` — drift events, newest first, filtered by status and kind, paged; each
   with the window of the check that opened it, its top features (critical before warn) and
   where its report is (the check's Evidently HTML, its MLflow run);
-* :func:`check_scores` — per daily check, how many features breached at warn and at critical
-  and the check's severity: the drift over time (the per-feature effects are in Prometheus
-  and the reports; the history keeps each check's levels);
+* :func:`check_scores` — per daily check, each feature's drift score (its effect over its
+  warn effect, :mod:`driftloop.drift.feature_scores`; ``None`` on checks recorded before
+  scores were kept), how many features breached at warn and at critical, and the check's
+  severity: the drift over time;
 * :func:`performance_series` — measured and estimated mAP per day (``performance_days``),
   with the bootstrap CI and the champion's own evaluation as the baseline.
 
@@ -141,7 +142,9 @@ def _event(row) -> dict[str, Any]:
 def check_scores(engine: sa.Engine, *, limit: int = 90) -> list[dict[str, Any]]:
     """One point per day a window ended on, for the newest ``limit`` days, oldest first: the
     latest check of that day, with its severity, the number of features at warn and at
-    critical, and whether it ran under a run's Params (``override``)."""
+    critical, whether it ran under a run's Params (``override``), and ``scores``: every
+    feature's ``{effect, method, score, window, warn, critical, alert}`` (None: recorded
+    before revision 0005 kept scores)."""
     if not 1 <= int(limit) <= 3660:
         raise ValueError(f"limit must be between 1 and 3660, got {limit}")
     query = sa.select(
@@ -153,6 +156,7 @@ def check_scores(engine: sa.Engine, *, limit: int = 90) -> list[dict[str, Any]]:
         drift_checks.c.feature_levels,
         drift_checks.c.policy_version,
         drift_checks.c.reference_rule,
+        drift_checks.c.feature_scores,
     ).order_by(drift_checks.c.window_end.desc(), drift_checks.c.checked_at.desc())
     points: list[dict[str, Any]] = []
     seen: set[Any] = set()
@@ -173,6 +177,9 @@ def check_scores(engine: sa.Engine, *, limit: int = 90) -> list[dict[str, Any]]:
                     "n_features": len(levels),
                     "override": str(row["policy_version"]).endswith(OVERRIDE_SUFFIX),
                     "reference_rule": row["reference_rule"],
+                    "scores": None
+                    if row["feature_scores"] is None
+                    else json.loads(row["feature_scores"]),
                 }
             )
             if len(points) == int(limit):

@@ -36,6 +36,7 @@ def decide_and_record(
     come after (:mod:`driftloop.drift.publish`): they show this verdict."""
     from driftloop.drift import history
     from driftloop.drift.compare import FeatureComparison
+    from driftloop.drift.feature_scores import feature_scores
 
     document = get_json_uri(s3, statistics["statistics_uri"])
     comparisons = [FeatureComparison.from_dict(f) for f in document["features"]]
@@ -74,6 +75,7 @@ def decide_and_record(
             policy_version=policy.version,
             feature_levels=decision.feature_levels,
             drifted_features=decision.drifted_features,
+            feature_scores=feature_scores(decision.features, policy),
         ),
     )
     out = _decision_document(decision, plan, reference, validated, statistics, policy, run_id)

@@ -3,7 +3,8 @@
 In process, with FastAPI's test client: no session → 401 (an HTML "sign in" page for the page,
 JSON for the data); a user Airflow's auth manager (SimpleAuthManager) refuses → 403; a
 signed-in user sees the events, their kinds and statuses, Retrain / Ignore on open events
-only, and both charts ("no labeled days yet" without performance rows). Airflow's own
+only, and both charts (the drift scores of the top features, "no scores recorded" checks from
+before scores were kept; "no labeled days yet" without performance rows). Airflow's own
 dependencies decide (``requires_access_dag``); only the user lookup is overridden here and the
 DAG's team lookup stubbed (no Airflow metadata database): the JWT path itself is exercised on
 a real api-server in tests/integration/test_drift_page.py. The plugin is loaded by Airflow's
@@ -12,12 +13,14 @@ plugins manager in a subprocess, as the API server does.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
 
+from driftloop.airflow import drift_charts as charts
 from driftloop.airflow import drift_page_html as html
 from driftloop.airflow.drift_page import airflow_base, create_app
 from driftloop.drift import history
@@ -25,10 +28,21 @@ from driftloop.performance.tables import performance_days
 from tests.unit.airflow.test_plugin_links import PLUGINS, airflow_env, run_python
 
 
+def _entry(effect, method, warn, critical, window="full", alert=True):
+    return {"effect": effect, "method": method, "score": effect / warn, "window": window,
+            "warn": warn, "critical": critical, "alert": alert}  # fmt: skip
+
+
 @pytest.fixture
 def engine(tmp_path):
     engine = history.engine_for(f"sqlite:///{tmp_path / 'driftloop.db'}")
     for day, severity in ((10, "critical"), (11, "warn"), (12, "critical")):
+        scores = None
+        if day == 12:  # the 10th and 11th were checked before scores were kept
+            scores = {
+                "brightness": _entry(0.3, "psi", 0.02, 0.25),
+                "<script>x</script>": _entry(0.05, "psi", 0.02, 0.25),
+            }
         history.record_check(
             engine,
             history.CheckRecord(
@@ -42,6 +56,7 @@ def engine(tmp_path):
                 feature_levels={"brightness": severity, "contrast": "warn"},
                 drifted_features=["brightness", "contrast"],
                 mlflow_run_id=f"mlf{day}",
+                feature_scores=scores,
             ),
         )
     ignored = history.open_event(engine, "scheduled__2026-11-10", "critical", ["brightness"])
@@ -122,10 +137,13 @@ def test_page_lists_events_with_kinds_statuses_and_actions(client):
     # links into the Airflow UI: the check's run and the task with the Drift report button
     assert 'href="/dags/drift_monitor/runs/scheduled__2026-11-12"' in text
     assert "/tasks/log_to_mlflow" in text
-    # the charts: drift per check, and no performance rows yet
-    assert 'aria-label="Drift: features in breach per daily check"' in text
-    assert text.count('class="series"') == 2
-    assert html.NO_LABELED_DAYS in text
+    # the charts: drift scores per check, and no performance rows yet
+    assert f'aria-label="{charts.SCORE_TITLE}"' in text
+    assert 'data-series="brightness"' in text
+    assert 'data-series="&lt;script&gt;x&lt;/script&gt;"' in text
+    assert "<script>x</script>" not in text
+    assert text.count(f'data-series="{charts.NO_SCORES}"') == 2  # the 10th and the 11th
+    assert charts.NO_LABELED_DAYS in text
     # self-contained: nothing fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:)?//', text)
     assert "/api/v2/dags/" in text
@@ -173,10 +191,12 @@ def test_data_json_shape(client, engine):
         "2026-11-11",
         "2026-11-12",
     ]
+    assert [s["scores"] is None for s in body["scores"]] == [True, True, False]
+    assert body["scores"][-1]["scores"]["brightness"]["score"] == pytest.approx(15.0)
     assert body["performance"]["measured"][0]["map50_95"] == 0.45
     assert body["performance"]["estimated"] == []
     page = client.get("/drift").text
-    assert html.NO_LABELED_DAYS not in page
+    assert charts.NO_LABELED_DAYS not in page
     assert 'data-series="measured"' in page
     assert 'data-series="champion baseline"' in page
 
@@ -190,13 +210,62 @@ def test_airflow_base_under_a_path_prefix():
 
 
 def test_chart_of_a_single_day_and_of_nothing():
-    one = html.line_chart(
+    one = charts.line_chart(
         "t", [{"name": "s", "color": "#000", "points": [("2026-11-01", 0.5, "tip")]}],
         y_label="y", empty="none yet",
     )  # fmt: skip
     assert "<circle" in one
     assert "none yet" not in one
-    assert "none yet" in html.line_chart("t", [], y_label="y", empty="none yet")
+    assert "none yet" in charts.line_chart("t", [], y_label="y", empty="none yet")
+
+
+def _point(day, scores, n_critical=0, n_warn=0):
+    return {"window": {"start": "2026-11-01", "end": day}, "scores": scores,
+            "n_critical": n_critical, "n_warn": n_warn, "n_features": 7,
+            "severity": "critical" if n_critical else "warn", "override": False}  # fmt: skip
+
+
+def _titles(svg, series):
+    pattern = rf'<circle data-series="{re.escape(series)}"[^>]*><title>([^<]*)</title>'
+    return re.findall(pattern, svg)
+
+
+def test_score_chart_top_features_references_and_unscored_checks():
+    day2 = {f"f{i}": _entry(0.02 * i, "psi", 0.02, 0.25) for i in range(1, 8)}
+    day3 = {**day2, "f1": _entry(0.5, "psi", 0.02, 0.25, window="last_1d")}
+    points = [_point("2026-11-20", None, 1, 1), _point("2026-11-21", day2, 0, 3),
+              _point("2026-11-22", day3, 2, 3)]  # fmt: skip
+    # the highest scores of the period: f1 (25 on the 22nd), then f7 … f4
+    assert charts.chart_features(points) == ["f1", "f7", "f6", "f5", "f4"]
+    svg = charts.score_chart(points)
+    assert re.findall(r'<polyline class="series" data-series="([^"]+)"', svg) == [
+        "f1", "f7", "f6", "f5", "f4", charts.OTHERS
+    ]  # fmt: skip
+    f1 = _titles(svg, "f1")
+    assert len(f1) == 2
+    assert f1[1].startswith("2026-11-22 f1: score 25.00 (psi 0.5 on last_1d; warn 0.02")
+    assert "check: 2 critical, 3 warn of 7 features (critical)" in f1[1]
+    # the other features, highest first, in the tooltip of their grey line
+    assert _titles(svg, charts.OTHERS)[0].startswith("2026-11-21 other features: f3 3.00, f2 2.00")
+    # the check from before scores were kept: a marker, with its counts
+    (unscored,) = _titles(svg, charts.NO_SCORES)
+    assert unscored.startswith(f"2026-11-20: {charts.NO_SCORES}")
+    assert "1 critical, 1 warn of 7 features" in unscored
+    # reference lines: warn (1) and the critical/warn ratio all shown features share (12.5)
+    assert re.findall(r'class="reference" data-value="([^"]+)"', svg) == ["1", "12.5"]
+    # a log(1 + score) axis: warn (1) at a fifth of the height below a top of 25 × 1.1, not
+    # squashed onto the axis (a linear one would put it at 1/27.5 of it)
+    (warn_y,) = re.findall(r'data-value="1" x1="\S+" y1="([\d.]+)"', svg)
+    height = charts._H - 2 * charts._PAD
+    assert float(warn_y) == pytest.approx(
+        charts._H - charts._PAD - math.log(2) / math.log(1 + 27.5) * height, abs=0.1
+    )
+    # a shown feature with another ratio: warn only
+    day3["f4"] = _entry(0.1, "mmd", 0.01, 0.03)
+    assert re.findall(r'class="reference" data-value="([^"]+)"', charts.score_chart(points)) == [
+        "1"
+    ]
+    assert charts.NO_CHECKS in charts.score_chart([])
 
 
 def test_plugins_manager_loads_the_drift_page_plugin(tmp_path):

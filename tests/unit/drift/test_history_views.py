@@ -1,5 +1,6 @@
 """driftloop.drift.history_views on a SQLite database migrated to head: events page (filters,
-paging, the opening check's window and top features), per-check scores, performance series."""
+paging, the opening check's window and top features), per-check scores (the recorded
+per-feature drift scores, None on older checks), performance series."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from driftloop.drift import history_views as views
 from driftloop.performance.tables import performance_days
 
 
-def _check(engine, run_id, end, levels, severity, policy="2026.11.3"):
+def _check(engine, run_id, end, levels, severity, policy="2026.11.3", scores=None):
     history.record_check(
         engine,
         history.CheckRecord(
@@ -29,8 +30,17 @@ def _check(engine, run_id, end, levels, severity, policy="2026.11.3"):
             report_uri=f"s3://driftloop/reports/drift/{run_id}/report.html",
             mlflow_run_id=f"mlf-{end}",
             reference_rule="sliding",
+            feature_scores=scores,
         ),
     )
+
+
+SCORES_12 = {
+    "embedding": {"effect": 0.05, "method": "mmd", "score": 5.0, "window": "full",
+                  "warn": 0.01, "critical": 0.03, "alert": True},
+    "brightness": {"effect": 0.3, "method": "psi", "score": 15.0, "window": "last_1d",
+                   "warn": 0.02, "critical": 0.25, "alert": True},
+}  # fmt: skip
 
 
 def _perf(conn, day, source, value, low=None, high=None, camera="*", version="3"):
@@ -61,7 +71,7 @@ def engine(tmp_path):
     _check(engine, "manual__11", 11, {"brightness": "none", "contrast": "none"}, "none",
            policy="2026.11.3+override")  # fmt: skip
     _check(engine, "scheduled__12", 12, {"embedding": "critical", "brightness": "critical"},
-           "critical")  # fmt: skip
+           "critical", scores=SCORES_12)  # fmt: skip
     first = history.open_event(engine, "scheduled__10", "critical", ["contrast", "brightness"])
     second = history.open_event(engine, "scheduled__12", "critical", ["embedding", "brightness"])
     history.close_event(engine, first, "IGNORED", actor="alice", note="a camera was cleaned")
@@ -148,6 +158,10 @@ def test_check_scores_one_point_per_day_oldest_first(engine):
     assert middle["override"] is True
     assert (middle["n_critical"], middle["n_warn"]) == (0, 0)
     assert (last["n_critical"], last["severity"]) == (2, "critical")
+    # each point's scores as recorded; checks from before revision 0005 kept none
+    assert last["scores"] == SCORES_12
+    assert first["scores"] is None
+    assert middle["scores"] is None
     assert [s["run_id"] for s in views.check_scores(engine, limit=1)] == ["scheduled__12"]
 
 

@@ -73,8 +73,8 @@ MLFLOW_ALIAS_TAG = '[role="status"][data-component-id*="aliastag" i]'
 DRIFT_PAGE_NAV = "/plugin/driftloop-drift"
 DRIFT_PAGE_PATH = "/driftloop/drift"
 DRIFT_DATA_PATH = "/driftloop/drift/data"
-#: the charts' aria-labels (driftloop.airflow.drift_page_html)
+#: the charts' aria-labels (driftloop.airflow.drift_charts)
 DRIFT_CHART_LABELS = (
-    "Drift: features in breach per daily check",
+    "Drift: feature scores per daily check (1 = warn threshold)",
     "Performance: mAP@0.5:0.95 per day (all cameras)",
 )

@@ -7,6 +7,9 @@ camera together. A re-run of the same check replaces its rows.
 ``drift_events`` gains ``kind``: ``input`` (the inputs or outputs drifted, as before) or
 ``performance`` (measured mAP fell below the champion's own evaluation). Rows written before
 are ``input``.
+``drift_checks`` gains ``feature_scores``: JSON ``{feature: {effect, method, score, window,
+warn, critical, alert}}`` (:mod:`driftloop.drift.feature_scores`; score = effect / the
+feature's warn effect), what the Drift page charts. Checks recorded before keep NULL.
 
 Revision ID: 0005
 """
@@ -28,6 +31,9 @@ def upgrade() -> None:
             "drift_events",
             sa.Column("kind", sa.String(16), nullable=False, server_default="input"),
         )
+    checks = {c["name"] for c in inspector.get_columns("drift_checks")}
+    if "feature_scores" not in checks:
+        op.add_column("drift_checks", sa.Column("feature_scores", sa.Text, nullable=True))
     if not inspector.has_table("performance_days"):
         op.create_table(
             "performance_days",
@@ -52,5 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("performance_days")
+    with op.batch_alter_table("drift_checks") as batch:
+        batch.drop_column("feature_scores")
     with op.batch_alter_table("drift_events") as batch:
         batch.drop_column("kind")
