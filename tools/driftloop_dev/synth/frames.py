@@ -5,10 +5,12 @@ background, lighting, objects with integer pixel boxes); :func:`render` draws it
 deterministically; :func:`yolo_labels` writes its label file. Objects never overlap and
 are fully inside the frame, and every drawn pixel of an object lies inside its box with
 the box's four edges touched, so labels are tight. Lighting (the scenario's brightness
-and contrast of the day) scales the whole frame, objects included. A day's ``object_fade``
-(``confidence-decay``: :data:`.scenarios.MAX_OBJECT_FADE` at the end of its decay) blends
-every object toward the pitch behind it before the lighting: lower object contrast, the same
-labels; a fade of 0 (every other scenario) renders byte for byte as before.
+and contrast of the day) scales the whole frame, objects included. A day's
+``upside_down`` share (``confidence-decay`` only) draws that share of the players upside down
+(:func:`turn_upside_down`: the same pixels mirrored top to bottom inside the same box, so the
+labels and every image statistic stay, while a model that only saw upright players finds
+them less well); chosen per player from the scene's own seed, so every other scenario's
+scenes and pixels are byte for byte what they were.
 
 Classes follow :data:`driftloop.contracts.schema.CLASS_NAMES`: 0 = ball, 1 = player.
 
@@ -77,6 +79,7 @@ class SceneObject:
     x1: int
     y1: int
     colors: tuple[tuple[int, int, int], ...] = ()  # player: shirt, shorts, skin
+    upside_down: bool = False  # drawn mirrored top to bottom (same box, same label)
 
     @property
     def width(self) -> int:
@@ -108,8 +111,6 @@ class Scene:
     circle_radius: int = 22
     noise_seed: int = 0
     objects: tuple[SceneObject, ...] = field(default_factory=tuple)
-    #: share of the way the objects are blended toward the pitch behind them (0: as drawn)
-    object_fade: float = 0.0
 
     def without_objects(self) -> Scene:
         return replace(self, objects=())
@@ -161,7 +162,7 @@ def sample_scene(rng: np.random.Generator, params: DayParams, size: int = DEFAUL
             *LABEL_BRIGHTNESS_RANGE,
         )
     )
-    return Scene(
+    scene = Scene(
         width=W,
         height=H,
         brightness=brightness,
@@ -173,8 +174,21 @@ def sample_scene(rng: np.random.Generator, params: DayParams, size: int = DEFAUL
         circle_radius=int(rng.integers(W // 8, W // 5)),
         noise_seed=int(rng.integers(0, 2**31)),
         objects=tuple(objects),
-        object_fade=params.object_fade,  # no draw: the other scenarios' scenes are unchanged
     )
+    return with_players_upside_down(scene, params.upside_down)
+
+
+def with_players_upside_down(scene: Scene, share: float) -> Scene:
+    """``scene`` with each player upside down with probability ``share``, drawn from the
+    scene's own seed (``rng``, the day's stream, is not touched: 0 changes nothing)."""
+    if share <= 0:
+        return scene
+    flips = np.random.Generator(np.random.PCG64([scene.noise_seed, 1])).random(len(scene.objects))
+    objects = tuple(
+        replace(o, upside_down=True) if o.cls == PLAYER and flip < share else o
+        for o, flip in zip(scene.objects, flips, strict=True)
+    )
+    return replace(scene, objects=objects)
 
 
 def _draw_ball(draw: ImageDraw.ImageDraw, o: SceneObject) -> None:
@@ -219,20 +233,34 @@ def render(scene: Scene) -> Image.Image:
     draw.line([(scene.halfway_x, 0), (scene.halfway_x, H - 1)], fill=LINE, width=1)
     cy, r = H // 2, scene.circle_radius
     draw.ellipse([scene.halfway_x - r, cy - r, scene.halfway_x + r, cy + r], outline=LINE, width=1)
-    pitch = np.asarray(img, dtype=np.float32) if scene.object_fade > 0 else None
+    turned = [o for o in scene.objects if o.upside_down]
+    pitch = np.array(img) if turned else None
     for o in scene.objects:
         (_draw_ball if o.cls == BALL else _draw_player)(draw, o)
+    drawn = np.asarray(img)
+    if pitch is not None:
+        drawn = drawn.copy()
+        for o in turned:
+            turn_upside_down(drawn, pitch, o)
 
     # lighting: scale to the target brightness, then the contrast around it; sensor noise
-    pixels = np.asarray(img, dtype=np.float32)
-    if pitch is not None:  # faded objects: part of the way toward the pitch behind them
-        pixels = pixels + (pitch - pixels) * np.float32(scene.object_fade)
-    pixels = pixels * np.float32(scene.brightness / NOMINAL_LUMA)
+    pixels = drawn.astype(np.float32) * np.float32(scene.brightness / NOMINAL_LUMA)
     pivot = np.float32(scene.brightness)
     pixels = pivot + (pixels - pivot) * np.float32(scene.contrast)
     noise = np.random.Generator(np.random.PCG64(scene.noise_seed)).normal(0.0, NOISE_SD, (H, W, 3))
     pixels = np.clip(np.rint(pixels + noise.astype(np.float32)), 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")
+
+
+def turn_upside_down(drawn: np.ndarray, pitch: np.ndarray, o: SceneObject) -> None:
+    """Mirror object ``o`` top to bottom inside its box, in place: its pixels (those of
+    ``drawn`` that differ from the bare ``pitch``) move, the pitch behind stays."""
+    box = (slice(o.y0, o.y1), slice(o.x0, o.x1))
+    sprite, behind = drawn[box], pitch[box]
+    mask = (sprite != behind).any(axis=2)[::-1]
+    turned = behind.copy()
+    turned[mask] = sprite[::-1][mask]
+    drawn[box] = turned
 
 
 def to_png(image: Image.Image) -> bytes:

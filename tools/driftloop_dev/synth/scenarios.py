@@ -50,10 +50,15 @@ CLASS_MIX_P_BALL_TOP = 0.60
 #: ``confidence-decay``: mean confidence reached at the end of the decay, and its length
 DECAYED_CONFIDENCE_MEAN = 0.55
 CONFIDENCE_DECAY_DAYS = 10
-#: ``confidence-decay``: how far the rendered objects are blended toward the pitch behind them
-#: at the end of the decay (0: as drawn, 1: gone). It is what makes a real model's accuracy
-#: and confidence fall (labeled and traffic frames alike); see :mod:`.frames`
-MAX_OBJECT_FADE = 0.8
+#: ``confidence-decay``: the share of players drawn upside down at the end of the decay (it
+#: grows with the decay from 0). It is what makes a real model's accuracy fall in rendered
+#: frames (labeled and traffic alike) while every image statistic stays: the same pixels,
+#: mirrored inside the same box (:mod:`.frames`). A model trained on upright players still
+#: finds them, with worse boxes (mAP@0.5:0.95 falls, mAP@0.5 hardly) and a confidence that
+#: hardly moves: only labels show it. Fading the objects toward the pitch instead moves
+#: contrast, saturation and sharpness (objects are most of a frame's contrast) long before a
+#: model's mAP falls, so input drift would alarm first.
+MAX_UPSIDE_DOWN = 1.0
 #: ``brightness-shift``: the largest shift (in brightness sd). Beyond it the brightness of
 #: the bright cameras clips at 255, and the shift would no longer be the size asked for.
 MAX_BRIGHTNESS_SHIFT_SD = 3.0
@@ -89,9 +94,9 @@ class DayParams:
     severity: float = 0.0
     #: the partition's defect (``corrupt`` only), one of :data:`DEFECTS`
     defect: str | None = None
-    #: share of the way the rendered objects are blended toward the pitch behind them
-    #: (``confidence-decay`` only): 0 draws them as they are
-    object_fade: float = 0.0
+    #: share of the players rendered upside down (``confidence-decay`` only): 0 draws
+    #: every player upright
+    upside_down: float = 0.0
 
 
 BASELINE = DayParams()
@@ -146,7 +151,7 @@ class Scenario:
             return replace(
                 BASELINE,
                 confidence_mean=mean,
-                object_fade=MAX_OBJECT_FADE * severity,
+                upside_down=MAX_UPSIDE_DOWN * severity,
                 severity=severity,
             )
         if self.name == "brightness-shift":
@@ -187,8 +192,9 @@ SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
                 "confidence-decay",
                 f"concept drift: inputs stable, mean confidence falls {CONFIDENCE_MEAN:g} -> "
                 f"{DECAYED_CONFIDENCE_MEAN:g} over {CONFIDENCE_DECAY_DAYS} days from the drift "
-                f"day; in rendered frames the objects fade toward the pitch (up to "
-                f"{MAX_OBJECT_FADE:g} of the way), so a real model's accuracy decays",
+                f"day; in rendered frames a growing share of the players (up to "
+                f"{MAX_UPSIDE_DOWN:g}) is upside down: image statistics stay, a real model's "
+                "accuracy decays",
                 ("confidence_mean", "confidence_max"),
             ),
             Scenario(
