@@ -8,8 +8,10 @@
 * its *baseline*: the promotion gate's evaluation of this version as the candidate — the
   ``evaluation`` row of the audit ledger (``retrain/evaluate.py`` appends it, with the URI of
   ``reports/retrain/<run>/evaluation.json`` and the dataset's hash), FP32 mAP@0.5 and
-  mAP@0.5:0.95 on the eval split of its training snapshot. A champion without one is an
-  error (:class:`NoBaselineError`): its accuracy cannot be judged against anything;
+  mAP@0.5:0.95 on the eval split of its training snapshot. A champion the gate never
+  evaluated (registered by hand, or before driftloop) has none: its accuracy is not measured,
+  and the check says so — the inputs are still checked. An evaluation without mAP is an error
+  (:class:`NoBaselineError`);
 * that snapshot (``dataset_sha256`` tag of the version, checked against the ledger's).
 """
 
@@ -60,10 +62,14 @@ def current_champion(client, name: str) -> Champion | None:
         return None
     tags = version.tags or {}
     dataset = tags.get(DATASET_TAG)
+    try:
+        uris = registry.onnx_model_uris(version)
+    except LookupError:  # no ONNX model on record: champion_onnx says so if it is needed
+        uris = {}
     return Champion(
         name=name,
         version=str(version.version),
-        uris=registry.onnx_model_uris(version),
+        uris=uris,
         hashes=onnx_sha256_tags(version),
         dataset_sha256=dataset if dataset and dataset != "-" else None,
     )
@@ -73,6 +79,10 @@ def champion_onnx(champion: Champion, kind: str, dest: Path) -> Path:
     """The champion's ``kind`` ONNX file, downloaded under ``dest`` and hash-checked."""
     from driftloop.retrain.model_files import ONNX_SHA256_TAGS, download_onnx
 
+    if kind not in champion.uris:
+        raise PerformanceCheckError(
+            f"{champion.label}: its registered version names no {kind} ONNX model"
+        )
     if kind not in champion.hashes:
         raise PerformanceCheckError(
             f"{champion.label}: no recorded SHA-256 of its {kind} ONNX model (tag "
@@ -81,9 +91,10 @@ def champion_onnx(champion: Champion, kind: str, dest: Path) -> Path:
     return download_onnx(champion.uris[kind], dest / kind, champion.hashes[kind])
 
 
-def baseline_of(settings: Settings, champion: Champion) -> dict[str, Any]:
+def baseline_of(settings: Settings, champion: Champion) -> dict[str, Any] | None:
     """``{"map50", "map50_95", "source", "dataset_sha256"}`` of the gate's newest evaluation
-    of the champion as the candidate (the audit ledger); :class:`NoBaselineError` if none."""
+    of the champion as the candidate (the audit ledger); None when the ledger has none (the
+    ledger's "not found"); :class:`NoBaselineError` for one without mAP."""
     from driftloop.retrain.records import ledger
 
     subject = f"model:{champion.name}/v{champion.version}"
@@ -103,10 +114,15 @@ def baseline_of(settings: Settings, champion: Champion) -> dict[str, Any]:
             "source": f"ledger evaluation row {row.id}" + (f" ({uri})" if uri else ""),
             "dataset_sha256": (row.input_hashes or {}).get("dataset"),
         }
-    raise NoBaselineError(
+    return None
+
+
+def no_baseline_note(champion: Champion) -> str:
+    subject = f"model:{champion.name}/v{champion.version}"
+    return (
         f"{champion.label} has no evaluation of its own in the audit ledger (kind "
-        f"'evaluation', subject {subject!r}): its measured mAP has no baseline to be judged "
-        "against; promote through retrain_detector's gate"
+        f"'evaluation', subject {subject!r}): its accuracy is not measured; a champion "
+        "promoted through retrain_detector's gate has one"
     )
 
 

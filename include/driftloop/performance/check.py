@@ -38,6 +38,7 @@ from driftloop.performance.champion import (
     champion_onnx,
     current_champion,
     eval_dataset,
+    no_baseline_note,
 )
 from driftloop.performance.labeled_days import labeled_days, load_labeled_day
 from driftloop.performance.scores import N_RESAMPLES, camera_scores
@@ -68,8 +69,10 @@ def document(
     mae: float | None,
     n_days: int,
     rejected: list[dict[str, str]],
+    note: str | None = None,
 ) -> dict[str, Any]:
-    """The ``performance.json`` shape the verdict codes against (rows: this run's new ones)."""
+    """The ``performance.json`` shape the verdict codes against (rows: this run's new ones;
+    ``note``: why nothing was measured, when nothing could be)."""
     keys = ("day", "source", "camera", *ROW_FIELDS)
     return {
         "model_version": version,
@@ -80,6 +83,7 @@ def document(
         "estimate_mae": mae,
         "estimate_days": n_days,
         "rejected": list(rejected),
+        "note": note,
     }
 
 
@@ -169,6 +173,12 @@ def run_performance_check(
         storage.put_json_once(s3, settings.bucket, key, doc)
         return doc
     baseline = baseline_of(settings, champion)
+    if baseline is None:  # never evaluated by the gate: nothing to judge its accuracy against
+        note = no_baseline_note(champion)
+        log.warning("performance not measured: %s", note)
+        doc = document(champion.version, None, [], None, 0, [], note)
+        storage.put_json_once(s3, settings.bucket, key, doc)
+        return doc
     engine = engine if engine is not None else history.engine_for(settings.database_url)
     rows: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []

@@ -12,6 +12,7 @@ from driftloop.performance.champion import (
     baseline_of,
     champion_onnx,
     eval_dataset,
+    no_baseline_note,
 )
 from driftloop.retrain.records import ledger
 
@@ -56,10 +57,10 @@ def test_the_baseline_is_the_newest_evaluation_of_the_version_as_candidate(setti
     assert eval_dataset(champion, baseline) == SHA_A
 
 
-def test_no_evaluation_fails_closed(settings):
+def test_a_never_evaluated_champion_has_no_baseline_but_one_without_map_fails(settings):
     evaluation(settings, "r3", "4", champion="3")
-    with pytest.raises(NoBaselineError, match=r"det v3 has no evaluation of its own"):
-        baseline_of(settings, Champion("det", "3", uris={}))
+    assert baseline_of(settings, Champion("det", "3", uris={})) is None  # never evaluated
+    assert "det v3 has no evaluation of its own" in no_baseline_note(Champion("det", "3", uris={}))
     evaluation(settings, "r4", "3", map50_95=None)
     with pytest.raises(NoBaselineError, match="has no mAP"):
         baseline_of(settings, Champion("det", "3", uris={}))
@@ -78,3 +79,21 @@ def test_an_unrecorded_model_file_is_never_scored(tmp_path):
     champion = Champion("det", "3", uris={"fp32": "models:/m-1"}, hashes={"int8": SHA_A})
     with pytest.raises(PerformanceCheckError, match="no recorded SHA-256 of its fp32"):
         champion_onnx(champion, "fp32", tmp_path)
+
+
+def test_a_version_without_onnx_models_is_a_champion_that_cannot_be_scored(tmp_path):
+    from types import SimpleNamespace
+
+    from driftloop.performance import champion as module
+
+    version = SimpleNamespace(
+        name="det", version="5", source="models:/m-9f", run_id="r", tags={}, aliases=["champion"]
+    )
+    client = SimpleNamespace(
+        get_registered_model=lambda name: SimpleNamespace(aliases={"champion": "5"}),
+        get_model_version=lambda name, number: version,
+    )
+    found = module.current_champion(client, "det")
+    assert (found.version, found.uris, found.hashes) == ("5", {}, {})  # no FP32 tag: no models
+    with pytest.raises(PerformanceCheckError, match="names no fp32 ONNX model"):
+        champion_onnx(found, "fp32", tmp_path)

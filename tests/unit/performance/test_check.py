@@ -16,7 +16,9 @@ from driftloop.performance import check, store
 from driftloop.performance.champion import Champion
 from tests.unit.conftest import s3_client_for
 
-DOC_KEYS = {"model_version", "baseline", "days", "estimate_mae", "estimate_days", "rejected"}
+DOC_KEYS = {
+    "model_version", "baseline", "days", "estimate_mae", "estimate_days", "rejected", "note"
+}  # fmt: skip
 DAY_KEYS = {
     "day",
     "source",
@@ -66,9 +68,25 @@ def test_without_a_champion_nothing_is_measured(s3, settings, monkeypatch):
         "estimate_mae": None,
         "estimate_days": 0,
         "rejected": [],
+        "note": None,
     }
     key = "reports/drift/scheduled__2026-11-30/performance.json"
     assert storage.get_json(s3, settings.bucket, key) == doc
+
+
+def test_a_champion_the_gate_never_evaluated_is_not_measured(s3, settings, monkeypatch):
+    monkeypatch.setattr(check, "current_champion", lambda c, n: Champion("det", "3", uris={}))
+    monkeypatch.setattr(check, "baseline_of", lambda settings, champ: None)
+    monkeypatch.setattr(check, "measure_day", lambda *a, **k: pytest.fail("measured"))
+    storage.put_bytes(s3, settings.bucket, storage.labeled_prefix("2026-11-29") + "_SUCCESS", b"")
+    doc = check.run_performance_check(
+        settings, run_id="r0", window_start=date(2026, 11, 28), window_end=date(2026, 11, 29),
+        s3=s3,
+    )  # fmt: skip
+    assert set(doc) == DOC_KEYS
+    assert (doc["model_version"], doc["baseline"], doc["days"]) == ("3", None, [])
+    assert doc["note"].startswith("det v3 has no evaluation of its own in the audit ledger")
+    assert storage.get_json(s3, settings.bucket, check.document_key("r0")) == doc
 
 
 def test_new_days_are_measured_estimated_stored_and_documented(s3, settings, monkeypatch):
