@@ -88,6 +88,8 @@ def isolated(stack, s3, monkeypatch, tmp_path):
         "DRIFTLOOP_BUCKET": bucket,
         "DRIFTLOOP_REGISTERED_MODEL": f"decay-detector-{uuid.uuid4().hex[:8]}",
         "DRIFTLOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'driftloop.db'}",
+        # its own ledger anchors too: its ledger's row 1 must not take the shared ledger's
+        "DRIFTLOOP_LEDGER_ANCHOR_BUCKET": bucket,
         "DRIFTLOOP_PROMOTION_POLICY_PATH": str(path),
     }.items():
         monkeypatch.setenv(name, value)

@@ -51,6 +51,7 @@ def served(stack, s3, tmp_path, monkeypatch):
     database = f"sqlite:///{tmp_path / 'history.db'}"
     monkeypatch.setenv("DRIFTLOOP_BUCKET", bucket)
     monkeypatch.setenv("DRIFTLOOP_DATABASE_URL", database)
+    monkeypatch.setenv("DRIFTLOOP_LEDGER_ANCHOR_BUCKET", bucket)  # its own ledger's anchors
     monkeypatch.setenv("DRIFTLOOP_REGISTERED_MODEL", f"nobody-{uuid.uuid4().hex[:8]}")
     policy = tmp_path / "drift_policy.yaml"
     from driftloop.config.settings import DEFAULT_POLICY_PATH
