@@ -130,6 +130,8 @@ def champion(stack, s3, world, tmp_path_factory):
             "bucket": world["bucket"],
             "registered_model": name,
             "database_url": f"sqlite:///{root / 'driftloop.db'}",
+            # its own ledger's anchors too: its row 1 must not meet the shared ledger's row 1
+            "ledger_anchor_bucket": world["bucket"],
         }
     )
     data = download_dataset(s3, snapshot.uri, root / "snapshot")
