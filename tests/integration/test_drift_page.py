@@ -101,6 +101,16 @@ def _seed(url: str) -> dict[str, int]:
                     recorded_at=datetime(2026, 11, day, tzinfo=UTC),
                 )
             )  # fmt: skip
+        for day, value in ((19, 0.57), (20, 0.55), (21, 0.56), (22, 0.5)):  # label-free, daily
+            conn.execute(
+                sa.insert(performance_days).values(
+                    day=date(2026, 11, day), model_version="1", camera="*",
+                    source="estimated", n_frames=400, map50=None, map50_95=value,
+                    map50_95_low=None, map50_95_high=None,
+                    baseline_map50_95=0.55, run_id=f"seeded__2026-11-{day}",
+                    recorded_at=datetime(2026, 11, day, tzinfo=UTC),
+                )
+            )  # fmt: skip
     return {"open": opened, "ignored": ignored}
 
 
@@ -160,6 +170,7 @@ def test_no_session_is_refused_and_the_token_reads(page_stack):
     assert scores[0]["scores"] is None  # checked before scores were kept
     assert scores[-1]["scores"]["brightness"]["score"] == pytest.approx(0.35 / 0.02)
     assert [p["map50_95"] for p in data["performance"]["measured"]] == [0.52, 0.41]
+    assert [p["map50_95"] for p in data["performance"]["estimated"]] == [0.57, 0.55, 0.56, 0.5]
 
 
 def test_the_ui_check_sees_the_drift_page(page_stack, tmp_path):

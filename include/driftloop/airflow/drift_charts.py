@@ -98,8 +98,8 @@ def line_chart(
     log: bool = False,
 ) -> str:
     """An inline SVG line chart. ``series``: ``{"name", "color", "dash", "line", "points":
-    [(day, value, tooltip)]}``; days are ISO dates (x), values numbers (y from 0); ``line:
-    False`` draws markers only. ``references``: ``(value, label)`` dashed horizontal lines;
+    [(day, value, tooltip)]}``; days are ISO dates (x), values numbers (y from 0); ``dash``:
+    ``True`` or an SVG dasharray; ``line: False`` draws markers only. ``references``: ``(value, label)`` dashed horizontal lines;
     ``log``: a log(1 + y) axis."""
     points = [p for s in series for p in s["points"] if p[1] is not None]
 
@@ -153,7 +153,9 @@ def line_chart(
         drawn.append(s)
         name = escape(s["name"])
         if s.get("line", True):
-            dash = ' stroke-dasharray="5,4"' if s.get("dash") else ""
+            pattern = s.get("dash")  # True: dashed; a string: its own dasharray ("2,3": dotted)
+            dash = f' stroke-dasharray="{pattern if isinstance(pattern, str) else "5,4"}"'
+            dash = dash if pattern else ""
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts)
             parts.append(
                 f'<polyline class="series" data-series="{name}" points="{path}" '
@@ -299,10 +301,25 @@ def performance_chart(series: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
             {
                 "name": "champion baseline",
                 "color": "#718096",
-                "dash": True,
-                "points": points("measured", "baseline_map50_95"),
+                "dash": "2,3",
+                "points": _baseline_points(series),
             },
         ],
         y_label="mAP@0.5:0.95",
         empty=NO_LABELED_DAYS,
     )
+
+
+def _baseline_points(
+    series: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> list[tuple[str, float | None, str]]:
+    """The champion's baseline on every charted day, measured or only estimated (a day with
+    both: the measured row's, the baseline the verdict compared against)."""
+    by_day = {row["day"]: row for name in ("estimated", "measured") for row in series.get(name, ())}
+    out = []
+    for day in sorted(by_day):
+        row = by_day[day]
+        value = row.get("baseline_map50_95")
+        shown = "—" if value is None else f"{value:.3f}"
+        out.append((day, value, f"{day} v{row['model_version']} champion baseline={shown}"))
+    return out

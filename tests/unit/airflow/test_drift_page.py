@@ -268,6 +268,31 @@ def test_score_chart_top_features_references_and_unscored_checks():
     assert charts.NO_CHECKS in charts.score_chart([])
 
 
+def _performance_row(day, source, value, baseline, version="1"):
+    return {"day": day, "source": source, "model_version": version, "map50_95": value,
+            "map50": None, "map50_95_low": None, "map50_95_high": None,
+            "baseline_map50_95": baseline, "n_frames": 50}  # fmt: skip
+
+
+def test_performance_chart_draws_the_baseline_on_days_with_only_an_estimate():
+    series = {
+        "measured": [_performance_row("2026-11-22", "measured", 0.41, 0.55)],
+        "estimated": [_performance_row("2026-11-20", "estimated", 0.57, 0.56),
+                      _performance_row("2026-11-22", "estimated", 0.5, 0.56)],
+    }  # fmt: skip
+    svg = charts.performance_chart(series)
+    assert _titles(svg, "measured") == ["2026-11-22 v1 measured map50_95=0.410 (n=50)"]
+    assert len(_titles(svg, "estimated")) == 2
+    # the 20th has no labels but the champion's baseline is still drawn; on the 22nd the
+    # measured row's baseline (the one the verdict compared against) wins
+    assert _titles(svg, "champion baseline") == [
+        "2026-11-20 v1 champion baseline=0.560",
+        "2026-11-22 v1 champion baseline=0.550",
+    ]
+    assert 'data-series="estimated" points=' in svg
+    assert re.search(r'data-series="champion baseline"[^>]*stroke-dasharray="2,3"', svg)
+
+
 def test_plugins_manager_loads_the_drift_page_plugin(tmp_path):
     out = run_python(
         """
