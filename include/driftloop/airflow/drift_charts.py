@@ -99,8 +99,8 @@ def line_chart(
 ) -> str:
     """An inline SVG line chart. ``series``: ``{"name", "color", "dash", "line", "points":
     [(day, value, tooltip)]}``; days are ISO dates (x), values numbers (y from 0); ``dash``:
-    ``True`` or an SVG dasharray; ``line: False`` draws markers only. ``references``: ``(value, label)`` dashed horizontal lines;
-    ``log``: a log(1 + y) axis."""
+    ``True`` (dashed) or an SVG dasharray ("2,3": dotted); ``line: False`` draws markers only.
+    ``references``: ``(value, label)`` dashed horizontal lines; ``log``: a log(1 + y) axis."""
     points = [p for s in series for p in s["points"] if p[1] is not None]
 
     def head(height: int) -> str:
@@ -153,9 +153,8 @@ def line_chart(
         drawn.append(s)
         name = escape(s["name"])
         if s.get("line", True):
-            pattern = s.get("dash")  # True: dashed; a string: its own dasharray ("2,3": dotted)
-            dash = f' stroke-dasharray="{pattern if isinstance(pattern, str) else "5,4"}"'
-            dash = dash if pattern else ""
+            pattern = "5,4" if s.get("dash") is True else s.get("dash")
+            dash = f' stroke-dasharray="{pattern}"' if pattern else ""
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts)
             parts.append(
                 f'<polyline class="series" data-series="{name}" points="{path}" '
