@@ -15,9 +15,13 @@ from driftloop.config.drift_policy import Policy
 from driftloop.config.settings import Settings
 
 
-def daily_check(s3, settings: Settings, end_day: str, policy: Policy) -> dict[str, Any]:
+def daily_check(
+    s3, settings: Settings, end_day: str, policy: Policy, *, publish: bool = False
+) -> dict[str, Any]:
     """The check of the window ending ``end_day`` (run id ``scheduled__<end_day>``): the
-    decision document, with the drift event (``event``: None unless critical)."""
+    decision document, with the drift event (``event``: None unless critical) and, with
+    ``publish``, what the DAG's ``evidently_report`` and ``log_to_mlflow`` return
+    (``logged``: the MLflow run's ids and links)."""
     from driftloop.drift.events import open_drift_event
     from driftloop.drift.profiling import (
         compute_statistics,
@@ -56,6 +60,11 @@ def daily_check(s3, settings: Settings, end_day: str, policy: Policy) -> dict[st
         run_id=run_id,
         performance_uri=performance,
     )
+    if publish:
+        from driftloop.drift.publish import log_to_mlflow, render_evidently
+
+        report = render_evidently(s3, settings, reference, statistics, decision, run_id)
+        decision["logged"] = log_to_mlflow(s3, settings, decision, report, run_id)
     critical = decision["severity"] == "critical"
     decision["event"] = open_drift_event(settings, decision, run_id) if critical else None
     return decision

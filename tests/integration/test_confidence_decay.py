@@ -174,7 +174,7 @@ def test_a_performance_event_opens_before_any_input_drift(isolated, s3):
             if index >= TRAIN_DAYS:
                 _write_day(s3, isolated, spec, index)
             serve_day(s3, isolated, day, store)
-            decision = daily_check(s3, settings, day, policy)
+            decision = daily_check(s3, settings, day, policy, publish=True)
             performance = decision["performance"] or {"level": "none"}
             measured, estimated = _measured(engine, version, day)
             lines.append(
@@ -202,3 +202,11 @@ def test_a_performance_event_opens_before_any_input_drift(isolated, s3):
     assert first_event is not None, "no performance event opened:\n" + "\n".join(lines)
     assert first_event >= DRIFT_DAY, "\n".join(lines)
     assert first_input is None or first_event < first_input, "\n".join(lines)
+
+    # what an operator sees in the MLflow UI: the event day's drift run carries the verdict
+    run = client.get_run(decision["logged"]["run_id"])
+    assert run.data.metrics["performance/level"] == 2.0
+    assert run.data.metrics["performance/measured/map50_95/all"] == pytest.approx(measured)
+    assert run.data.metrics["performance/baseline"] == pytest.approx(evaluation["map50_95"])
+    assert run.data.metrics["performance/drop"] == pytest.approx(performance["drop"])
+    assert "performance.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
